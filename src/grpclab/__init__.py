@@ -1,0 +1,1 @@
+"""grpclab: gRPC load balancing on Kubernetes, live."""

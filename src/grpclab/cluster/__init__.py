@@ -1,0 +1,106 @@
+"""The one `Cluster` interface that notebooks use, whatever the backend."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from grpclab.load import LoadResult, LoadSpec
+
+ManifestSource = str | Path | Mapping[str, Any] | list[Mapping[str, Any]]
+BACKENDS = ("sandbox", "kind", "kubeconfig")
+DEFAULT_NAMESPACE = "production"
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as `kubectl get pods -o wide` would show it."""
+
+    name: str
+    namespace: str
+    ip: str
+    ready: bool
+    phase: str  # Pending, Running, Succeeded, Failed, Terminating
+    restarts: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class Cluster(ABC):
+    """What a notebook may ask of a cluster. Nothing here names a backend detail."""
+
+    backend: str
+    namespace: str
+
+    @abstractmethod
+    def apply(self, source: ManifestSource) -> list[str]:
+        """Create or update every object in `source`; returns kubectl-style lines."""
+
+    @abstractmethod
+    def delete(self, source: ManifestSource) -> list[str]:
+        """Delete every object in `source`; objects that are already gone are skipped."""
+
+    @abstractmethod
+    def pods(self, selector: Mapping[str, str] | None = None, namespace: str | None = None) -> list[Pod]:
+        """Pods in the namespace, optionally filtered by labels, sorted by name."""
+
+    @abstractmethod
+    def wait_ready(
+        self, deployment: str, namespace: str | None = None, timeout: float = 60.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> list[Pod]:
+        """Block until the Deployment's rollout is complete; returns its ready pods."""
+
+    @abstractmethod
+    def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
+        """Set the Deployment's replica count (does not wait)."""
+
+    @abstractmethod
+    def delete_pod(self, name: str, namespace: str | None = None) -> None:
+        """Delete one pod; its Deployment replaces it."""
+
+    @abstractmethod
+    def target(
+        self, service: str, port: int | str = "grpc", namespace: str | None = None,
+        via: Literal["dns", "clusterip"] = "dns",
+    ) -> str:
+        """The gRPC target string that reaches `service` on this backend."""
+
+    @abstractmethod
+    def run_load(self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None) -> LoadResult:
+        """Drive RPCs as described by `spec` from inside the cluster; returns the result."""
+
+    @abstractmethod
+    def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
+        """Set one pod's fault knobs (added_latency_ms, error_rate, error_code, not_serving)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line that says which backend this is and where it runs."""
+
+    @abstractmethod
+    def down(self) -> None:
+        """Stop everything this cluster object started. Safe to call twice."""
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.down()
+
+
+def connect(backend: str | None = None, **options: Any) -> Cluster:
+    """Return a Cluster for `backend`, or for $GRPCLAB_BACKEND (default: sandbox)."""
+    chosen = backend or os.environ.get("GRPCLAB_BACKEND", "sandbox")
+    if chosen == "sandbox":
+        from grpclab.cluster.sandbox import Sandbox
+
+        return Sandbox(**options)
+    if chosen in ("kind", "kubeconfig"):
+        from grpclab.cluster.kube import KubeCluster
+
+        return KubeCluster(backend=chosen, **options)
+    raise ValueError(f"GRPCLAB_BACKEND={chosen!r} is not one of {', '.join(BACKENDS)}")
