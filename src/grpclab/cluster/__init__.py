@@ -44,12 +44,17 @@ class Cluster(ABC):
         """Delete every object in `source`; objects that are already gone are skipped."""
 
     @abstractmethod
-    def pods(self, selector: Mapping[str, str] | None = None, namespace: str | None = None) -> list[Pod]:
+    def pods(
+        self, selector: Mapping[str, str] | None = None, namespace: str | None = None
+    ) -> list[Pod]:
         """Pods in the namespace, optionally filtered by labels, sorted by name."""
 
     @abstractmethod
     def wait_ready(
-        self, deployment: str, namespace: str | None = None, timeout: float = 60.0,
+        self,
+        deployment: str,
+        namespace: str | None = None,
+        timeout: float = 60.0,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> list[Pod]:
         """Block until the Deployment's rollout is complete; returns its ready pods."""
@@ -64,13 +69,18 @@ class Cluster(ABC):
 
     @abstractmethod
     def target(
-        self, service: str, port: int | str = "grpc", namespace: str | None = None,
+        self,
+        service: str,
+        port: int | str = "grpc",
+        namespace: str | None = None,
         via: Literal["dns", "clusterip"] = "dns",
     ) -> str:
         """The gRPC target string that reaches `service` on this backend."""
 
     @abstractmethod
-    def run_load(self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None) -> LoadResult:
+    def run_load(
+        self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
+    ) -> LoadResult:
         """Drive RPCs as described by `spec` from inside the cluster; returns the result."""
 
     @abstractmethod

@@ -1,0 +1,59 @@
+# grpclab's commands. `make lab` opens the tutorial, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+# uv from PATH, or bootstrapped once into .tools/ with pip when it is missing.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+RUN := $(UV) run --frozen
+export UV_LINK_MODE ?= copy
+
+.PHONY: setup lab demo test lint format protos test-unit test-contract test-notebooks \
+        notebooks bench down clean kind-up kind-down
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+setup: .venv/.synced  ## install the Python environment (uv, from uv.lock)
+
+lab: setup  ## open the tutorial in JupyterLab on the sandbox backend
+	$(RUN) jupyter lab --ServerApp.ip=127.0.0.1 notebooks/00-setup.ipynb
+
+demo: setup  ## headless: ClusterIP vs round_robin, requests per pod
+	$(RUN) grpclab demo
+
+test: setup lint  ## every test: lint, stale stubs, unit, sandbox, contract, notebooks
+	$(RUN) python -m grpclab.codegen --check
+	$(RUN) pytest tests
+
+test-unit: setup
+	$(RUN) pytest tests --ignore=tests/contract
+
+test-contract: setup  ## the Cluster contract, against $$GRPCLAB_BACKEND (default sandbox)
+	$(RUN) pytest tests/contract
+
+test-notebooks: setup  ## nbval over notebooks/, against $$GRPCLAB_BACKEND
+	$(RUN) pytest tests/test_notebooks.py
+
+lint: setup
+	$(RUN) ruff check src tests bench
+	$(RUN) ruff format --check src tests bench
+
+format: setup
+	$(RUN) ruff check --fix src tests bench
+	$(RUN) ruff format src tests bench
+
+protos: setup  ## regenerate src/grpclab/_generated from protos/
+	$(RUN) python -m grpclab.codegen
+
+bench: setup  ## benchmarks: each prints ratios measured in one run
+	$(RUN) python bench/bench_load.py
+
+down:  ## end processes left by sandboxes whose owner died
+	$(RUN) grpclab down
+
+clean: down
+	rm -rf .pytest_cache .ruff_cache artifacts

@@ -1,0 +1,626 @@
+"""The embedded sandbox: Kubernetes objects in, real processes and data planes out.
+
+Pods are demo-server processes on their own loopback IPs, kube-proxy is Envoy
+tcp_proxy fed by grpclab's ADS server, and CoreDNS is grpclab's DNS server.
+One controller thread plays the Deployment controller, the kubelet's prober and
+the EndpointSlice controller.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+
+from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
+from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
+from grpclab.cluster.sandbox.addresses import AddressBlock, state_root
+from grpclab.cluster.sandbox.dns import CLUSTER_DOMAIN, ClusterDns
+from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
+from grpclab.cluster.sandbox.pods import (
+    DEFAULT_GRACE_SECONDS,
+    PodRuntime,
+    probe_once,
+    record_result,
+    reset_for_start,
+)
+from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
+from grpclab.load import LoadResult, LoadSpec
+from grpclab.xds import LISTENER, XdsServer
+from grpclab.xds.kube_proxy import NODE_ID as KUBE_PROXY_NODE
+from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
+
+Key = tuple[str, str, str]  # kind, namespace ("" for cluster-scoped), name
+CONTROL_INTERVAL_S = 0.05
+# kubelet restarts a crashed container after a back-off that starts at 10 s;
+# the sandbox starts at 0.5 s so that a drill in a notebook stays short.
+RESTART_BACKOFF_S = 0.5
+
+
+class SandboxDownError(RuntimeError):
+    """The sandbox was shut down; every call after that gets this."""
+
+
+class Sandbox(Cluster):
+    """A Kubernetes-shaped cluster made of local processes. See DESIGN.md."""
+
+    backend = "sandbox"
+
+    def __init__(self, namespace: str | None = None) -> None:
+        self.namespace = namespace or os.environ.get("GRPCLAB_NAMESPACE") or DEFAULT_NAMESPACE
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._pods: dict[str, PodRuntime] = {}
+        self._cluster_ips: dict[tuple[str, str], str] = {}
+        self._published: tuple[Any, Any] | None = None
+        self._down = False
+        self.block = AddressBlock()
+        self.work_dir = state_root() / f"sandbox-{self.block.index}"
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True)
+        try:
+            self._launcher = ProcessLauncher(self.work_dir)
+            self._probe_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="grpclab-probe")
+            self.dns = ClusterDns(self.block.node_ip)
+            self.xds = XdsServer(self.block.node_ip)
+            self.kube_proxy: EnvoyProxy = start_envoy(
+                self._launcher,
+                self.xds,
+                "kube-proxy",
+                KUBE_PROXY_NODE,
+                self.block.node_ip,
+                self.work_dir,
+            )
+        except BaseException:
+            self._teardown()
+            raise
+        self._controller = threading.Thread(
+            target=self._control_loop, name=f"grpclab-sandbox-{self.block.index}", daemon=True
+        )
+        self._controller.start()
+        atexit.register(self.down)
+
+    # -- Cluster interface -------------------------------------------------------
+
+    def describe(self) -> str:
+        return (
+            f"sandbox backend #{self.block.index}: pods are processes on "
+            f"127.42.{self.block.index}.0/24, Services on 127.43.{self.block.index}.0/24; "
+            f"kube-proxy is Envoy tcp_proxy, CoreDNS is grpclab's DNS at {self.dns.address}. "
+            "For real Kubernetes set GRPCLAB_BACKEND=kind."
+        )
+
+    def apply(self, source: ManifestSource) -> list[str]:
+        self._check_up()
+        label = _source_label(source)
+        objects = load_objects(source, default_namespace=self.namespace)
+        check_sandbox_support(objects, label)
+        with self._lock:
+            self._check_against_state(objects, label)
+            before = dict(self._objects), dict(self._cluster_ips)
+            lines = [self._store(obj) for obj in objects]
+        try:
+            self._publish_services(wait=True)
+        except BaseException:
+            with self._lock:  # the data plane refused it: put the old state back
+                self._objects, self._cluster_ips = before
+            self._publish_services(wait=False)
+            raise
+        self._wake.set()
+        return lines
+
+    def delete(self, source: ManifestSource) -> list[str]:
+        self._check_up()
+        objects = load_objects(source, default_namespace=self.namespace)
+        lines = []
+        with self._lock:
+            for obj in objects:
+                key = _key(obj)
+                if key not in self._objects:
+                    lines.append(f"{_display(obj)} not found (skipped)")
+                    continue
+                if key[0] == "Namespace":
+                    for other in [k for k in self._objects if k[1] == key[2]]:
+                        self._forget(other)
+                self._forget(key)
+                lines.append(f"{_display(obj)} deleted")
+        self._publish_services(wait=True)
+        self._wake.set()
+        return lines
+
+    def pods(
+        self, selector: Mapping[str, str] | None = None, namespace: str | None = None
+    ) -> list[Pod]:
+        self._check_up()
+        namespace = namespace or self.namespace
+        with self._lock:
+            return [
+                _pod_view(p)
+                for p in sorted(self._pods.values(), key=lambda p: p.name)
+                if p.namespace == namespace and _matches(selector or {}, p.labels)
+            ]
+
+    def wait_ready(
+        self,
+        deployment: str,
+        namespace: str | None = None,
+        timeout: float = 60.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> list[Pod]:
+        namespace = namespace or self.namespace
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            self._check_up()
+            with self._lock:
+                spec = self._deployment(deployment, namespace)
+                desired = spec["spec"].get("replicas", 1)
+                current = _template_hash(spec)
+                owned = [
+                    p
+                    for p in self._pods.values()
+                    if p.owner == deployment and p.namespace == namespace
+                ]
+                fresh = [p for p in owned if p.template_hash == current and not p.terminating]
+                stale = [p for p in owned if p.template_hash != current and not p.terminating]
+                ready = [p for p in fresh if p.ready]
+            if on_progress and (len(ready), desired) != last:
+                last = (len(ready), desired)
+                on_progress(len(ready), desired)
+            if len(ready) == desired == len(fresh) and not stale:
+                return [_pod_view(p) for p in sorted(ready, key=lambda p: p.name)]
+            if time.monotonic() > deadline:
+                raise TimeoutError(self._rollout_report(deployment, namespace, desired, owned))
+            time.sleep(0.05)
+
+    def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
+        self._check_up()
+        if not isinstance(replicas, int) or replicas < 0:
+            raise ValueError(f"replicas must be a whole number >= 0, not {replicas!r}")
+        with self._lock:
+            spec = copy.deepcopy(self._deployment(deployment, namespace or self.namespace))
+            spec["spec"]["replicas"] = replicas
+            check_sandbox_support([spec], f"scale deployment/{deployment}")
+            self._objects[_key(spec)] = spec
+        self._wake.set()
+
+    def delete_pod(self, name: str, namespace: str | None = None) -> None:
+        self._check_up()
+        with self._lock:
+            pod = self._pods.get(name)
+            if pod is None or pod.namespace != (namespace or self.namespace):
+                raise KeyError(f'pod "{name}" not found in namespace {namespace or self.namespace}')
+            self._terminate(pod)
+        self._wake.set()
+
+    def target(
+        self,
+        service: str,
+        port: int | str = "grpc",
+        namespace: str | None = None,
+        via: Literal["dns", "clusterip"] = "dns",
+    ) -> str:
+        self._check_up()
+        namespace = namespace or self.namespace
+        with self._lock:
+            obj = self._objects.get(("Service", namespace, service))
+            if obj is None:
+                raise KeyError(f'service "{service}" not found in namespace {namespace}')
+            number = _service_port(obj, port)
+            if via == "dns":
+                return f"dns://{self.dns.address}/{service}.{namespace}.{CLUSTER_DOMAIN}:{number}"
+            if via == "clusterip":
+                ip = self._cluster_ips.get((namespace, service))
+                if ip is None:
+                    raise ValueError(
+                        f"service {namespace}/{service} is headless: it has no cluster IP"
+                    )
+                return f"{ip}:{number}"
+        raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
+
+    def run_load(
+        self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
+    ) -> LoadResult:
+        from grpclab.load import run
+
+        self._check_up()
+        return run(spec, on_progress)
+
+    def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
+        from google.protobuf.json_format import MessageToDict
+
+        from grpclab._generated import admin_pb2, admin_pb2_grpc
+
+        self._check_up()
+        with self._lock:
+            runtime = self._pods.get(pod)
+            if runtime is None or runtime.namespace != (namespace or self.namespace):
+                raise KeyError(f'pod "{pod}" not found in namespace {namespace or self.namespace}')
+            address = f"{runtime.ip}:{runtime.grpc_port}"
+        with grpc.insecure_channel(address) as channel:
+            reply = admin_pb2_grpc.AdminStub(channel).SetFault(admin_pb2.Fault(**fault), timeout=5)
+        return MessageToDict(
+            reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+
+    def logs(self, pod: str, tail: int = 20) -> str:
+        """The last lines the pod's process printed."""
+        path = self.work_dir / f"{pod}.log"
+        if not path.exists():
+            raise KeyError(f'no logs for pod "{pod}"')
+        return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
+
+    def down(self) -> None:
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+        atexit.unregister(self.down)
+        self._stopping.set()
+        self._wake.set()
+        if self._controller.is_alive():
+            self._controller.join(timeout=5)
+        self._teardown()
+
+    # -- state -------------------------------------------------------------------
+
+    def _check_up(self) -> None:
+        if self._down:
+            raise SandboxDownError(
+                "this sandbox was shut down (down() was called); "
+                "run grpclab.connect() for a new one"
+            )
+
+    def _check_against_state(self, objects: list[dict], label: str) -> None:
+        """The rules the API server enforces across objects, before anything is stored."""
+        namespaces = {k[2] for k in self._objects if k[0] == "Namespace"} | {"default"}
+        namespaces |= {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+        for index, obj in enumerate(objects):
+            origin = getattr(obj, "origin", None)  # set by load_objects: the object's own file
+            where = {
+                "source": origin.source if origin else label,
+                "document": origin.document if origin else index,
+                "object": f"{obj['kind']} {namespace_of(obj)}/{obj['metadata']['name']}",
+            }
+            namespace = obj["metadata"].get("namespace")
+            if obj["kind"] != "Namespace" and namespace not in namespaces:
+                raise ManifestError(
+                    **where,
+                    field="metadata.namespace",
+                    reason=f'namespace "{namespace}" not found (apply a Namespace first)',
+                )
+            old = self._objects.get(_key(obj))
+            if old is None:
+                continue
+            if obj["kind"] == "Deployment" and old["spec"]["selector"] != obj["spec"]["selector"]:
+                raise ManifestError(**where, field="spec.selector", reason="field is immutable")
+            if obj["kind"] == "Service" and _headless(old) != _headless(obj):
+                raise ManifestError(
+                    **where,
+                    field="spec.clusterIP",
+                    reason="field is immutable: delete the Service to make it headless or not",
+                )
+
+    def _store(self, obj: dict) -> str:
+        key = _key(obj)
+        old = self._objects.get(key)
+        self._objects[key] = obj
+        if obj["kind"] == "Service" and not _headless(obj) and key[1:] not in self._cluster_ips:
+            self._cluster_ips[key[1:]] = self.block.take_service_ip()
+        if old is None:
+            return f"{_display(obj)} created"
+        return f"{_display(obj)} {'unchanged' if old == obj else 'configured'}"
+
+    def _forget(self, key: Key) -> None:
+        obj = self._objects.pop(key)
+        if obj["kind"] == "Service" and key[1:] in self._cluster_ips:
+            self.block.give_back_service_ip(self._cluster_ips.pop(key[1:]))
+
+    def _deployment(self, name: str, namespace: str) -> dict:
+        obj = self._objects.get(("Deployment", namespace, name))
+        if obj is None:
+            raise KeyError(f'deployment "{name}" not found in namespace {namespace}')
+        return obj
+
+    # -- controllers ---------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(CONTROL_INTERVAL_S)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                with self._lock:
+                    self._reconcile_deployments()
+                    self._run_kubelet()
+                self._publish_services(wait=False)
+            except Exception as error:  # keep the cluster alive; say what went wrong
+                print(f"grpclab sandbox controller: {error!r}", file=sys.stderr)
+
+    def _reconcile_deployments(self) -> None:
+        deployments = {k: o for k, o in self._objects.items() if k[0] == "Deployment"}
+        wanted = {(k[1], k[2]) for k in deployments}
+        for pod in list(self._pods.values()):
+            if (pod.namespace, pod.owner) not in wanted and not pod.terminating:
+                self._terminate(pod)
+        for (_, namespace, name), obj in deployments.items():
+            current = _template_hash(obj)
+            replicas = obj["spec"].get("replicas", 1)
+            owned = [
+                p
+                for p in self._pods.values()
+                if p.owner == name and p.namespace == namespace and not p.terminating
+            ]
+            fresh = [p for p in owned if p.template_hash == current]
+            stale = [p for p in owned if p.template_hash != current]
+            for _ in range(replicas - len(fresh)):
+                self._create_pod(obj, current)
+            # Scale down the newest first, like the ReplicaSet controller does
+            # when pods are otherwise equal; unready pods go before ready ones.
+            extra = sorted(fresh, key=lambda p: (p.ready, -p.started_at))[
+                : max(0, len(fresh) - replicas)
+            ]
+            for pod in extra:
+                self._terminate(pod)
+            # Surge first, then retire: old pods go only when every new pod is
+            # ready, so a rollout never drops below the desired ready count.
+            if stale and sum(p.ready for p in fresh) >= replicas:
+                for pod in stale:
+                    self._terminate(pod)
+
+    def _create_pod(self, deployment: dict, template_hash: str) -> None:
+        template = deployment["spec"]["template"]
+        name = f"{deployment['metadata']['name']}-{template_hash[:10]}-{secrets.token_hex(3)[:5]}"
+        pod = PodRuntime(
+            name=name,
+            namespace=deployment["metadata"]["namespace"],
+            owner=deployment["metadata"]["name"],
+            template_hash=template_hash,
+            labels=dict(template["metadata"].get("labels", {})),
+            ip=self.block.take_pod_ip(),
+            container=template["spec"]["containers"][0],
+            grace_seconds=template["spec"].get(
+                "terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS
+            ),
+        )
+        self._pods[name] = pod
+        self._start_container(pod)
+
+    def _start_container(self, pod: PodRuntime) -> None:
+        reset_for_start(pod, time.monotonic())
+        argv = python_module_argv(
+            "grpclab.server",
+            "--host",
+            pod.ip,
+            "--port",
+            str(pod.grpc_port),
+            "--metrics-port",
+            str(pod.metrics_port),
+            "--pod-name",
+            pod.name,
+            *[str(a) for a in pod.container.get("args", [])],
+        )
+        pod.process = self._launcher.start(pod.name, argv, env=self._pod_env(pod))
+
+    def _pod_env(self, pod: PodRuntime) -> dict[str, str]:
+        fields = {
+            "metadata.name": pod.name,
+            "metadata.namespace": pod.namespace,
+            "status.podIP": pod.ip,
+        }
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "HOSTNAME": pod.name,
+            "PYTHONUNBUFFERED": "1",
+            # A pod runs the same grpclab as the notebook, installed or not.
+            "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+        }
+        for item in pod.container.get("env", []):
+            if "valueFrom" in item:
+                env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+            else:
+                env[item["name"]] = str(item.get("value", ""))
+        return env
+
+    def _terminate(self, pod: PodRuntime) -> None:
+        """Mark the pod Terminating (out of endpoints at once) and stop it in the background."""
+        if pod.terminating:
+            return
+        pod.terminating = True
+        pod.ready = False
+
+        def stop() -> None:
+            if pod.process is not None:
+                self._launcher.stop(pod.process, grace=pod.grace_seconds)
+            with self._lock:
+                if self._pods.get(pod.name) is pod:
+                    del self._pods[pod.name]
+                    self.block.give_back_pod_ip(pod.ip)
+                if pod.channel is not None:
+                    pod.channel.close()
+
+        threading.Thread(target=stop, name=f"grpclab-stop-{pod.name}", daemon=True).start()
+
+    def _run_kubelet(self) -> None:
+        now = time.monotonic()
+        for pod in list(self._pods.values()):
+            if pod.terminating or pod.process is None:
+                continue
+            if pod.process.poll() is not None:
+                # The container died: kubelet restarts it in the same pod.
+                if pod.restart_due is None:
+                    pod.ready = False
+                    pod.restart_due = now + RESTART_BACKOFF_S
+                elif now >= pod.restart_due:
+                    pod.restarts += 1
+                    self._start_container(pod)
+                continue
+            for probe in pod.probes.values():
+                if probe.in_flight or now < probe.next_due:
+                    continue
+                if probe.kind != "startup" and not pod.started:
+                    continue
+                probe.in_flight = True
+                self._probe_pool.submit(self._probe, pod, probe)
+
+    def _probe(self, pod: PodRuntime, probe) -> None:
+        ok = probe_once(pod, probe)
+        with self._lock:
+            if pod.terminating or self._down:
+                return
+            if record_result(pod, probe, ok, time.monotonic()) == "restart":
+                self._launcher.stop(pod.process, grace=pod.grace_seconds)
+                pod.restarts += 1
+                self._start_container(pod)
+        self._wake.set()
+
+    # -- EndpointSlices, DNS and kube-proxy ---------------------------------------------
+
+    def _publish_services(self, wait: bool) -> None:
+        with self._lock:
+            records: dict[str, tuple[str, ...]] = {}
+            proxied: list[ServicePortEndpoints] = []
+            for (kind, namespace, name), obj in self._objects.items():
+                if kind != "Service":
+                    continue
+                backends = [
+                    p
+                    for p in self._pods.values()
+                    if p.namespace == namespace
+                    and p.ready
+                    and not p.terminating
+                    and _matches(obj["spec"].get("selector") or {}, p.labels)
+                ]
+                fqdn = f"{name}.{namespace}.{CLUSTER_DOMAIN}"
+                if _headless(obj):
+                    records[fqdn] = tuple(sorted(p.ip for p in backends))
+                    continue
+                cluster_ip = self._cluster_ips[(namespace, name)]
+                records[fqdn] = (cluster_ip,)
+                for port in obj["spec"]["ports"]:
+                    target = port.get("targetPort", port["port"])
+                    endpoints = tuple(
+                        sorted(
+                            (p.ip, p.container_port(target))
+                            for p in backends
+                            if p.container_port(target)
+                        )
+                    )
+                    proxied.append(
+                        ServicePortEndpoints(namespace, name, cluster_ip, port["port"], endpoints)
+                    )
+            state = (records, proxied)
+            if state == self._published:
+                return
+            self._published = state
+        self.dns.publish(records)
+        versions = self.xds.set_resources(KUBE_PROXY_NODE, kube_proxy_resources(proxied))
+        if wait and versions:
+            nacks_before = len(self.xds.nacks)
+            if not self.xds.wait_acked(KUBE_PROXY_NODE, versions, timeout=10):
+                raise RuntimeError(
+                    "kube-proxy (Envoy) did not confirm the new Services within 10 s"
+                )
+            refused = [n for n in self.xds.nacks[nacks_before:] if n.type_url == LISTENER]
+            if refused:
+                self._published = None
+                raise RuntimeError(f"kube-proxy (Envoy) refused a Service: {refused[-1].message}")
+
+    def _rollout_report(self, deployment: str, namespace: str, desired: int, owned: list) -> str:
+        lines = [
+            f"deployment {namespace}/{deployment}: rollout not complete, {desired} replicas wanted"
+        ]
+        for pod in owned:
+            lines.append(
+                f"  {pod.name} {pod.ip} {pod.phase} ready={pod.ready} restarts={pod.restarts}"
+            )
+            try:
+                lines.append("    " + self.logs(pod.name, tail=5).replace("\n", "\n    "))
+            except KeyError:
+                pass
+        return "\n".join(lines)
+
+    def _teardown(self) -> None:
+        launcher = getattr(self, "_launcher", None)
+        if launcher is not None:
+            launcher.stop_all(grace=2.0)
+        for part in ("xds", "dns"):
+            server = getattr(self, part, None)
+            if server is not None:
+                server.stop()
+        pool = getattr(self, "_probe_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.block.release()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return (
+        obj["kind"],
+        meta.get("namespace", "") if obj["kind"] != "Namespace" else "",
+        meta["name"],
+    )
+
+
+def _display(obj: Mapping[str, Any]) -> str:
+    group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+    kind = obj["kind"].lower() + (f".{group}" if group else "")
+    return f"{kind}/{obj['metadata']['name']}"
+
+
+def namespace_of(obj: Mapping[str, Any]) -> str:
+    return obj["metadata"].get("namespace", "")
+
+
+def _headless(service: Mapping[str, Any]) -> bool:
+    return service["spec"].get("clusterIP") == "None"
+
+
+def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _template_hash(deployment: Mapping[str, Any]) -> str:
+    text = json.dumps(deployment["spec"]["template"], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _service_port(service: Mapping[str, Any], port: int | str) -> int:
+    for item in service["spec"]["ports"]:
+        if port in (item.get("name"), item["port"]) or str(port) == str(item["port"]):
+            return item["port"]
+    names = ", ".join(f"{p.get('name', '')}={p['port']}" for p in service["spec"]["ports"])
+    raise KeyError(f"service {service['metadata']['name']} has no port {port!r} (it has {names})")
+
+
+def _pod_view(pod: PodRuntime) -> Pod:
+    return Pod(
+        pod.name, pod.namespace, pod.ip, pod.ready, pod.phase, pod.restarts, dict(pod.labels)
+    )
+
+
+def _source_label(source: ManifestSource) -> str:
+    if isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
+    ):
+        return str(source)
+    return "<dict>" if isinstance(source, Mapping | list) else "<text>"

