@@ -20,7 +20,7 @@ from grpclab.load import LoadSpec
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "cluster" / "manifests" / "base"
-HEADLESS = REPO / "cluster" / "manifests" / "headless"
+HEADLESS = REPO / "cluster" / "manifests" / "headless" / "service-headless.yaml"
 BAD = REPO / "tests" / "fixtures" / "manifests" / "bad"
 
 

@@ -24,7 +24,7 @@ def demo(rpcs: int) -> int:
     with connect("sandbox") as lab:
         print(lab.describe())
         lab.apply(MANIFESTS / "base")
-        lab.apply(MANIFESTS / "headless")
+        lab.apply(MANIFESTS / "headless" / "service-headless.yaml")
         pods = [p.name for p in lab.wait_ready("grpc-server")]
         print(f"3 ready pods after {time.monotonic() - started:.1f} s\n")
         runs = {

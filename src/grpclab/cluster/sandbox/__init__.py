@@ -152,7 +152,7 @@ class Sandbox(Cluster):
             return [
                 _pod_view(p)
                 for p in sorted(self._pods.values(), key=lambda p: p.name)
-                if p.namespace == namespace and _matches(selector or {}, p.labels)
+                if p.namespace == namespace and (not selector or _matches(selector, p.labels))
             ]
 
     def wait_ready(
@@ -183,6 +183,9 @@ class Sandbox(Cluster):
                 last = (len(ready), desired)
                 on_progress(len(ready), desired)
             if len(ready) == desired == len(fresh) and not stale:
+                # Ready is not enough: return only once DNS and kube-proxy carry
+                # these pods, so the caller's next RPC can reach every one of them.
+                self._publish_services(wait=True)
                 return [_pod_view(p) for p in sorted(ready, key=lambda p: p.name)]
             if time.monotonic() > deadline:
                 raise TimeoutError(self._rollout_report(deployment, namespace, desired, owned))
@@ -596,6 +599,7 @@ def _headless(service: Mapping[str, Any]) -> bool:
 
 
 def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    # An empty selector selects nothing, as a Service without one gets no endpoints.
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
