@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from grpclab.load import LoadResult, LoadSpec
 
@@ -73,9 +73,13 @@ class Cluster(ABC):
         service: str,
         port: int | str = "grpc",
         namespace: str | None = None,
-        via: Literal["dns", "clusterip"] = "dns",
+        via: str = "dns",
     ) -> str:
-        """The gRPC target string that reaches `service` on this backend."""
+        """The gRPC target string that reaches `service` on this backend.
+
+        via: "dns" (the Service's DNS name), "clusterip" (its virtual IP), or a way a
+        feature adds, such as a mesh sidecar.
+        """
 
     @abstractmethod
     def run_load(

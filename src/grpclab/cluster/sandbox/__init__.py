@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 
 from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
+from grpclab.cluster.sandbox.addons import Addon, ClusterView, EndpointAddress
 from grpclab.cluster.sandbox.addresses import AddressBlock, state_root
 from grpclab.cluster.sandbox.dns import CLUSTER_DOMAIN, ClusterDns
 from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
@@ -62,12 +63,15 @@ class Sandbox(Cluster):
     def __init__(self, namespace: str | None = None) -> None:
         self.namespace = namespace or os.environ.get("GRPCLAB_NAMESPACE") or DEFAULT_NAMESPACE
         self._lock = threading.RLock()
+        self._publish_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._pods: dict[str, PodRuntime] = {}
         self._cluster_ips: dict[tuple[str, str], str] = {}
-        self._published: tuple[Any, Any] | None = None
+        self._published: tuple[Any, ...] | None = None
+        self._generation = 0  # bumped on every stored change, so addons see object edits
+        self.addons: dict[str, Addon] = {}
         self._down = False
         self.block = AddressBlock()
         self.work_dir = state_root() / f"sandbox-{self.block.index}"
@@ -216,7 +220,7 @@ class Sandbox(Cluster):
         service: str,
         port: int | str = "grpc",
         namespace: str | None = None,
-        via: Literal["dns", "clusterip"] = "dns",
+        via: str = "dns",
     ) -> str:
         self._check_up()
         namespace = namespace or self.namespace
@@ -234,7 +238,13 @@ class Sandbox(Cluster):
                         f"service {namespace}/{service} is headless: it has no cluster IP"
                     )
                 return f"{ip}:{number}"
-        raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
+            addons = list(self.addons.values())
+        for addon in addons:
+            found = addon.target(service, number, namespace, via)
+            if found is not None:
+                return found
+        owned = ", ".join(["dns", "clusterip", *sorted(self.addons)])
+        raise ValueError(f"via={via!r} is not a way to reach a Service here (known: {owned})")
 
     def run_load(
         self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
@@ -323,6 +333,7 @@ class Sandbox(Cluster):
         key = _key(obj)
         old = self._objects.get(key)
         self._objects[key] = obj
+        self._generation += 1
         if obj["kind"] == "Service" and not _headless(obj) and key[1:] not in self._cluster_ips:
             self._cluster_ips[key[1:]] = self.block.take_service_ip()
         if old is None:
@@ -331,6 +342,7 @@ class Sandbox(Cluster):
 
     def _forget(self, key: Key) -> None:
         obj = self._objects.pop(key)
+        self._generation += 1
         if obj["kind"] == "Service" and key[1:] in self._cluster_ips:
             self.block.give_back_service_ip(self._cluster_ips.pop(key[1:]))
 
@@ -497,54 +509,58 @@ class Sandbox(Cluster):
     # -- EndpointSlices, DNS and kube-proxy ---------------------------------------------
 
     def _publish_services(self, wait: bool) -> None:
-        with self._lock:
-            records: dict[str, tuple[str, ...]] = {}
-            proxied: list[ServicePortEndpoints] = []
-            for (kind, namespace, name), obj in self._objects.items():
-                if kind != "Service":
-                    continue
-                backends = [
-                    p
-                    for p in self._pods.values()
-                    if p.namespace == namespace
-                    and p.ready
-                    and not p.terminating
-                    and _matches(obj["spec"].get("selector") or {}, p.labels)
-                ]
-                fqdn = f"{name}.{namespace}.{CLUSTER_DOMAIN}"
-                if _headless(obj):
-                    records[fqdn] = tuple(sorted(p.ip for p in backends))
-                    continue
-                cluster_ip = self._cluster_ips[(namespace, name)]
-                records[fqdn] = (cluster_ip,)
-                for port in obj["spec"]["ports"]:
-                    target = port.get("targetPort", port["port"])
-                    endpoints = tuple(
-                        sorted(
-                            (p.ip, p.container_port(target))
-                            for p in backends
-                            if p.container_port(target)
-                        )
-                    )
-                    proxied.append(
-                        ServicePortEndpoints(namespace, name, cluster_ip, port["port"], endpoints)
-                    )
-            state = (records, proxied)
-            if state == self._published:
-                return
-            self._published = state
-        self.dns.publish(records)
-        versions = self.xds.set_resources(KUBE_PROXY_NODE, kube_proxy_resources(proxied))
-        if wait and versions:
-            nacks_before = len(self.xds.nacks)
-            if not self.xds.wait_acked(KUBE_PROXY_NODE, versions, timeout=10):
-                raise RuntimeError(
-                    "kube-proxy (Envoy) did not confirm the new Services within 10 s"
+        """Push ready endpoints to DNS, kube-proxy and every addon (EndpointSlice's job)."""
+        # One publisher at a time: two interleaved publishes could leave the
+        # older state in place after the newer one.
+        with self._publish_lock:
+            with self._lock:
+                view = self._view()
+                records, proxied = _dns_records_and_proxied_ports(view)
+                state = (records, proxied, self._generation, view.pods)
+                if state == self._published:
+                    return
+                self._published = state
+                addons = list(self.addons.values())
+            self.dns.publish(records)
+            versions = self.xds.set_resources(KUBE_PROXY_NODE, kube_proxy_resources(proxied))
+            for addon in addons:
+                addon.sync(view)
+            if wait and versions:
+                self._wait_for_kube_proxy(versions)
+
+    def _wait_for_kube_proxy(self, versions: Mapping[str, int]) -> None:
+        nacks_before = len(self.xds.nacks)
+        if not self.xds.wait_acked(KUBE_PROXY_NODE, versions, timeout=10):
+            raise RuntimeError("kube-proxy (Envoy) did not confirm the new Services within 10 s")
+        refused = [n for n in self.xds.nacks[nacks_before:] if n.type_url == LISTENER]
+        if refused:
+            self._published = None
+            raise RuntimeError(f"kube-proxy (Envoy) refused a Service: {refused[-1].message}")
+
+    def _view(self) -> ClusterView:
+        running = [p for p in self._pods.values() if not p.terminating and p.phase == "Running"]
+        endpoints = {}
+        for (kind, namespace, name), obj in self._objects.items():
+            if kind == "Service":
+                selector = obj["spec"].get("selector") or {}
+                endpoints[(namespace, name)] = tuple(
+                    _address(p)
+                    for p in sorted(running, key=lambda p: p.ip)
+                    if p.namespace == namespace and p.ready and _matches(selector, p.labels)
                 )
-            refused = [n for n in self.xds.nacks[nacks_before:] if n.type_url == LISTENER]
-            if refused:
-                self._published = None
-                raise RuntimeError(f"kube-proxy (Envoy) refused a Service: {refused[-1].message}")
+        return ClusterView(
+            objects=dict(self._objects),
+            cluster_ips=dict(self._cluster_ips),
+            endpoints=endpoints,
+            pods=tuple(_address(p) for p in sorted(running, key=lambda p: p.ip)),
+        )
+
+    def add_addon(self, addon: Addon) -> None:
+        """Plug in a feature (mesh, gateway, Prometheus); it syncs at once and on every change."""
+        with self._lock:
+            self.addons[addon.name] = addon
+            self._published = None
+        self._publish_services(wait=False)
 
     def _rollout_report(self, deployment: str, namespace: str, desired: int, owned: list) -> str:
         lines = [
@@ -561,6 +577,8 @@ class Sandbox(Cluster):
         return "\n".join(lines)
 
     def _teardown(self) -> None:
+        for addon in list(getattr(self, "addons", {}).values()):
+            addon.stop()
         launcher = getattr(self, "_launcher", None)
         if launcher is not None:
             launcher.stop_all(grace=2.0)
@@ -573,6 +591,40 @@ class Sandbox(Cluster):
             pool.shutdown(wait=False, cancel_futures=True)
         self.block.release()
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _dns_records_and_proxied_ports(
+    view: ClusterView,
+) -> tuple[dict[str, tuple[str, ...]], list[ServicePortEndpoints]]:
+    records: dict[str, tuple[str, ...]] = {}
+    proxied: list[ServicePortEndpoints] = []
+    for service in view.of_kind("Service"):
+        namespace, name = service["metadata"]["namespace"], service["metadata"]["name"]
+        backends = view.endpoints[(namespace, name)]
+        fqdn = f"{name}.{namespace}.{CLUSTER_DOMAIN}"
+        if _headless(service):
+            records[fqdn] = tuple(sorted(b.ip for b in backends))
+            continue
+        cluster_ip = view.cluster_ips[(namespace, name)]
+        records[fqdn] = (cluster_ip,)
+        for port in service["spec"]["ports"]:
+            target = str(port.get("targetPort", port["port"]))
+            endpoints = tuple(
+                sorted((b.ip, b.ports[target]) for b in backends if target in b.ports)
+            )
+            proxied.append(
+                ServicePortEndpoints(namespace, name, cluster_ip, port["port"], endpoints)
+            )
+    return records, proxied
+
+
+def _address(pod: PodRuntime) -> EndpointAddress:
+    ports = {}
+    for port in pod.container.get("ports", []):
+        ports[str(port["containerPort"])] = port["containerPort"]
+        if port.get("name"):
+            ports[port["name"]] = port["containerPort"]
+    return EndpointAddress(pod.name, pod.ip, ports, dict(pod.labels))
 
 
 def _key(obj: Mapping[str, Any]) -> Key:
