@@ -105,12 +105,14 @@ def test_scale_adds_and_removes_pods(lab):
 
 @pytest.mark.parametrize("bad_file", sorted(BAD.glob("*.y*ml")), ids=lambda p: p.name)
 def test_bad_manifests_leave_the_state_as_it_was(lab, bad_file):
-    objects_before, pods_before = dict(lab._objects), lab.pods()
+    objects_before = dict(lab._objects)
+    pods_before = {p.name for p in lab.pods()}
     with pytest.raises(ManifestError) as error:
         lab.apply(bad_file)
     assert bad_file.name in str(error.value)
     assert lab._objects == objects_before
-    assert lab.pods() == pods_before
+    # Names, not readiness: a probe may time out on a busy machine at any moment.
+    assert {p.name for p in lab.pods()} == pods_before
 
 
 def test_at_least_twenty_bad_manifests_are_covered():
