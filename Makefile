@@ -52,6 +52,12 @@ protos: setup  ## regenerate src/grpclab/_generated from protos/
 bench: setup  ## benchmarks: each prints ratios measured in one run
 	$(RUN) python bench/bench_load.py
 
+kind-up:  ## real Kubernetes: kind cluster + demo image (needs docker, kind, kubectl)
+	bash cluster/kind-up.sh
+
+kind-down:  ## remove the kind cluster
+	bash cluster/kind-down.sh
+
 down:  ## end processes left by sandboxes whose owner died
 	$(RUN) grpclab down
 

@@ -193,6 +193,15 @@ def test_two_sandboxes_at_once_do_not_interfere(lab):
         assert set(ours.per_pod) == set(ready_pod_names(lab))
 
 
+def test_a_chosen_namespace_takes_every_object(monkeypatch):
+    monkeypatch.setenv("GRPCLAB_NAMESPACE", "alice")
+    with grpclab.connect("sandbox") as mine:
+        lines = mine.apply(BASE)
+        assert "namespace/alice created" in lines
+        assert {p.namespace for p in mine.wait_ready("grpc-server")} == {"alice"}
+        assert mine.target("grpc-server").endswith("/grpc-server.alice.svc.cluster.local:50051")
+
+
 def test_calls_after_down_get_a_clear_error():
     sandbox = Sandbox()
     sandbox.down()

@@ -7,8 +7,9 @@ Nothing is applied here: a backend calls `load_objects` (and the sandbox also
 from __future__ import annotations
 
 import difflib
+import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -926,3 +927,63 @@ SANDBOX_KINDS: dict[tuple[str, str], _Checker] = {
     ("apps/v1", "Deployment"): _check_deployment,
     ("v1", "Service"): _check_service,
 }
+
+# Istio's DestinationRule and VirtualService: their schemas and sandbox checks live in their
+# own module, which adds them to the two tables above.
+from grpclab.cluster.crds import istio as _istio_crds  # noqa: E402
+
+_istio_crds.register(CRD_SCHEMAS, SANDBOX_KINDS, lambda field, reason: _Problem(field, reason))
+
+# Ingress, TLS Secrets, Gateway API, Linkerd and Traefik kinds, the same way.
+from grpclab.cluster.crds import gateway_api as _gateway_api_crds  # noqa: E402
+from grpclab.cluster.crds import ingress as _ingress_kinds  # noqa: E402
+from grpclab.cluster.crds import linkerd as _linkerd_crds  # noqa: E402
+from grpclab.cluster.crds import traefik as _traefik_crds  # noqa: E402
+
+for _module in (_ingress_kinds, _gateway_api_crds, _linkerd_crds, _traefik_crds):
+    _module.register(CRD_SCHEMAS, SANDBOX_KINDS, lambda field, reason: _Problem(field, reason))
+
+
+# --- namespace override (one namespace per attendee) ------------------------------------
+
+
+def default_is_namespaced(api_version: str, kind: str) -> bool:
+    """Offline guess: every kind is namespaced except the well-known cluster-scoped ones.
+
+    On a live cluster, discovery answers instead (see `KubeCluster._plan`).
+    """
+    return kind not in CLUSTER_SCOPED_KINDS
+
+
+def override_namespace(
+    objects: Iterable[Mapping[str, Any]],
+    namespace: str,
+    is_namespaced: Callable[[str, str], bool] = default_is_namespaced,
+) -> list[dict[str, Any]]:
+    """Copies of `objects` with every namespaced object moved into `namespace`.
+
+    Namespace objects become the one Namespace `namespace` (their labels and annotations,
+    such as istio-injection, are kept and merged), so a manifest written for `production`
+    lands unchanged in one attendee's namespace on a shared cluster.
+    """
+    result: list[dict[str, Any]] = []
+    merged_namespace: dict[str, Any] | None = None
+    for original in objects:
+        obj = json.loads(json.dumps(original))  # deep copy; manifests are plain JSON data
+        metadata = obj.setdefault("metadata", {})
+        if obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1":
+            metadata["name"] = namespace
+            if merged_namespace is None:
+                merged_namespace = obj
+                result.append(obj)
+            else:
+                for key in ("labels", "annotations"):
+                    if metadata.get(key):
+                        merged_namespace["metadata"].setdefault(key, {}).update(metadata[key])
+            continue
+        if is_namespaced(obj.get("apiVersion", ""), obj.get("kind", "")):
+            metadata["namespace"] = namespace
+        else:
+            metadata.pop("namespace", None)
+        result.append(obj)
+    return result

@@ -26,7 +26,12 @@ from typing import Any
 import grpc
 
 from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
-from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
+from grpclab.cluster.manifests import (
+    ManifestError,
+    check_sandbox_support,
+    load_objects,
+    override_namespace,
+)
 from grpclab.cluster.sandbox.addons import Addon, ClusterView, EndpointAddress
 from grpclab.cluster.sandbox.addresses import AddressBlock, state_root
 from grpclab.cluster.sandbox.dns import CLUSTER_DOMAIN, ClusterDns
@@ -34,6 +39,7 @@ from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
 from grpclab.cluster.sandbox.pods import (
     DEFAULT_GRACE_SECONDS,
     PodRuntime,
+    due_probes,
     probe_once,
     record_result,
     reset_for_start,
@@ -61,7 +67,11 @@ class Sandbox(Cluster):
     backend = "sandbox"
 
     def __init__(self, namespace: str | None = None) -> None:
-        self.namespace = namespace or os.environ.get("GRPCLAB_NAMESPACE") or DEFAULT_NAMESPACE
+        chosen = namespace or os.environ.get("GRPCLAB_NAMESPACE")
+        self.namespace = chosen or DEFAULT_NAMESPACE
+        # A namespace chosen for this cluster moves every object into it, as on the kube
+        # backend, so one attendee's manifests never touch another's namespace.
+        self._override_namespace = bool(chosen)
         self._lock = threading.RLock()
         self._publish_lock = threading.Lock()
         self._wake = threading.Event()
@@ -114,6 +124,8 @@ class Sandbox(Cluster):
         label = _source_label(source)
         objects = load_objects(source, default_namespace=self.namespace)
         check_sandbox_support(objects, label)
+        if self._override_namespace:
+            objects = override_namespace(objects, self.namespace)
         with self._lock:
             self._check_against_state(objects, label)
             before = dict(self._objects), dict(self._cluster_ips)
@@ -131,6 +143,8 @@ class Sandbox(Cluster):
     def delete(self, source: ManifestSource) -> list[str]:
         self._check_up()
         objects = load_objects(source, default_namespace=self.namespace)
+        if self._override_namespace:
+            objects = override_namespace(objects, self.namespace)
         lines = []
         with self._lock:
             for obj in objects:
@@ -238,6 +252,14 @@ class Sandbox(Cluster):
                         f"service {namespace}/{service} is headless: it has no cluster IP"
                     )
                 return f"{ip}:{number}"
+            addons = list(self.addons.values())
+        if via in ("mesh", "xds") and via not in self.addons:
+            # Istio's sidecar and proxyless xDS join on first use: a sandbox that never
+            # asks for them runs nothing extra.
+            from grpclab.cluster.sandbox.mesh import MeshAddon
+            from grpclab.cluster.sandbox.proxyless import ProxylessAddon
+
+            self.add_addon(MeshAddon(self) if via == "mesh" else ProxylessAddon(self))
             addons = list(self.addons.values())
         for addon in addons:
             found = addon.target(service, number, namespace, via)
@@ -476,7 +498,7 @@ class Sandbox(Cluster):
     def _run_kubelet(self) -> None:
         now = time.monotonic()
         for pod in list(self._pods.values()):
-            if pod.terminating or pod.process is None:
+            if pod.terminating or pod.killing or pod.process is None:
                 continue
             if pod.process.poll() is not None:
                 # The container died: kubelet restarts it in the same pod.
@@ -487,11 +509,7 @@ class Sandbox(Cluster):
                     pod.restarts += 1
                     self._start_container(pod)
                 continue
-            for probe in pod.probes.values():
-                if probe.in_flight or now < probe.next_due:
-                    continue
-                if probe.kind != "startup" and not pod.started:
-                    continue
+            for probe in due_probes(pod, now):
                 probe.in_flight = True
                 self._probe_pool.submit(self._probe, pod, probe)
 
@@ -500,8 +518,18 @@ class Sandbox(Cluster):
         with self._lock:
             if pod.terminating or self._down:
                 return
-            if record_result(pod, probe, ok, time.monotonic()) == "restart":
-                self._launcher.stop(pod.process, grace=pod.grace_seconds)
+            if record_result(pod, probe, ok, time.monotonic()) != "restart":
+                self._wake.set()
+                return
+            # Out of endpoints at once; the stop itself (up to the grace period) runs
+            # without the lock, so the rest of the cluster keeps working meanwhile.
+            pod.killing, pod.ready = True, False
+            process = pod.process
+        self._wake.set()
+        self._launcher.stop(process, grace=pod.grace_seconds)
+        with self._lock:
+            pod.killing = False
+            if not pod.terminating and not self._down and pod.process is process:
                 pod.restarts += 1
                 self._start_container(pod)
         self._wake.set()

@@ -1,0 +1,874 @@
+"""The Cluster interface on real Kubernetes: a kind cluster, or any kubeconfig context.
+
+Objects go in by server-side apply through the official client. Load runs as a Job
+from the demo image and its JSON lines are read back from the Job's log; fault knobs
+are set by exec'ing a few lines of Python in the target pod, so no port-forward is
+needed. Pure functions at the top build everything that is sent; `KubeCluster` sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
+from grpclab.cluster.manifests import (
+    ManifestError,
+    load_objects,
+    override_namespace,
+)
+from grpclab.load import LoadResult, LoadSpec, parse_json_lines
+
+DEFAULT_IMAGE = "grpclab/demo-server:0.1.0"  # built and loaded into kind by cluster/kind-up.sh
+KIND_CLUSTER = "grpclab"
+KIND_CONTEXT = f"kind-{KIND_CLUSTER}"
+FIELD_MANAGER = "grpclab"
+CLUSTER_DOMAIN = "svc.cluster.local"
+GRPC_PORT = 50051
+LOAD_CONTAINER = "load"
+# Where the Job writes the CA bundle it was handed (tls_ca_file names a file on *this* machine).
+JOB_CA_PATH = "/tmp/grpclab-ca.pem"
+FAULT_FIELDS = ("added_latency_ms", "error_rate", "error_code", "not_serving")
+# Sidecars a mesh injects next to the demo server; exec goes to the server's container.
+PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "istio-init", "linkerd-init"})
+IMAGE_PULL_ERRORS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
+)
+# Hints for kinds a cluster does not serve until an add-on brings their CRDs.
+ADDON_FOR_GROUP = {
+    "networking.istio.io": "istio",
+    "security.istio.io": "istio",
+    "gateway.networking.k8s.io": "gateway-api",
+    "gateway.envoyproxy.io": "envoy-gateway",
+    "policy.linkerd.io": "linkerd",
+    "linkerd.io": "linkerd",
+    "traefik.io": "traefik",
+    "traefik.containo.us": "traefik",
+    "monitoring.coreos.com": "prometheus",
+}
+ADDONS = (
+    "gateway-api",
+    "istio",
+    "linkerd",
+    "ingress-nginx",
+    "traefik",
+    "envoy-gateway",
+    "prometheus",
+)
+
+
+class KubeError(RuntimeError):
+    """The cluster refused or could not do what was asked; the message says what and where."""
+
+
+# -- pure functions: what is sent, and how replies are read ------------------------------
+
+
+def resolve_namespace(namespace: str | None = None) -> str:
+    """The namespace argument, else $GRPCLAB_NAMESPACE, else `production`."""
+    return namespace or os.environ.get("GRPCLAB_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def kubectl_ref(obj: Mapping[str, Any]) -> str:
+    """`deployment.apps/grpc-server`, as kubectl names an object in its output."""
+    api_version = obj.get("apiVersion", "")
+    group = api_version.split("/")[0] if "/" in api_version else ""
+    kind = str(obj.get("kind", "")).lower() + (f".{group}" if group else "")
+    return f"{kind}/{obj.get('metadata', {}).get('name', '')}"
+
+
+def apply_outcome(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str:
+    """created / configured / unchanged, from the object before and after an apply."""
+    if before is None:
+        return "created"
+    old = before.get("metadata", {}).get("resourceVersion")
+    new = after.get("metadata", {}).get("resourceVersion")
+    # A server-side apply that changes nothing does not write, so the version stays.
+    return "unchanged" if old == new else "configured"
+
+
+def pod_from_model(pod: Any) -> Pod:
+    """A `Pod` from a kubernetes.client V1Pod: readiness from conditions, restarts summed."""
+    status = pod.status
+    conditions = (status.conditions if status else None) or []
+    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    if pod.metadata.deletion_timestamp is not None:
+        phase, ready = "Terminating", False
+    else:
+        phase = (status.phase if status else None) or "Pending"
+    statuses = (status.container_statuses if status else None) or []
+    return Pod(
+        name=pod.metadata.name,
+        namespace=pod.metadata.namespace,
+        ip=(status.pod_ip if status else None) or "",
+        ready=ready,
+        phase=phase,
+        restarts=sum(s.restart_count or 0 for s in statuses),
+        labels=dict(pod.metadata.labels or {}),
+    )
+
+
+def rollout_status(deployment: Any) -> tuple[int, int, bool]:
+    """(ready, desired, done) for a V1Deployment, judged as `kubectl rollout status` does."""
+    spec_replicas = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+    status = deployment.status
+    if status is None:
+        return 0, spec_replicas, False
+    updated = status.updated_replicas or 0
+    available = status.available_replicas or 0
+    total = status.replicas or 0
+    observed = (status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+    ready = min(updated, available)
+    done = observed and updated >= spec_replicas and total <= updated and available >= updated
+    return ready, spec_replicas, done
+
+
+def progress_deadline_exceeded(deployment: Any) -> str | None:
+    """The Progressing condition's message when the rollout has given up, else None."""
+    for condition in (deployment.status.conditions if deployment.status else None) or []:
+        if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+            return condition.message or "progress deadline exceeded"
+    return None
+
+
+def service_port(service: Any, port: int | str) -> int:
+    """The port number of a V1Service's port given by name or number; KeyError when absent."""
+    ports = service.spec.ports or []
+    for item in ports:
+        if port == item.name or str(port) == str(item.port):
+            return int(item.port)
+    have = ", ".join(f"{p.name or '(unnamed)'}={p.port}" for p in ports) or "no ports"
+    raise KeyError(f"service {service.metadata.name} has no port {port!r} (it has {have})")
+
+
+def is_headless(service: Any) -> bool:
+    return service.spec.cluster_ip == "None"
+
+
+def service_target(
+    service: str, namespace: str, port: int, via: Literal["dns", "clusterip"] = "dns"
+) -> str:
+    """The in-cluster gRPC target: `dns:///name.ns.svc.cluster.local:port` or `name...:port`.
+
+    Both resolve through cluster DNS; "dns" says so explicitly so that a headless
+    Service's pod IPs reach the client's balancer, and "clusterip" is the plain name
+    that resolves to the one cluster IP, as most applications write it.
+    """
+    host = f"{service}.{namespace}.{CLUSTER_DOMAIN}:{port}"
+    if via == "dns":
+        return f"dns:///{host}"
+    if via == "clusterip":
+        return host
+    raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
+
+
+def _option_value(key: str, value: Any) -> str:
+    # The CLI reads a value back as an int when it parses as one, else as text.
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | str):
+        return str(value)
+    raise ValueError(
+        f"LoadSpec.channel_options[{key!r}]: gRPC channel options are int or str, "
+        f"got {type(value).__name__}"
+    )
+
+
+def load_cli_args(spec: LoadSpec) -> list[str]:
+    """The `python -m grpclab.load` arguments that reproduce `spec`, with JSON progress."""
+    spec.validate()
+    args = [spec.target]
+    if spec.rpcs is not None:
+        args += ["--rpcs", str(spec.rpcs)]
+    else:
+        args += ["--duration", repr(float(spec.duration_s))]
+    args += ["--concurrency", str(spec.concurrency), "--channels", str(spec.channels)]
+    if spec.service_config is not None:
+        args += ["--service-config", spec.service_config_json()]
+    elif spec.lb_policy is not None:
+        args += ["--lb-policy", spec.lb_policy]
+    for key, value in spec.channel_options.items():
+        args += ["--option", f"{key}={_option_value(key, value)}"]
+    args += ["--deadline", repr(float(spec.deadline_s)), "--method", spec.method]
+    args += ["--interval", repr(float(spec.interval_s))]
+    if spec.tls_ca_file is not None:
+        args += ["--tls-ca", spec.tls_ca_file]
+    if spec.tls_server_name is not None:
+        args += ["--tls-server-name", spec.tls_server_name]
+    return [*args, "--json", "--progress-json"]
+
+
+def load_job_manifest(
+    spec: LoadSpec,
+    namespace: str,
+    name: str,
+    image: str = DEFAULT_IMAGE,
+    tls_ca_pem: str | None = None,
+    active_deadline_s: int = 900,
+) -> dict[str, Any]:
+    """The batch/v1 Job that runs the load CLI for `spec` once, inside the cluster."""
+    args = load_cli_args(spec)
+    command = ["python", "-m", "grpclab.load"]
+    env: list[dict[str, str]] = []
+    if spec.tls_ca_file is not None:
+        if tls_ca_pem is None:
+            raise ValueError(
+                f"LoadSpec.tls_ca_file={spec.tls_ca_file!r} is a file on this machine; "
+                "pass its PEM text as tls_ca_pem so the Job can carry it"
+            )
+        args[args.index("--tls-ca") + 1] = JOB_CA_PATH
+        env.append({"name": "GRPCLAB_TLS_CA_PEM", "value": tls_ca_pem})
+        # The image has no copy of the CA: write it from the env, then run the CLI as usual.
+        command = [
+            "sh",
+            "-c",
+            f'printf "%s" "$GRPCLAB_TLS_CA_PEM" > {JOB_CA_PATH} '
+            '&& exec python -m grpclab.load "$@"',
+            "grpclab-load",
+        ]
+    labels = {
+        "app.kubernetes.io/name": "grpclab-load",
+        "app.kubernetes.io/part-of": "grpclab",
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+    }
+    container: dict[str, Any] = {
+        "name": LOAD_CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "args": args,
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+        # Meets the "restricted" Pod Security Standard, which shared clusters often enforce.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if env:
+        container["env"] = env
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,  # a failed run is reported, not retried behind the learner's back
+            "ttlSecondsAfterFinished": 300,  # the cluster cleans up even if this process dies
+            "activeDeadlineSeconds": active_deadline_s,
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        # In a mesh the client needs its proxy up before the first call...
+                        "proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}',
+                        # ...and a proxy that exits with the Job (native sidecar).
+                        "config.alpha.linkerd.io/proxy-enable-native-sidecar": "true",
+                    },
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+def parse_load_line(line: str) -> tuple[str, LoadResult] | None:
+    """("progress" | "result", LoadResult) for one protocol line of the load CLI, else None."""
+    progress, final = parse_json_lines([line])
+    if final is not None:
+        return "result", final
+    if progress:
+        return "progress", progress[-1]
+    return None
+
+
+def follow_load_output(
+    lines: Iterable[str], on_progress: Callable[[LoadResult], None] | None = None
+) -> tuple[LoadResult | None, list[str]]:
+    """Feed progress snapshots to `on_progress`; returns the final result and the last lines."""
+    final: LoadResult | None = None
+    tail: list[str] = []
+    for line in lines:
+        tail = [*tail[-19:], line]
+        parsed = parse_load_line(line)
+        if parsed is None:
+            continue
+        kind, result = parsed
+        if kind == "result":
+            final = result
+        if on_progress is not None:
+            on_progress(result)
+    return final, tail
+
+
+# Runs inside the target pod with the image's own grpclab: argv is [address, fault JSON].
+FAULT_SCRIPT = """\
+import json, sys
+import grpc
+from google.protobuf.json_format import MessageToDict
+from grpclab._generated import admin_pb2, admin_pb2_grpc
+with grpc.insecure_channel(sys.argv[1]) as channel:
+    reply = admin_pb2_grpc.AdminStub(channel).SetFault(
+        admin_pb2.Fault(**json.loads(sys.argv[2])), timeout=5)
+print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True,
+                               always_print_fields_with_no_presence=True)))
+"""
+
+
+def fault_exec_command(address: str, fault: Mapping[str, Any], python: str = "python") -> list[str]:
+    """argv that sets the fault knobs of the server at `address` and prints them as JSON."""
+    unknown = sorted(set(fault) - set(FAULT_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"set_fault: unknown fault field(s) {', '.join(unknown)}; "
+            f"known: {', '.join(FAULT_FIELDS)}"
+        )
+    return [python, "-c", FAULT_SCRIPT, address, json.dumps(dict(fault))]
+
+
+def server_address(pod: Any) -> str:
+    """pod IP and gRPC port of the demo server in a V1Pod (port named "grpc", else 50051)."""
+    port = GRPC_PORT
+    for container in server_containers(pod):
+        for item in container.ports or []:
+            if item.name == "grpc":
+                port = item.container_port
+    # The server binds its pod IP (env POD_IP), not loopback; meshes leave pod-local
+    # traffic alone, so this reaches the server directly.
+    return f"{pod.status.pod_ip}:{port}"
+
+
+def server_containers(pod: Any) -> list[Any]:
+    return [c for c in pod.spec.containers if c.name not in PROXY_CONTAINERS]
+
+
+def api_error_message(error: Exception) -> str:
+    """The API server's own message from an ApiException body, else the exception text."""
+    body = getattr(error, "body", None)
+    if body:
+        try:
+            data = json.loads(body)
+            return str(data.get("message") or body)
+        except (ValueError, AttributeError):
+            return str(body)
+    return str(getattr(error, "reason", None) or error)
+
+
+def _status(error: Exception) -> int | None:
+    return getattr(error, "status", None)
+
+
+def _source_label(source: ManifestSource) -> str:
+    if isinstance(source, Path):
+        return str(source)
+    if isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml")):
+        return source
+    return "<dict>" if isinstance(source, Mapping | list) else "<text>"
+
+
+# -- add-ons --------------------------------------------------------------------------
+
+
+def addons_dir() -> Path:
+    """cluster/addons of this checkout (found from the package, else from the working dir)."""
+    candidates = [Path(__file__).resolve().parents[3], Path.cwd(), *Path.cwd().parents]
+    for base in candidates:
+        if (base / "cluster" / "addons").is_dir():
+            return base / "cluster" / "addons"
+    raise FileNotFoundError(
+        "cluster/addons not found: run from a grpclab checkout (the scripts are not packaged)"
+    )
+
+
+def install_addon(name: str, context: str | None = None, timeout: float = 900.0) -> str:
+    """Run cluster/addons/<name>.sh (idempotent, pinned version); returns what it printed."""
+    if name not in ADDONS:
+        raise ValueError(f"unknown add-on {name!r}; known: {', '.join(ADDONS)}")
+    script = addons_dir() / f"{name}.sh"
+    env = dict(os.environ)
+    if context:
+        env["GRPCLAB_KUBE_CONTEXT"] = context
+    done = subprocess.run(
+        ["bash", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise KubeError(f"add-on {name} failed (exit {done.returncode}):\n{output}")
+    return output
+
+
+# -- the cluster ---------------------------------------------------------------------
+
+
+class KubeCluster(Cluster):
+    """A real cluster through the official client: kind's `kind-grpclab`, or any context.
+
+    `down()` deletes nothing: the cluster and what was applied outlive the notebook
+    (`make kind-down` removes the kind cluster; delete() removes applied objects).
+    """
+
+    def __init__(
+        self,
+        backend: Literal["kind", "kubeconfig"] = "kind",
+        namespace: str | None = None,
+        context: str | None = None,
+        image: str = DEFAULT_IMAGE,
+        kubeconfig: str | None = None,
+        load_timeout: float = 600.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        from kubernetes import client, config
+
+        if backend not in ("kind", "kubeconfig"):
+            raise ValueError(f'backend must be "kind" or "kubeconfig", not {backend!r}')
+        self.backend = backend
+        self.namespace = resolve_namespace(namespace)
+        self.image = image
+        self.load_timeout = load_timeout
+        self.poll_interval = poll_interval
+        if backend == "kind" and context is None:
+            context = KIND_CONTEXT
+        try:
+            if context is None and kubeconfig is None and _in_cluster():
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                self._api = client.ApiClient(configuration)
+                self.context = "in-cluster"
+            else:
+                self._api = config.new_client_from_config(config_file=kubeconfig, context=context)
+                self.context = context or config.list_kube_config_contexts(kubeconfig)[1]["name"]
+        except config.ConfigException as error:
+            hint = (
+                "run `make kind-up` first"
+                if backend == "kind"
+                else "check `kubectl config get-contexts`"
+            )
+            raise KubeError(
+                f"no usable kubeconfig context {context or '(current)'}: {error}; {hint}"
+            ) from None
+        self._core = client.CoreV1Api(self._api)
+        self._apps = client.AppsV1Api(self._api)
+        self._batch = client.BatchV1Api(self._api)
+        self._dynamic_client: Any = None
+        try:
+            client.VersionApi(self._api).get_code(_request_timeout=10)
+        except Exception as error:  # urllib3 and API errors alike: say where and what to do
+            host = self._api.configuration.host
+            self._api.close()
+            raise KubeError(
+                f"cannot reach the API server of context {self.context} at {host}: {error}. "
+                + ("Is the kind cluster up? `make kind-up`" if backend == "kind" else "")
+            ) from None
+
+    # -- Cluster interface ---------------------------------------------------------
+
+    def describe(self) -> str:
+        return (
+            f"{self.backend} backend: Kubernetes context {self.context}, namespace "
+            f"{self.namespace}; pods are real pods, kube-proxy and CoreDNS are the real ones."
+        )
+
+    def apply(self, source: ManifestSource) -> list[str]:
+        label = _source_label(source)
+        planned = self._plan(source, label)
+        # Dry-run everything first so that a rejected object leaves nothing half-applied.
+        # Objects in a namespace this batch creates cannot be dry-run before it exists.
+        missing = {
+            obj["metadata"]["name"]
+            for resource, obj in planned
+            if obj["kind"] == "Namespace"
+            and self._get(resource, obj["metadata"]["name"], None) is None
+        }
+        for resource, obj in planned:
+            if obj.get("metadata", {}).get("namespace") in missing:
+                continue
+            self._server_side_apply(resource, obj, label, dry_run=True)
+        lines = []
+        for resource, obj in planned:
+            namespace = obj["metadata"].get("namespace")
+            before = self._get(resource, obj["metadata"]["name"], namespace)
+            after = self._server_side_apply(resource, obj, label, dry_run=False)
+            if after is None:  # a Namespace we may use but not change
+                lines.append(f"{kubectl_ref(obj)} unchanged (exists; not ours to change)")
+                continue
+            lines.append(f"{kubectl_ref(obj)} {apply_outcome(before, after)}")
+        return lines
+
+    def delete(self, source: ManifestSource) -> list[str]:
+        label = _source_label(source)
+        planned = self._plan(source, label)
+        lines = []
+        # Reverse order: what depends on a namespace goes before the namespace.
+        for resource, obj in reversed(planned):
+            name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
+            try:
+                resource.delete(name=name, namespace=namespace, propagation_policy="Background")
+            except Exception as error:
+                if _status(error) == 404:
+                    lines.append(f"{kubectl_ref(obj)} not found (skipped)")
+                    continue
+                if _status(error) == 403 and obj["kind"] == "Namespace":
+                    lines.append(f"{kubectl_ref(obj)} kept (no permission to delete it)")
+                    continue
+                raise KubeError(
+                    f"{label}: {kubectl_ref(obj)}: {api_error_message(error)}"
+                ) from None
+            lines.append(f"{kubectl_ref(obj)} deleted")
+        return list(reversed(lines))
+
+    def pods(
+        self, selector: Mapping[str, str] | None = None, namespace: str | None = None
+    ) -> list[Pod]:
+        label_selector = ",".join(f"{k}={v}" for k, v in (selector or {}).items()) or None
+        items = self._core.list_namespaced_pod(
+            namespace or self.namespace, label_selector=label_selector
+        ).items
+        return sorted((pod_from_model(p) for p in items), key=lambda p: p.name)
+
+    def wait_ready(
+        self,
+        deployment: str,
+        namespace: str | None = None,
+        timeout: float = 60.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> list[Pod]:
+        namespace = namespace or self.namespace
+        deadline = time.monotonic() + timeout
+        last: tuple[int, int] | None = None
+        while True:
+            obj = self._read_deployment(deployment, namespace)
+            ready, desired, done = rollout_status(obj)
+            if on_progress is not None and (ready, desired) != last:
+                on_progress(ready, desired)
+            last = (ready, desired)
+            stuck = progress_deadline_exceeded(obj)
+            if stuck:
+                raise KubeError(
+                    f"deployment {namespace}/{deployment}: {stuck}\n" + self._report(obj)
+                )
+            if done:
+                selector = obj.spec.selector.match_labels or {}
+                live = [
+                    p for p in self.pods(selector, namespace) if p.ready and p.phase == "Running"
+                ]
+                # The pod list can trail the Deployment status by a moment; wait until it agrees.
+                if len(live) == desired:
+                    return live
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"deployment {namespace}/{deployment}: {ready}/{desired} ready after "
+                    f"{timeout:.0f} s\n" + self._report(obj)
+                )
+            time.sleep(self.poll_interval)
+
+    def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ValueError(f"replicas must be a whole number >= 0, not {replicas!r}")
+        namespace = namespace or self.namespace
+        try:
+            self._apps.patch_namespaced_deployment_scale(
+                deployment, namespace, {"spec": {"replicas": replicas}}
+            )
+        except Exception as error:
+            if _status(error) == 404:
+                raise KeyError(
+                    f'deployment "{deployment}" not found in namespace {namespace}'
+                ) from None
+            raise
+
+    def delete_pod(self, name: str, namespace: str | None = None) -> None:
+        namespace = namespace or self.namespace
+        try:
+            self._core.delete_namespaced_pod(name, namespace)
+        except Exception as error:
+            if _status(error) == 404:
+                raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
+            raise
+
+    def target(
+        self,
+        service: str,
+        port: int | str = "grpc",
+        namespace: str | None = None,
+        via: Literal["dns", "clusterip"] = "dns",
+    ) -> str:
+        namespace = namespace or self.namespace
+        if via not in ("dns", "clusterip"):
+            raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
+        try:
+            obj = self._core.read_namespaced_service(service, namespace)
+        except Exception as error:
+            if _status(error) == 404:
+                raise KeyError(f'service "{service}" not found in namespace {namespace}') from None
+            raise
+        if via == "clusterip" and is_headless(obj):
+            raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")
+        return service_target(service, namespace, service_port(obj, port), via)
+
+    def run_load(
+        self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
+    ) -> LoadResult:
+        pem = Path(spec.tls_ca_file).read_text() if spec.tls_ca_file else None
+        name = f"grpclab-load-{secrets.token_hex(4)}"
+        manifest = load_job_manifest(
+            spec,
+            self.namespace,
+            name,
+            self.image,
+            tls_ca_pem=pem,
+            active_deadline_s=int(self.load_timeout),
+        )
+        deadline = time.monotonic() + self.load_timeout
+        self._batch.create_namespaced_job(self.namespace, manifest)
+        try:
+            return self._follow_job(name, deadline, on_progress)
+        finally:
+            try:
+                self._batch.delete_namespaced_job(
+                    name, self.namespace, propagation_policy="Background"
+                )
+            except Exception as error:
+                if _status(error) != 404:
+                    raise
+
+    def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
+        from kubernetes.stream import stream
+
+        namespace = namespace or self.namespace
+        try:
+            obj = self._core.read_namespaced_pod(pod, namespace)
+        except Exception as error:
+            if _status(error) == 404:
+                raise KeyError(f'pod "{pod}" not found in namespace {namespace}') from None
+            raise
+        command = fault_exec_command(server_address(obj), fault)
+        container = server_containers(obj)[0].name
+        session = stream(
+            self._core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            command=command,
+            container=container,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+        try:
+            session.run_forever(timeout=30)
+            out, err, code = session.read_stdout(), session.read_stderr(), session.returncode
+        finally:
+            session.close()
+        if code != 0:
+            raise KubeError(
+                f"set_fault on pod {namespace}/{pod} failed (exit {code}): {err.strip()}"
+            )
+        return json.loads(out.strip().splitlines()[-1])
+
+    def install_addon(self, name: str) -> str:
+        """Install a pinned add-on into this cluster's context (see cluster/addons/)."""
+        return install_addon(name, None if self.context == "in-cluster" else self.context)
+
+    def down(self) -> None:
+        # Nothing is deleted: the cluster outlives the notebook. Only the client closes.
+        api = getattr(self, "_api", None)
+        if api is not None:
+            self._api = None
+            api.close()
+
+    # -- helpers -------------------------------------------------------------------
+
+    @property
+    def _dynamic(self) -> Any:
+        from kubernetes.dynamic import DynamicClient
+
+        if self._dynamic_client is None:
+            self._dynamic_client = DynamicClient(self._api)
+        return self._dynamic_client
+
+    def _resource(self, obj: Mapping[str, Any], label: str) -> Any:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        for attempt in range(2):
+            try:
+                return self._dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                if attempt == 0:  # CRDs installed since discovery was cached
+                    self._dynamic.resources.invalidate_cache()
+        group = api_version.split("/")[0] if "/" in api_version else ""
+        addon = ADDON_FOR_GROUP.get(group)
+        hint = f"; install it with grpclab.cluster.kube.install_addon({addon!r})" if addon else ""
+        raise KubeError(
+            f"{label}: {kubectl_ref(obj)}: this cluster does not serve {kind} ({api_version}){hint}"
+        )
+
+    def _plan(self, source: ManifestSource, label: str) -> list[tuple[Any, dict[str, Any]]]:
+        objects = load_objects(source, default_namespace=self.namespace)
+        resources = {(o["apiVersion"], o["kind"]): self._resource(o, label) for o in objects}
+        moved = override_namespace(
+            objects,
+            self.namespace,
+            lambda api_version, kind: resources[(api_version, kind)].namespaced,
+        )
+        return [(resources[(o["apiVersion"], o["kind"])], o) for o in moved]
+
+    def _get(self, resource: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
+        try:
+            return resource.get(name=name, namespace=namespace).to_dict()
+        except Exception as error:
+            if _status(error) in (403, 404):
+                return None
+            raise
+
+    def _server_side_apply(
+        self, resource: Any, obj: dict[str, Any], label: str, dry_run: bool
+    ) -> dict[str, Any] | None:
+        try:
+            applied = resource.server_side_apply(
+                body=obj,
+                name=obj["metadata"]["name"],
+                namespace=obj["metadata"].get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                dry_run="All" if dry_run else None,
+            )
+        except Exception as error:
+            if _status(error) == 403 and obj["kind"] == "Namespace":
+                # One namespace per attendee: the instructor made it; we may only use it.
+                return None
+            if _status(error) is None:
+                raise
+            if (
+                _status(error) == 422
+            ):  # Invalid: the manifest's fault, and the message names the field
+                raise ManifestError(
+                    label, api_error_message(error), object=kubectl_ref(obj)
+                ) from None
+            raise KubeError(
+                f"{label}: {kubectl_ref(obj)}: the API server refused it: "
+                + api_error_message(error)
+            ) from None
+        return applied.to_dict()
+
+    def _read_deployment(self, name: str, namespace: str) -> Any:
+        try:
+            return self._apps.read_namespaced_deployment(name, namespace)
+        except Exception as error:
+            if _status(error) == 404:
+                raise KeyError(f'deployment "{name}" not found in namespace {namespace}') from None
+            raise
+
+    def _report(self, deployment: Any) -> str:
+        """Pod by pod: phase, readiness and why a container waits (ImagePullBackOff...)."""
+        namespace = deployment.metadata.namespace
+        selector = ",".join(
+            f"{k}={v}" for k, v in (deployment.spec.selector.match_labels or {}).items()
+        )
+        lines = []
+        for pod in self._core.list_namespaced_pod(namespace, label_selector=selector).items:
+            view = pod_from_model(pod)
+            why = "; ".join(_waiting_reasons(pod))
+            lines.append(
+                f"  {view.name} {view.phase} ready={view.ready} restarts={view.restarts} {why}"
+            )
+        return "\n".join(lines) or "  (no pods)"
+
+    def _follow_job(
+        self, name: str, deadline: float, on_progress: Callable[[LoadResult], None] | None
+    ) -> LoadResult:
+        from kubernetes import watch
+
+        pod = self._wait_for_job_pod(name, deadline)
+        final: LoadResult | None = None
+        tail: list[str] = []
+        # A log stream can drop (API server restart, idle proxy); follow again while the
+        # container runs. Re-read lines repeat progress, which only redraws the same data.
+        for _ in range(3):
+            lines = watch.Watch().stream(
+                self._core.read_namespaced_pod_log,
+                name=pod,
+                namespace=self.namespace,
+                container=LOAD_CONTAINER,
+                _request_timeout=max(1.0, deadline - time.monotonic()),
+            )
+            final, tail = follow_load_output(lines, on_progress)
+            if final is not None or self._load_exit_code(pod) is not None:
+                break
+        if final is None:
+            code = self._load_exit_code(pod)
+            raise KubeError(
+                f"load Job {self.namespace}/{name} ended without a result (exit code {code}); "
+                "last log lines:\n" + "\n".join(tail)
+            )
+        return final
+
+    def _wait_for_job_pod(self, job: str, deadline: float) -> str:
+        """The Job's pod once its load container has started; clear errors when it cannot."""
+        while True:
+            for pod in self._core.list_namespaced_pod(
+                self.namespace, label_selector=f"job-name={job}"
+            ).items:
+                for status in (pod.status.container_statuses or []) if pod.status else []:
+                    if status.name != LOAD_CONTAINER:
+                        continue
+                    state = status.state
+                    if state is None:
+                        continue
+                    if state.running or state.terminated:
+                        return pod.metadata.name
+                    waiting = state.waiting
+                    if waiting and waiting.reason in IMAGE_PULL_ERRORS:
+                        raise KubeError(
+                            f"load Job {job}: image {self.image} cannot be pulled "
+                            f"({waiting.reason}: {waiting.message}). On kind, `make kind-up` "
+                            "builds it and loads it into the nodes."
+                        )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"load Job {self.namespace}/{job}: its pod did not start in time"
+                )
+            time.sleep(self.poll_interval)
+
+    def _load_exit_code(self, pod: str) -> int | None:
+        obj = self._core.read_namespaced_pod(pod, self.namespace)
+        for status in (obj.status.container_statuses or []) if obj.status else []:
+            if status.name == LOAD_CONTAINER and status.state and status.state.terminated:
+                return status.state.terminated.exit_code
+        return None
+
+
+def _waiting_reasons(pod: Any) -> list[str]:
+    reasons = []
+    for status in (pod.status.container_statuses or []) if pod.status else []:
+        waiting = status.state.waiting if status.state else None
+        if waiting and waiting.reason:
+            reasons.append(f"{status.name}: {waiting.reason} {waiting.message or ''}".strip())
+    for condition in (pod.status.conditions or []) if pod.status else []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            reasons.append(f"unschedulable: {condition.message}")
+    return reasons
+
+
+def _in_cluster() -> bool:
+    return (
+        bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
+    )

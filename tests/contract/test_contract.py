@@ -1,0 +1,147 @@
+"""What every backend promises a notebook, checked with real traffic on the selected backend."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from grpclab import checks
+from grpclab.load import LoadResult, LoadSpec
+
+from .conftest import BASE, DEPLOYMENT, HEADLESS, REPLICAS, ROLLOUT_TIMEOUT
+
+ABSENT_SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "grpclab-contract-absent"},
+    "spec": {"selector": {"app": "nothing"}, "ports": [{"name": "grpc", "port": 50051}]},
+}
+
+
+def ready_names(cluster, replicas: int = REPLICAS) -> list[str]:
+    pods = cluster.wait_ready(DEPLOYMENT, timeout=ROLLOUT_TIMEOUT)
+    assert len(pods) == replicas
+    return [p.name for p in pods]
+
+
+def test_applying_the_same_manifests_again_changes_nothing(cluster):
+    before = ready_names(cluster)
+    lines = cluster.apply(BASE) + cluster.apply(HEADLESS)
+    assert lines, "apply reported nothing"
+    assert all(line.endswith(" unchanged") for line in lines), lines
+    assert ready_names(cluster) == before  # no rollout, no new pods
+
+
+def test_rollout_gives_three_ready_pods_with_their_own_addresses(cluster):
+    progress: list[tuple[int, int]] = []
+    pods = cluster.wait_ready(
+        DEPLOYMENT, timeout=ROLLOUT_TIMEOUT, on_progress=lambda *p: progress.append(p)
+    )
+    assert len(pods) == REPLICAS
+    assert all(p.ready and p.phase == "Running" for p in pods)
+    assert len({p.ip for p in pods}) == REPLICAS and all(p.ip for p in pods)
+    assert all(
+        p.labels.get("app") == "grpc-server" and p.namespace == cluster.namespace for p in pods
+    )
+    assert progress[-1] == (REPLICAS, REPLICAS)
+    listed = cluster.pods({"app": "grpc-server"})
+    assert [p.name for p in pods] == sorted(p.name for p in pods)
+    assert {p.name for p in pods} <= {p.name for p in listed}
+
+
+def test_one_channel_through_the_cluster_ip_reaches_one_pod(cluster):
+    pods = ready_names(cluster)
+    target = cluster.target("grpc-server", via="clusterip")
+    result = cluster.run_load(LoadSpec(target, rpcs=300, concurrency=8, channels=1))
+    assert result.failed == 0 and result.ok == 300
+    checks.assert_single_pod(result)
+    assert set(result.per_pod) <= set(pods)
+
+
+def test_round_robin_over_headless_dns_reaches_every_pod_evenly(cluster):
+    pods = ready_names(cluster)
+    target = cluster.target("grpc-server-headless", via="dns")
+    result = cluster.run_load(LoadSpec(target, rpcs=300, concurrency=8, lb_policy="round_robin"))
+    assert result.failed == 0 and result.ok == 300
+    assert set(result.per_pod) == set(pods)
+    checks.assert_even(result, pods, max_ratio=1.2)
+
+
+def test_progress_streams_while_load_runs_and_ends_with_the_result(cluster):
+    seen: list[LoadResult] = []
+    spec = LoadSpec(
+        cluster.target("grpc-server-headless"), rpcs=None, duration_s=2.0, interval_s=0.5
+    )
+    result = cluster.run_load(spec, on_progress=seen.append)
+    assert any(not snapshot.done for snapshot in seen), "no progress before the end"
+    assert seen[-1].done and seen[-1].per_pod == result.per_pod
+    assert result.done and result.ok > 0 and result.timeline
+
+
+def test_scale_up_to_four_and_back_to_three(cluster):
+    cluster.scale(DEPLOYMENT, 4)
+    try:
+        assert len(ready_names(cluster, replicas=4)) == 4
+    finally:
+        cluster.scale(DEPLOYMENT, REPLICAS)
+    assert len(ready_names(cluster)) == REPLICAS
+
+
+def test_a_deleted_pod_is_replaced_by_a_new_ready_one(cluster):
+    victim = ready_names(cluster)[0]
+    cluster.delete_pod(victim)
+    deadline = time.monotonic() + ROLLOUT_TIMEOUT
+    while True:
+        # The Deployment's status can still count the victim for a moment after the delete.
+        names = ready_names(cluster)
+        if victim not in names:
+            break
+        assert time.monotonic() < deadline, f"{victim} was not replaced"
+        time.sleep(0.5)
+    assert len(names) == REPLICAS
+    with pytest.raises(KeyError):
+        cluster.delete_pod("grpclab-contract-no-such-pod")
+
+
+def test_a_fault_on_one_pod_fails_its_calls_only(cluster):
+    pods = ready_names(cluster)
+    faulty = pods[0]
+    knobs = cluster.set_fault(faulty, error_rate=1.0)
+    try:
+        assert knobs["error_rate"] == 1.0
+        target = cluster.target("grpc-server-headless")
+        result = cluster.run_load(LoadSpec(target, rpcs=300, lb_policy="round_robin"))
+    finally:
+        cleared = cluster.set_fault(faulty)
+    assert cleared["error_rate"] == 0
+    assert faulty not in result.per_pod
+    assert set(result.per_pod) == set(pods) - {faulty}
+    assert result.errors.get("UNAVAILABLE", 0) > 0
+    with pytest.raises(ValueError):
+        cluster.set_fault(faulty, no_such_knob=1)
+
+
+def test_target_strings_name_the_service_in_cluster_dns(cluster):
+    ns = cluster.namespace
+    dns = cluster.target("grpc-server-headless", via="dns")
+    assert dns.startswith("dns:") and dns.endswith(
+        f"/grpc-server-headless.{ns}.svc.cluster.local:50051"
+    )
+    assert cluster.target("grpc-server-headless", port=50051) == dns
+    assert cluster.target("grpc-server-headless", port="50051") == dns
+    assert cluster.target("grpc-server", via="clusterip").endswith(":50051")
+    with pytest.raises(ValueError):
+        cluster.target("grpc-server-headless", via="clusterip")  # headless: no cluster IP
+    with pytest.raises(KeyError):
+        cluster.target("grpc-server", port="metrics-does-not-exist")
+    with pytest.raises(KeyError):
+        cluster.target("grpclab-contract-no-such-service")
+
+
+def test_deleting_what_is_not_there_is_skipped(cluster):
+    assert cluster.delete(ABSENT_SERVICE) == ["service/grpclab-contract-absent not found (skipped)"]
+
+
+def test_describe_names_the_backend(cluster):
+    assert cluster.backend in cluster.describe()

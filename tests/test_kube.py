@@ -1,0 +1,765 @@
+"""The kube backend, offline: what it would send and how it reads replies, with no API server.
+
+Manifests go through the real schema check, the Job's argv through the real load CLI against
+a real demo server, the fault exec's argv likewise, pods and rollouts through the official
+client's model classes, and the shell scripts run for real up to where they need a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes.client import (
+    V1Container,
+    V1ContainerPort,
+    V1ContainerState,
+    V1ContainerStateRunning,
+    V1ContainerStatus,
+    V1Deployment,
+    V1DeploymentCondition,
+    V1DeploymentSpec,
+    V1DeploymentStatus,
+    V1LabelSelector,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodCondition,
+    V1PodSpec,
+    V1PodStatus,
+    V1PodTemplateSpec,
+    V1Service,
+    V1ServicePort,
+    V1ServiceSpec,
+)
+
+import grpclab
+from grpclab.cluster import kube
+from grpclab.cluster.manifests import KUBERNETES_VERSION, load_objects
+from grpclab.load import LoadResult, LoadSpec, build_parser, spec_from_args
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+READY = re.compile(r"grpclab\.server ready pod=(\S+) ip=(\S+) port=(\d+)")
+
+
+# -- manifests and the files around them --------------------------------------------------
+
+
+def manifest_files() -> list[Path]:
+    # kind.yaml configures kind itself; it is not a Kubernetes object.
+    return sorted(p for p in CLUSTER.rglob("*.yaml") if p.name != "kind.yaml")
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(CLUSTER)))
+def test_every_manifest_under_cluster_passes_the_kubernetes_schema(path):
+    objects = load_objects(path)
+    assert objects, f"{path} has no objects"
+
+
+def test_the_manifest_check_covers_the_addons_own_yaml():
+    assert CLUSTER / "addons" / "prometheus.yaml" in manifest_files()
+    assert CLUSTER / "kind.yaml" not in manifest_files()
+
+
+def test_kind_config_pins_a_node_image_of_the_validated_kubernetes_version():
+    config = yaml.safe_load((CLUSTER / "kind.yaml").read_text())
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["name"] == kube.KIND_CLUSTER
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker", "worker"]
+    pinned = re.compile(r"kindest/node:v(\d+\.\d+)\.\d+@sha256:[0-9a-f]{64}")
+    for node in config["nodes"]:
+        match = pinned.fullmatch(node["image"])
+        assert match, f"{node['role']} image {node['image']!r} is not pinned by digest"
+        assert match.group(1) == KUBERNETES_VERSION
+
+
+def kind_version_in_kind_up() -> str:
+    return re.search(r"^KIND_VERSION=(\S+)", (CLUSTER / "kind-up.sh").read_text(), re.M).group(1)
+
+
+def workflow() -> dict:
+    return yaml.safe_load((REPO / ".github" / "workflows" / "kind.yml").read_text())
+
+
+def workflow_steps() -> list[dict]:
+    return [step for job in workflow()["jobs"].values() for step in job["steps"]]
+
+
+def test_the_workflow_runs_the_readme_commands_on_kind():
+    runs = [step["run"] for step in workflow_steps() if "run" in step]
+    assert "make kind-up" in runs
+    assert "GRPCLAB_BACKEND=kind make test-contract" in runs
+    assert "GRPCLAB_BACKEND=kind make test-notebooks" in runs
+    # YAML 1.1 reads the bare key `on` as True.
+    triggers = workflow().get("on", workflow().get(True))
+    assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
+
+
+def test_the_workflow_pins_its_actions_and_the_kind_release_of_the_node_image():
+    uses = [step["uses"] for step in workflow_steps() if "uses" in step]
+    assert uses and all(re.search(r"@v\d+(\.\d+\.\d+)?$", u) for u in uses), uses
+    kind_action = next(
+        s for s in workflow_steps() if s.get("uses", "").startswith("helm/kind-action@")
+    )
+    assert re.search(r"@v\d+\.\d+\.\d+$", kind_action["uses"])
+    assert kind_action["with"]["version"] == kind_version_in_kind_up()
+    assert kind_action["with"]["install_only"] is True  # the cluster comes from `make kind-up`
+
+
+def test_every_make_target_the_workflow_calls_exists():
+    makefile = (REPO / "Makefile").read_text()
+    runs = " ".join(step["run"] for step in workflow_steps() if "run" in step)
+    for target in re.findall(r"\bmake ([\w-]+)", runs):
+        assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"Makefile has no {target}"
+
+
+def test_the_image_name_is_the_same_in_the_code_the_scripts_and_the_manifests():
+    assert (
+        f'IMAGE="${{GRPCLAB_IMAGE:-{kube.DEFAULT_IMAGE}}}"' in (CLUSTER / "kind-up.sh").read_text()
+    )
+    deployments = [
+        o
+        for p in (CLUSTER / "manifests").rglob("*.yaml")
+        for o in load_objects(p)
+        if o["kind"] == "Deployment"
+    ]
+    assert deployments
+    for deployment in deployments:
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert container["image"] == kube.DEFAULT_IMAGE
+
+
+def dockerfile() -> str:
+    return (CLUSTER / "Dockerfile").read_text()
+
+
+def test_the_dockerfile_builds_a_non_root_image_that_runs_the_server():
+    text = dockerfile()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    assert 'CMD ["python", "-m", "grpclab.server"]' in text
+    assert re.search(r"^EXPOSE 50051 9090$", text, re.M)
+    user = re.search(r"^USER (\S+)$", text, re.M).group(1)
+    assert user.isdigit() and int(user) > 0  # numeric, so runAsNonRoot can check it
+    for needed in ("pyproject.toml", "uv.lock", "protos", "src"):
+        assert re.search(rf"^COPY .*\b{re.escape(needed)}\b", text, re.M), needed
+    uv_pin = re.search(r"^ARG UV_VERSION=(\S+)$", text, re.M).group(1)
+    workflow_uv = next(s for s in workflow_steps() if s.get("uses", "").startswith("astral-sh/"))
+    assert workflow_uv["with"]["version"] == uv_pin
+
+
+# Loaded here but not needed in the image: grpc imports grpc_tools only if it is installed,
+# setuptools' .pth file loads _distutils_hack into every interpreter, and `google` is a
+# namespace whose __init__ one of several distributions happens to ship.
+NOT_NEEDED_IN_THE_IMAGE = frozenset({"grpc_tools", "grpc.tools", "_distutils_hack", "google"})
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_installs_every_package_the_server_load_cli_and_fault_exec_import():
+    listed = re.search(r'^ARG RUNTIME_PACKAGES="([^"]+)"$', dockerfile(), re.M).group(1).split()
+    fault_imports = [
+        line for line in kube.FAULT_SCRIPT.splitlines() if line.startswith(("import", "from"))
+    ]
+    # Import what runs in the image, in a fresh interpreter, and find the distribution that
+    # installed each loaded module's file (a top-level name like `google` has several).
+    probe = "\n".join(
+        [
+            "import importlib.metadata as md, json, os, sys",
+            "import grpclab.server, grpclab.load",
+            *fault_imports,
+            "owner = {}",
+            "for dist in md.distributions():",
+            "    name = dist.metadata['Name']",
+            "    owner.update(dict.fromkeys(map(str, dist.files or []), name))",
+            "roots = [os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)]",
+            "found = set()",
+            "for name, module in list(sys.modules.items()):",
+            "    path = getattr(module, '__file__', None)",
+            f"    if not path or name in {sorted(NOT_NEEDED_IN_THE_IMAGE)!r}:",
+            "        continue",
+            "    path = os.path.realpath(path)",
+            "    for root in roots:",
+            "        if path.startswith(root + os.sep):",
+            "            found.add(owner.get(os.path.relpath(path, root)))",
+            "found -= {None, 'grpclab'}",
+            "print(json.dumps(sorted(found)))",
+        ]
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    imported = {_distribution(d) for d in json.loads(done.stdout)}
+    # Dependencies of the listed packages come with them; only direct imports must be listed.
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    requires = {
+        _distribution(p["name"]): {_distribution(d["name"]) for d in p.get("dependencies", [])}
+        for p in lock["package"]
+    }
+    reachable = {_distribution(n) for n in listed}
+    frontier = list(reachable)
+    while frontier:
+        for dep in requires.get(frontier.pop(), ()):
+            if dep not in reachable:
+                reachable.add(dep)
+                frontier.append(dep)
+    assert imported <= reachable, f"missing from RUNTIME_PACKAGES: {sorted(imported - reachable)}"
+
+
+# -- namespace override -------------------------------------------------------------------
+
+
+def test_the_namespace_override_moves_every_namespaced_object_and_renames_the_namespace():
+    objects = load_objects(CLUSTER / "manifests" / "base") + load_objects(
+        CLUSTER / "addons" / "prometheus.yaml"
+    )
+    moved = kube.override_namespace(objects, "alice")
+    namespaces = [o for o in moved if o["kind"] == "Namespace"]
+    assert len(namespaces) == 1 and namespaces[0]["metadata"]["name"] == "alice"
+    # Labels of both Namespace objects survive the merge.
+    assert namespaces[0]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "grpclab"
+    for obj in moved:
+        if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+            assert "namespace" not in obj["metadata"], kube.kubectl_ref(obj)
+        else:
+            assert obj["metadata"]["namespace"] == "alice", kube.kubectl_ref(obj)
+    assert len(moved) == len(objects) - 1  # two Namespace objects became one
+    # The input is left as it was.
+    assert {o["metadata"].get("namespace") for o in objects} >= {"production", "grpclab-monitoring"}
+
+
+def test_the_namespace_override_merges_namespace_labels_and_follows_discovery():
+    objects = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "production", "labels": {"a": "1"}},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "mesh", "labels": {"istio-injection": "enabled"}},
+        },
+        {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "x"},
+        },
+    ]
+    moved = kube.override_namespace(objects, "bob", is_namespaced=lambda api_version, kind: False)
+    assert moved[0]["metadata"] == {
+        "name": "bob",
+        "labels": {"a": "1", "istio-injection": "enabled"},
+    }
+    assert moved[1] == {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+
+
+def test_the_namespace_comes_from_the_argument_then_the_environment_then_production(monkeypatch):
+    monkeypatch.delenv("GRPCLAB_NAMESPACE", raising=False)
+    assert kube.resolve_namespace() == "production"
+    monkeypatch.setenv("GRPCLAB_NAMESPACE", "carol")
+    assert kube.resolve_namespace() == "carol"
+    assert kube.resolve_namespace("dave") == "dave"
+
+
+def test_kubectl_style_names_and_apply_outcomes():
+    assert (
+        kube.kubectl_ref({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "g"}})
+        == "deployment.apps/g"
+    )
+    assert (
+        kube.kubectl_ref({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}})
+        == "service/s"
+    )
+    assert kube.apply_outcome(None, {"metadata": {"resourceVersion": "7"}}) == "created"
+    assert (
+        kube.apply_outcome(
+            {"metadata": {"resourceVersion": "7"}}, {"metadata": {"resourceVersion": "7"}}
+        )
+        == "unchanged"
+    )
+    assert (
+        kube.apply_outcome(
+            {"metadata": {"resourceVersion": "7"}}, {"metadata": {"resourceVersion": "9"}}
+        )
+        == "configured"
+    )
+
+
+# -- pods, rollouts and services from the client's own models --------------------------------
+
+
+def make_pod(
+    name: str,
+    ready: bool = True,
+    restarts=(0,),
+    ip: str | None = "10.244.1.5",
+    deleting: bool = False,
+) -> V1Pod:
+    return V1Pod(
+        metadata=V1ObjectMeta(
+            name=name,
+            namespace="production",
+            labels={"app": "grpc-server"},
+            deletion_timestamp=datetime(2025, 1, 1, tzinfo=UTC) if deleting else None,
+        ),
+        spec=V1PodSpec(
+            containers=[
+                V1Container(name="istio-proxy", image="istio/proxyv2"),
+                V1Container(
+                    name="grpc-server",
+                    image=kube.DEFAULT_IMAGE,
+                    ports=[V1ContainerPort(container_port=50052, name="grpc")],
+                ),
+            ]
+        ),
+        status=V1PodStatus(
+            phase="Running",
+            pod_ip=ip,
+            conditions=[
+                V1PodCondition(type="PodScheduled", status="True"),
+                V1PodCondition(type="Ready", status="True" if ready else "False"),
+            ],
+            container_statuses=[
+                V1ContainerStatus(
+                    name=f"c{i}",
+                    image="x",
+                    image_id="",
+                    ready=ready,
+                    restart_count=count,
+                    state=V1ContainerState(running=V1ContainerStateRunning()),
+                )
+                for i, count in enumerate(restarts)
+            ],
+        ),
+    )
+
+
+def test_pod_readiness_comes_from_the_ready_condition_and_restarts_are_summed():
+    pod = kube.pod_from_model(make_pod("a", ready=True, restarts=(2, 1)))
+    assert pod == grpclab.Pod(
+        "a", "production", "10.244.1.5", True, "Running", 3, {"app": "grpc-server"}
+    )
+    assert kube.pod_from_model(make_pod("b", ready=False)).ready is False
+
+
+def test_a_pod_being_deleted_is_terminating_and_not_ready():
+    pod = kube.pod_from_model(make_pod("c", ready=True, deleting=True))
+    assert pod.phase == "Terminating" and pod.ready is False
+
+
+def test_a_pod_without_status_is_pending_with_no_address():
+    pod = kube.pod_from_model(V1Pod(metadata=V1ObjectMeta(name="d", namespace="p")))
+    assert (pod.phase, pod.ready, pod.ip, pod.restarts) == ("Pending", False, "", 0)
+
+
+def test_the_fault_exec_goes_to_the_server_container_on_its_named_port():
+    pod = make_pod("e", ip="10.244.2.9")
+    assert kube.server_address(pod) == "10.244.2.9:50052"
+    assert [c.name for c in kube.server_containers(pod)] == ["grpc-server"]
+
+
+def make_deployment(
+    replicas=3, generation=2, observed=2, updated=3, available=3, total=3, conditions=None
+) -> V1Deployment:
+    return V1Deployment(
+        metadata=V1ObjectMeta(name="grpc-server", namespace="production", generation=generation),
+        spec=V1DeploymentSpec(
+            replicas=replicas,
+            selector=V1LabelSelector(match_labels={"app": "grpc-server"}),
+            template=V1PodTemplateSpec(),
+        ),
+        status=V1DeploymentStatus(
+            observed_generation=observed,
+            updated_replicas=updated,
+            available_replicas=available,
+            replicas=total,
+            conditions=conditions,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("deployment", "expected"),
+    [
+        (make_deployment(), (3, 3, True)),
+        (make_deployment(observed=1), (3, 3, False)),  # the controller has not seen the change
+        (make_deployment(updated=2, available=3), (2, 3, False)),  # still rolling
+        (make_deployment(total=4), (3, 3, False)),  # an old pod is still counted
+        (make_deployment(available=2), (2, 3, False)),  # a new pod is not ready yet
+        (
+            make_deployment(replicas=None, updated=1, available=1, total=1),
+            (1, 1, True),
+        ),  # default 1
+        (make_deployment(replicas=4, updated=4, available=4, total=4), (4, 4, True)),
+    ],
+)
+def test_rollout_status_follows_kubectl_rollout_status(deployment, expected):
+    assert kube.rollout_status(deployment) == expected
+
+
+def test_a_rollout_past_its_progress_deadline_is_reported():
+    stuck = V1DeploymentCondition(
+        type="Progressing",
+        status="False",
+        reason="ProgressDeadlineExceeded",
+        message='ReplicaSet "grpc-server-1" has timed out progressing.',
+    )
+    assert "timed out" in kube.progress_deadline_exceeded(make_deployment(conditions=[stuck]))
+    assert kube.progress_deadline_exceeded(make_deployment()) is None
+
+
+def make_service(name: str, headless: bool) -> V1Service:
+    return V1Service(
+        metadata=V1ObjectMeta(name=name, namespace="production"),
+        spec=V1ServiceSpec(
+            cluster_ip="None" if headless else "10.96.0.20",
+            ports=[
+                V1ServicePort(name="grpc", port=50051),
+                V1ServicePort(name="metrics", port=9090),
+            ],
+        ),
+    )
+
+
+def test_targets_are_in_cluster_dns_names_with_the_resolved_port():
+    service = make_service("grpc-server-headless", headless=True)
+    for port in ("grpc", 50051, "50051"):
+        assert kube.service_port(service, port) == 50051
+    assert kube.service_port(service, "metrics") == 9090
+    assert kube.is_headless(service) and not kube.is_headless(make_service("grpc-server", False))
+    assert kube.service_target("grpc-server-headless", "production", 50051, "dns") == (
+        "dns:///grpc-server-headless.production.svc.cluster.local:50051"
+    )
+    assert kube.service_target("grpc-server", "alice", 50051, "clusterip") == (
+        "grpc-server.alice.svc.cluster.local:50051"
+    )
+    with pytest.raises(ValueError, match="via"):
+        kube.service_target("grpc-server", "production", 50051, "nodeport")
+
+
+def test_an_unknown_port_names_the_ports_the_service_has():
+    with pytest.raises(KeyError, match=r"no port 'http' \(it has grpc=50051, metrics=9090\)"):
+        kube.service_port(make_service("grpc-server", False), "http")
+
+
+# -- the load Job ----------------------------------------------------------------------------
+
+SPECS = [
+    LoadSpec("dns:///grpc-server.production.svc.cluster.local:50051"),
+    LoadSpec(
+        "grpc-server-headless:50051",
+        rpcs=None,
+        duration_s=2.5,
+        lb_policy="round_robin",
+        interval_s=0.25,
+    ),
+    LoadSpec(
+        "dns:///x:1",
+        rpcs=17,
+        concurrency=4,
+        channels=2,
+        method="GetUser",
+        deadline_s=1.5,
+        service_config={"loadBalancingConfig": [{"round_robin": {}}]},
+        channel_options={
+            "grpc.use_local_subchannel_pool": True,
+            "grpc.lb_policy_name": "pick_first",
+            "grpc.max_receive_message_length": 1024,
+        },
+    ),
+    LoadSpec(
+        "ingress:443",
+        service_config='{"loadBalancingConfig": [{"pick_first": {}}]}',
+        tls_ca_file="/tmp/ca.pem",
+        tls_server_name="grpc.example",
+    ),
+]
+
+
+def _normalised(spec: LoadSpec) -> dict:
+    data = spec.to_dict()
+    data["service_config"] = spec.service_config_json() if spec.service_config is not None else None
+    data["lb_policy"] = None if spec.service_config is not None else spec.lb_policy
+    data["channel_options"] = {
+        k: int(v) if isinstance(v, bool) else v for k, v in spec.channel_options.items()
+    }
+    return data
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=range(len(SPECS)))
+def test_the_job_arguments_parse_back_to_the_same_spec_with_the_real_load_cli(spec):
+    args = kube.load_cli_args(spec)
+    assert args[-2:] == ["--json", "--progress-json"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.json and parsed.progress_json
+    assert _normalised(spec_from_args(parsed)) == _normalised(spec)
+
+
+def test_job_arguments_refuse_what_the_cli_cannot_carry():
+    with pytest.raises(ValueError, match="rpcs and duration_s"):
+        kube.load_cli_args(LoadSpec("x:1", rpcs=10, duration_s=1.0))
+    with pytest.raises(ValueError, match=r"channel_options\['grpc.x'\]"):
+        kube.load_cli_args(LoadSpec("x:1", channel_options={"grpc.x": 0.5}))
+
+
+def test_the_load_job_is_a_valid_job_that_runs_the_cli_once_and_cleans_up():
+    spec = SPECS[1]
+    job = kube.load_job_manifest(
+        spec, "alice", "grpclab-load-0a1b2c3d", "grpclab/demo-server:0.1.0"
+    )
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    assert load_objects(job)[0]["metadata"] == job["metadata"]
+    assert job["metadata"] | {"labels": None} == {
+        "name": "grpclab-load-0a1b2c3d",
+        "namespace": "alice",
+        "labels": None,
+    }
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["name"] == kube.LOAD_CONTAINER
+    assert container["image"] == "grpclab/demo-server:0.1.0"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"] == ["python", "-m", "grpclab.load"]
+    assert container["args"] == kube.load_cli_args(spec)
+    assert "--duration" in container["args"] and "round_robin" in container["args"]
+
+
+def test_a_tls_load_job_carries_the_ca_bundle_and_points_the_cli_at_its_copy():
+    spec = SPECS[3]
+    job = kube.load_job_manifest(
+        spec, "production", "grpclab-load-tls", tls_ca_pem="-----BEGIN CERTIFICATE-----\nx\n"
+    )
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][container["args"].index("--tls-ca") + 1] == kube.JOB_CA_PATH
+    assert container["env"] == [
+        {"name": "GRPCLAB_TLS_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\nx\n"}
+    ]
+    assert container["command"][:2] == ["sh", "-c"] and kube.JOB_CA_PATH in container["command"][2]
+    with pytest.raises(ValueError, match="tls_ca_pem"):
+        kube.load_job_manifest(spec, "production", "grpclab-load-tls")
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory) -> Iterator[str]:
+    """A real demo server on loopback; yields its address."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "grpclab.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--pod-name",
+                "kube-test-pod",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=out,
+            text=True,
+        )
+    try:
+        for line in proc.stdout:
+            match = READY.search(line)
+            if match:
+                yield f"127.0.0.1:{match.group(3)}"
+                break
+        else:
+            pytest.fail(f"demo server did not start: {log.read_text()}")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(demo_server):
+    spec = LoadSpec(demo_server, rpcs=None, duration_s=1.5, interval_s=0.25, concurrency=4)
+    container = kube.load_job_manifest(spec, "production", "grpclab-load-local")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    argv = [
+        sys.executable if part == "python" else part for part in container["command"]
+    ] + container["args"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=_loopback_env())
+    assert done.returncode == 0, done.stderr
+    # The pod log may carry lines that are not protocol (gRPC warnings); they are skipped.
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called",
+        *done.stdout.splitlines(),
+    ]
+    seen: list[LoadResult] = []
+    final, tail = kube.follow_load_output(lines, seen.append)
+    assert final is not None and final.done
+    assert set(final.per_pod) == {"kube-test-pod"} and final.ok > 0 and final.failed == 0
+    assert any(not s.done for s in seen) and seen[-1] == final
+    assert tail[-1] == lines[-1]
+
+
+def test_a_log_without_a_result_gives_none_and_the_last_lines():
+    final, tail = kube.follow_load_output([f"line {i}" for i in range(30)])
+    assert final is None and tail == [f"line {i}" for i in range(10, 30)]
+
+
+def _loopback_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    return env
+
+
+def test_the_fault_exec_command_sets_the_knobs_of_a_real_server(demo_server):
+    argv = kube.fault_exec_command(
+        demo_server, {"error_rate": 0.25, "added_latency_ms": 3}, python=sys.executable
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=_loopback_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "added_latency_ms": 3,
+        "error_rate": 0.25,
+        "error_code": 0,
+        "not_serving": False,
+    }
+    cleared = subprocess.run(
+        kube.fault_exec_command(demo_server, {}, python=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_loopback_env(),
+    )
+    assert json.loads(cleared.stdout)["error_rate"] == 0
+    with pytest.raises(ValueError, match="unknown fault field.*latency"):
+        kube.fault_exec_command(demo_server, {"latency": 5})
+
+
+# -- connecting, and the scripts up to where they need a cluster ---------------------------------
+
+
+def unreachable_kubeconfig(tmp_path: Path, context: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": context,
+                "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": context, "context": {"cluster": "nowhere", "user": "u"}}],
+            }
+        )
+    )
+    return path
+
+
+def test_connect_kind_without_the_kind_context_says_to_run_kind_up(tmp_path):
+    config = unreachable_kubeconfig(tmp_path, "some-other-context")
+    with pytest.raises(kube.KubeError, match="kind-grpclab.*make kind-up"):
+        grpclab.connect("kind", kubeconfig=str(config))
+
+
+def test_connect_to_an_api_server_that_does_not_answer_names_it(tmp_path):
+    config = unreachable_kubeconfig(tmp_path, "kind-grpclab")
+    with pytest.raises(
+        kube.KubeError,
+        match=r"cannot reach the API server of context kind-grpclab at https://127.0.0.1:9",
+    ):
+        grpclab.connect("kind", kubeconfig=str(config))
+    with pytest.raises(kube.KubeError, match="cannot reach"):
+        grpclab.connect("kubeconfig", kubeconfig=str(config), namespace="alice")
+
+
+def bin_without(tmp_path: Path, *missing: str) -> str:
+    """A PATH with the basic tools and, when installed, kubectl and docker, minus `missing`."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bash", "basename", "dirname", "sed", "grep", "cat", "head", "kubectl", "docker"):
+        found = shutil.which(tool)
+        if found and tool not in missing:
+            (tools / tool).symlink_to(found)
+    return str(tools)
+
+
+@pytest.mark.parametrize("addon", kube.ADDONS)
+def test_each_addon_says_how_to_get_kubectl_when_it_is_missing(addon, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", bin_without(tmp_path, "kubectl"))
+    with pytest.raises(
+        kube.KubeError, match="'kubectl' is not installed. Install kubectl: https://"
+    ):
+        kube.install_addon(addon)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs the kubectl binary")
+def test_an_addon_with_no_cluster_to_talk_to_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", bin_without(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", str(unreachable_kubeconfig(tmp_path, "kind-grpclab")))
+    with pytest.raises(
+        kube.KubeError, match="cannot reach the cluster of context 'kind-grpclab'.*make kind-up"
+    ):
+        kube.install_addon("prometheus", context="kind-grpclab")
+
+
+def test_each_addon_script_pins_a_version():
+    for addon in kube.ADDONS:
+        text = (CLUSTER / "addons" / f"{addon}.sh").read_text()
+        pinned = re.search(
+            r"^(CHART_)?VERSION=v?\d+\.\d+\.\d+$|^VERSION=edge-\d+\.\d+\.\d+$", text, re.M
+        )
+        if addon == "prometheus":
+            pinned = re.search(
+                r"image: prom/prometheus:v\d+\.\d+\.\d+$",
+                (CLUSTER / "addons" / "prometheus.yaml").read_text(),
+                re.M,
+            )
+        assert pinned, f"{addon} pins no version"
+
+
+def test_an_unknown_addon_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown add-on 'consul'; known: gateway-api, istio"):
+        kube.install_addon("consul")
+
+
+def test_kind_up_says_how_to_get_docker_when_it_is_missing(tmp_path):
+    env = {"PATH": bin_without(tmp_path, "docker"), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(CLUSTER / "kind-up.sh")], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert done.returncode == 1
+    assert "'docker' is not installed. Install Docker" in done.stderr
+
+
+def test_kind_down_is_a_no_op_without_kind(tmp_path):
+    env = {"PATH": bin_without(tmp_path), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(CLUSTER / "kind-down.sh")], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert done.returncode == 0 and "kind is not installed" in done.stdout
+
+
+def test_the_scripts_pass_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed")
+    scripts = sorted(CLUSTER.rglob("*.sh"))
+    done = subprocess.run(
+        ["shellcheck", "-x", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout
