@@ -99,6 +99,12 @@ class XdsServer:
                 state.version += 1
                 state.resources = dict(named)
                 changed[type_url] = state.version
+            endpoints = snapshot.get(ENDPOINT)
+            if CLUSTER in changed and endpoints is not None and ENDPOINT not in changed:
+                # Envoy re-warms a changed cluster and waits for its endpoints again, even
+                # when they are the same (envoyproxy/envoy#13009): send them again.
+                endpoints.version += 1
+                changed[ENDPOINT] = endpoints.version
             if changed:
                 for stream_id, node in self._stream_nodes.items():
                     if node == node_id:

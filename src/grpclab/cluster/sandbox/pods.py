@@ -55,6 +55,7 @@ class PodRuntime:
     ready: bool = False
     started: bool = False  # the startup probe passed (or there is none)
     terminating: bool = False
+    killing: bool = False  # a failed liveness or startup probe is stopping the container
     restart_due: float | None = None
     probes: dict[str, ProbeState] = field(default_factory=dict)
     channel: grpc.Channel | None = None
@@ -131,9 +132,25 @@ def probe_once(pod: PodRuntime, probe: ProbeState) -> bool:
     raise ValueError(f"unsupported probe on pod {pod.name}: {sorted(probe.spec)}")
 
 
+def due_probes(pod: PodRuntime, now: float) -> list[ProbeState]:
+    """The probes kubelet would run now: startup until it passes, then the other two."""
+    if pod.terminating or pod.killing or pod.process is None:
+        return []
+    # A startup probe that has passed never runs again (a later NOT_SERVING must not
+    # count against its failureThreshold); the other two wait until it has passed.
+    kinds = ("readiness", "liveness") if pod.started else ("startup",)
+    return [
+        probe
+        for probe in pod.probes.values()
+        if probe.kind in kinds and not probe.in_flight and now >= probe.next_due
+    ]
+
+
 def record_result(pod: PodRuntime, probe: ProbeState, ok: bool, now: float) -> str | None:
     """Apply one probe result; returns "restart" when kubelet would restart the container."""
     probe.in_flight = False
+    if pod.probes.get(probe.kind) is not probe or pod.killing:
+        return None  # a result about a container that has since been restarted
     probe.next_due = now + probe.setting("periodSeconds")
     if ok:
         probe.successes += 1
