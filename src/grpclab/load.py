@@ -2,20 +2,47 @@
 
 Library (`run`, `run_async`) and CLI (`python -m grpclab.load --json ...`).
 The CLI is also the entry point of the in-cluster Job on the kube backend.
+
+Line protocol of `--json` (what the kube backend reads back from the Job's logs):
+every protocol line is one JSON object with exactly one key. `{"progress": {...}}`
+carries a snapshot (only with `--progress-json`, one per interval) and
+`{"result": {...}}` carries the final LoadResult; it is always the last protocol
+line. Any other line (a gRPC log line on a merged stream) is not part of the
+protocol, and `parse_json_lines` skips it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import argparse
+import asyncio
+import json
+import math
+import re
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+import grpc
+
+from grpclab._generated import demo_pb2, demo_pb2_grpc
+
+METHODS = ("SayHello", "GetUser")
+LATENCY_KEYS = ("p50", "p90", "p99", "max", "mean")
+
+
+DEFAULT_RPCS = 300
 
 
 @dataclass
 class LoadSpec:
-    """What to send. Exactly one of `rpcs` and `duration_s` bounds the run."""
+    """What to send. One of `rpcs` and `duration_s` bounds the run (300 RPCs if neither)."""
 
     target: str
-    rpcs: int | None = 300
+    rpcs: int | None = None
     duration_s: float | None = None
     concurrency: int = 8
     channels: int = 1
@@ -37,7 +64,67 @@ class LoadSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoadSpec:
+        _reject_unknown_keys(cls, data)
         return cls(**data)
+
+    def __post_init__(self) -> None:
+        if self.rpcs is None and self.duration_s is None:
+            self.rpcs = DEFAULT_RPCS
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first LoadSpec field that cannot drive a run."""
+        if self.rpcs is not None and self.duration_s is not None:
+            raise ValueError(
+                f"LoadSpec: set exactly one of rpcs and duration_s (got rpcs={self.rpcs!r}, "
+                f"duration_s={self.duration_s!r})"
+            )
+        if self.rpcs is not None and not _positive_int(self.rpcs):
+            raise ValueError(f"LoadSpec.rpcs must be a positive integer, got {self.rpcs!r}")
+        if self.duration_s is not None and not _positive_number(self.duration_s):
+            raise ValueError(f"LoadSpec.duration_s must be > 0 seconds, got {self.duration_s!r}")
+        for name in ("concurrency", "channels"):
+            value = getattr(self, name)
+            if not _positive_int(value):
+                raise ValueError(f"LoadSpec.{name} must be a positive integer, got {value!r}")
+        if self.concurrency < self.channels:
+            # Workers are what open connections; a channel without one would never connect.
+            raise ValueError(
+                f"LoadSpec.concurrency ({self.concurrency}) must be >= LoadSpec.channels "
+                f"({self.channels}) so that every channel carries calls"
+            )
+        for name in ("deadline_s", "interval_s"):
+            if not _positive_number(getattr(self, name)):
+                raise ValueError(
+                    f"LoadSpec.{name} must be > 0 seconds, got {getattr(self, name)!r}"
+                )
+        if self.method not in METHODS:
+            raise ValueError(f"LoadSpec.method must be one of {METHODS}, got {self.method!r}")
+        if not isinstance(self.target, str) or not self.target:
+            raise ValueError(f"LoadSpec.target must be a non-empty string, got {self.target!r}")
+        if not isinstance(self.channel_options, dict):
+            kind = type(self.channel_options).__name__
+            raise ValueError(f"LoadSpec.channel_options must be a dict, got {kind}")
+        if self.tls_server_name is not None and self.tls_ca_file is None:
+            raise ValueError("LoadSpec.tls_server_name is set but LoadSpec.tls_ca_file is not")
+        self.service_config_json()
+
+    def service_config_json(self) -> str | None:
+        """The service config this spec puts on its channels, as JSON text (None: none)."""
+        config = self.service_config
+        if config is None:
+            if self.lb_policy is None:
+                return None
+            config = {"loadBalancingConfig": [{self.lb_policy: {}}]}
+        if isinstance(config, str):
+            try:
+                config = json.loads(config)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"LoadSpec.service_config is not valid JSON: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"LoadSpec.service_config must be a JSON object, got {type(config).__name__}"
+            )
+        return json.dumps(config, separators=(",", ":"))
 
 
 @dataclass
@@ -47,8 +134,11 @@ class LoadResult:
     per_pod: dict[str, int] = field(default_factory=dict)  # pod name -> OK replies
     pod_ips: dict[str, str] = field(default_factory=dict)  # pod name -> pod IP
     errors: dict[str, int] = field(default_factory=dict)  # status code name -> count
-    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p90, p99, max, mean
+    # p50, p90, p99, max, mean of OK calls (a failed call's time says little); {} if none.
+    latency_ms: dict[str, float] = field(default_factory=dict)
     # One entry per interval: {"t": seconds since start, "per_pod": {pod: OK replies}}.
+    # Entries also carry "errors": {status code name: count}. Calls count in the interval
+    # in which they finished; empty intervals are kept, and the last one may be partial.
     timeline: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
     done: bool = False  # False in progress snapshots, True in the final result
@@ -65,9 +155,419 @@ class LoadResult:
     def total(self) -> int:
         return self.ok + self.failed
 
+    @property
+    def rate(self) -> float:
+        """Finished calls (OK and failed) per second."""
+        return self.total / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def share(self, pod: str) -> float:
+        """The fraction (0..1) of OK replies that `pod` served."""
+        return self.per_pod.get(pod, 0) / self.ok if self.ok else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoadResult:
+        _reject_unknown_keys(cls, data)
         return cls(**data)
+
+
+def _reject_unknown_keys(cls: type, data: dict[str, Any]) -> None:
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"{cls.__name__}.from_dict: unknown field(s) {', '.join(unknown)}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+class _Tally:
+    """Counters the workers write on the hot path; snapshots read them."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.interval_s = spec.interval_s
+        self.limit = spec.rpcs if spec.rpcs is not None else math.inf
+        self.started = 0
+        self.t0 = time.perf_counter()
+        self.end = self.t0 + spec.duration_s if spec.duration_s is not None else math.inf
+        # Keyed by (bucket index, pod name) and (bucket index, status code name):
+        # one dict update per call, and per-pod totals and the timeline both derive from it.
+        self.ok: dict[tuple[int, str], int] = {}
+        self.errors: dict[tuple[int, str], int] = {}
+        self.pod_ips: dict[str, str] = {}
+        self.latencies = array("d")  # seconds, OK calls only; 8 bytes per call
+        self._sorted: list[float] = []
+
+    def snapshot(self, done: bool) -> LoadResult:
+        """A LoadResult of everything counted so far; shares nothing with the tally."""
+        elapsed = time.perf_counter() - self.t0
+        ok, errors = dict(self.ok), dict(self.errors)
+        last_bucket = max((bucket for bucket, _ in (*ok, *errors)), default=0)
+        buckets = max(last_bucket + 1, math.ceil(elapsed / self.interval_s))
+        timeline = [
+            {"t": round(i * self.interval_s, 6), "per_pod": {}, "errors": {}}
+            for i in range(buckets)
+        ]
+        per_pod: dict[str, int] = {}
+        for (bucket, pod), count in sorted(ok.items()):
+            timeline[bucket]["per_pod"][pod] = count
+            per_pod[pod] = per_pod.get(pod, 0) + count
+        codes: dict[str, int] = {}
+        for (bucket, code), count in sorted(errors.items()):
+            timeline[bucket]["errors"][code] = count
+            codes[code] = codes.get(code, 0) + count
+        return LoadResult(
+            per_pod=dict(sorted(per_pod.items())),
+            pod_ips=dict(sorted(self.pod_ips.items())),
+            errors=dict(sorted(codes.items())),
+            latency_ms=self._latency_ms(),
+            timeline=timeline,
+            elapsed_s=round(elapsed, 6),
+            done=done,
+        )
+
+    def _latency_ms(self) -> dict[str, float]:
+        # Extending the already sorted prefix keeps each snapshot's sort near-linear
+        # (timsort merges the two runs), so long runs do not stall the workers.
+        self._sorted.extend(self.latencies[len(self._sorted) :])
+        self._sorted.sort()
+        return latency_summary_ms(self._sorted)
+
+
+def latency_summary_ms(sorted_seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/max/mean in ms (nearest rank) of sorted latencies in seconds; {} if none."""
+    n = len(sorted_seconds)
+    if n == 0:
+        return {}
+    summary = {f"p{q}": sorted_seconds[max(0, math.ceil(q / 100 * n) - 1)] for q in (50, 90, 99)}
+    summary["max"] = sorted_seconds[-1]
+    summary["mean"] = math.fsum(sorted_seconds) / n
+    return {key: round(value * 1000, 3) for key, value in summary.items()}
+
+
+async def _worker(call: Any, request: Any, timeout: float, tally: _Tally) -> None:
+    # The hot path: locals only, one dict update and one array append per call.
+    perf = time.perf_counter
+    ok, errors, pod_ips = tally.ok, tally.errors, tally.pod_ips
+    record = tally.latencies.append
+    t0, per_bucket = tally.t0, 1.0 / tally.interval_s
+    limit, end = tally.limit, tally.end
+    while tally.started < limit:
+        begin = perf()
+        if begin >= end:
+            return
+        tally.started += 1
+        try:
+            reply = await call(request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            key = (int((perf() - t0) * per_bucket), error.code().name)
+            errors[key] = errors.get(key, 0) + 1
+            continue
+        now = perf()
+        record(now - begin)
+        served = reply.served_by
+        pod = served.pod_name or served.pod_ip or "unknown"
+        key = (int((now - t0) * per_bucket), pod)
+        ok[key] = ok.get(key, 0) + 1
+        if pod not in pod_ips:
+            pod_ips[pod] = served.pod_ip
+
+
+async def _report(tally: _Tally, on_progress: Callable[[LoadResult], None]) -> None:
+    # Runs beside the workers; it wakes at bucket boundaries so snapshots line up with buckets.
+    tick = 1
+    while True:
+        await asyncio.sleep(max(0.0, tally.t0 + tick * tally.interval_s - time.perf_counter()))
+        on_progress(tally.snapshot(done=False))
+        tick = int((time.perf_counter() - tally.t0) / tally.interval_s) + 1
+
+
+def channel_options(spec: LoadSpec) -> list[tuple[str, Any]]:
+    """The options every channel of `spec` is created with."""
+    options = dict(spec.channel_options)
+    # Channels whose target and options are identical share one subchannel pool, so N
+    # such channels ride ONE TCP connection (measured: 3 channels, 1 peer at the
+    # server). A per-channel pool makes `channels=N` open N connections, as N clients would.
+    options.setdefault("grpc.use_local_subchannel_pool", 1)
+    # Targets are loopback (sandbox) or in-cluster (kube Job): never a proxy's business,
+    # and a laptop's $http_proxy would otherwise swallow calls to 127.0.0.x.
+    options.setdefault("grpc.enable_http_proxy", 0)
+    config = spec.service_config_json()
+    if config is not None:
+        options["grpc.service_config"] = config
+    if spec.tls_server_name:
+        options.setdefault("grpc.ssl_target_name_override", spec.tls_server_name)
+        options.setdefault("grpc.default_authority", spec.tls_server_name)
+    return list(options.items())
+
+
+def open_channel(spec: LoadSpec) -> grpc.aio.Channel:
+    """One grpc.aio channel to `spec.target` with the spec's options and credentials."""
+    options = channel_options(spec)
+    if spec.tls_ca_file is None:
+        return grpc.aio.insecure_channel(spec.target, options=options)
+    try:
+        with open(spec.tls_ca_file, "rb") as ca_file:
+            root_certificates = ca_file.read()
+    except OSError as error:
+        raise ValueError(f"LoadSpec.tls_ca_file: cannot read {spec.tls_ca_file}: {error}") from None
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc.aio.secure_channel(spec.target, credentials, options=options)
+
+
+def _request(method: str) -> Any:
+    if method == "GetUser":
+        return demo_pb2.GetUserRequest(user_id="u-1")
+    return demo_pb2.HelloRequest(name="grpclab")
+
+
+async def run_async(
+    spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
+) -> LoadResult:
+    """Drive `spec` on the running event loop; returns the final result (done=True)."""
+    spec.validate()
+    channels = [open_channel(spec) for _ in range(spec.channels)]
+    tasks: list[asyncio.Task[None]] = []
+    workers: set[asyncio.Task[None]] = set()
+    try:
+        calls = [getattr(demo_pb2_grpc.MyServiceStub(channel), spec.method) for channel in channels]
+        request = _request(spec.method)
+        tally = _Tally(spec)
+        workers.update(
+            asyncio.create_task(_worker(calls[i % len(calls)], request, spec.deadline_s, tally))
+            for i in range(spec.concurrency)
+        )
+        tasks.extend(workers)
+        if on_progress is not None:
+            tasks.append(asyncio.create_task(_report(tally, on_progress)))
+        while workers:
+            finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                task.result()  # a worker's bug or an on_progress error ends the run here
+                tasks.remove(task)
+                workers.discard(task)
+        for task in tasks:
+            task.cancel()  # the reporter
+        await asyncio.gather(*tasks, return_exceptions=True)
+        result = tally.snapshot(done=True)
+        if on_progress is not None:
+            on_progress(result)
+        return result
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+
+
+def run(spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None) -> LoadResult:
+    """Blocking `run_async` on its own loop and thread; safe inside Jupyter's running loop."""
+    spec.validate()
+    state: dict[str, Any] = {}
+    loop_ready, finished = threading.Event(), threading.Event()
+
+    def drive() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            state["task"] = loop.create_task(run_async(spec, on_progress))
+            state["loop"] = loop
+            loop_ready.set()
+            state["result"] = loop.run_until_complete(state["task"])
+        except BaseException as error:  # handed to the caller's thread below
+            state["error"] = error
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+            finally:
+                loop_ready.set()
+                finished.set()
+
+    thread = threading.Thread(target=drive, name="grpclab-load", daemon=True)
+    thread.start()
+    try:
+        # An Event, not Thread.join(): on Python 3.11 a KeyboardInterrupt that lands inside
+        # join() marks the still-running thread as stopped. The timed wait also runs signal
+        # handlers promptly when SIGINT was delivered to another thread.
+        while not finished.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        # Cancelling the task cancels every in-flight RPC and closes the channels.
+        loop_ready.wait()
+        try:
+            state["loop"].call_soon_threadsafe(state["task"].cancel)
+        except (KeyError, RuntimeError):
+            pass  # the loop never started or has already finished
+        finished.wait(timeout=spec.deadline_s + 5)
+        # The task and its CancelledError form a cycle with `state`; breaking it frees the
+        # cancelled calls, and so their connections, now instead of at the next gc pass.
+        state.clear()
+        raise
+    thread.join()
+    error, result = state.pop("error", None), state.pop("result", None)
+    state.clear()
+    if error is not None:
+        raise error
+    return result
+
+
+def parse_json_lines(lines: Iterable[str]) -> tuple[list[LoadResult], LoadResult | None]:
+    """Progress snapshots and the final result from `--json` output; other lines are skipped."""
+    progress: list[LoadResult] = []
+    final: LoadResult | None = None
+    for line in lines:
+        text = line.strip()
+        if not text.startswith("{"):
+            continue
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(message, dict) or len(message) != 1:
+            continue
+        if "progress" in message:
+            progress.append(LoadResult.from_dict(message["progress"]))
+        elif "result" in message:
+            final = LoadResult.from_dict(message["result"])
+    return progress, final
+
+
+def json_line(kind: str, result: LoadResult) -> str:
+    """One protocol line: kind is "progress" or "result"."""
+    return json.dumps({kind: result.to_dict()}, separators=(",", ":"))
+
+
+def format_table(result: LoadResult) -> str:
+    """A human summary: replies and share per pod, errors, rate and latencies."""
+    width = max((len(pod) for pod in result.per_pod), default=3)
+    lines = [f"{'pod':<{width}}  {'ip':<15}  {'replies':>8}  {'share':>6}"]
+    for pod, count in result.per_pod.items():
+        ip = result.pod_ips.get(pod, "")
+        lines.append(f"{pod:<{width}}  {ip:<15}  {count:>8}  {result.share(pod):>6.1%}")
+    if not result.per_pod:
+        lines.append("(no OK replies)")
+    errors = ", ".join(f"{code} {count}" for code, count in result.errors.items())
+    lines.append(f"errors: {errors or 'none'}")
+    lines.append(
+        f"calls: {result.total} (ok {result.ok}, failed {result.failed}) in "
+        f"{result.elapsed_s:.2f} s, {result.rate:.0f} calls/s"
+    )
+    if result.latency_ms:
+        latency = "  ".join(f"{key} {result.latency_ms[key]:.2f}" for key in LATENCY_KEYS)
+        lines.append(f"latency ms (OK calls): {latency}")
+    return "\n".join(lines)
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"--option expects key=value, got {text!r}")
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
+# LoadSpec fields as the CLI spells them, so that a bad flag's error names the flag.
+CLI_FLAGS = {
+    "target": "TARGET", "rpcs": "--rpcs", "duration_s": "--duration",
+    "concurrency": "--concurrency", "channels": "--channels", "deadline_s": "--deadline",
+    "interval_s": "--interval", "service_config": "--service-config", "tls_ca_file": "--tls-ca",
+    "tls_server_name": "--tls-server-name", "method": "--method", "channel_options": "--option",
+}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m grpclab.load",
+        description="Drive MyService RPCs at TARGET and count which pod answered each one.",
+    )
+    parser.add_argument("target", help="gRPC target, e.g. dns:///my-service:50051")
+    bound = parser.add_mutually_exclusive_group()
+    bound.add_argument("--rpcs", type=int, help="total calls to make (default 300)")
+    bound.add_argument("--duration", type=float, help="seconds to keep calling")
+    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    parser.add_argument(
+        "--channels", type=int, default=1, help="gRPC channels, each with its own connections"
+    )
+    parser.add_argument("--lb-policy", help="pick_first, round_robin, ...")
+    parser.add_argument("--service-config", help="service config JSON (overrides --lb-policy)")
+    parser.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="channel option; the value is an int when it parses as one (repeatable)",
+    )
+    parser.add_argument("--deadline", type=float, default=5.0, help="per-call deadline, seconds")
+    parser.add_argument("--method", choices=METHODS, default="SayHello")
+    parser.add_argument("--interval", type=float, default=0.5, help="timeline bucket, seconds")
+    parser.add_argument("--tls-ca", help="PEM CA bundle to trust (enables TLS)")
+    parser.add_argument("--tls-server-name", help="name to check in the server certificate")
+    parser.add_argument("--json", action="store_true", help='print {"result": ...} as JSON')
+    parser.add_argument(
+        "--progress-json",
+        action="store_true",
+        help='also print {"progress": ...} per interval (implies --json)',
+    )
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> LoadSpec:
+    """The LoadSpec that parsed CLI arguments describe."""
+    return LoadSpec(
+        target=args.target,
+        rpcs=None if args.duration is not None else args.rpcs,
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+        channels=args.channels,
+        lb_policy=args.lb_policy,
+        service_config=args.service_config,
+        channel_options=dict(args.option),
+        deadline_s=args.deadline,
+        method=args.method,
+        interval_s=args.interval,
+        tls_ca_file=args.tls_ca,
+        tls_server_name=args.tls_server_name,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; exit 0 when the run finished, whatever the calls returned."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    spec = spec_from_args(args)
+    try:
+        spec.validate()
+    except ValueError as error:
+        parser.error(re.sub(r"LoadSpec\.(\w+)", lambda m: CLI_FLAGS.get(m[1], m[0]), str(error)))
+
+    def print_progress(snapshot: LoadResult) -> None:
+        if not snapshot.done:
+            print(json_line("progress", snapshot), flush=True)
+
+    try:
+        result = run(spec, print_progress if args.progress_json else None)
+    except KeyboardInterrupt:
+        print("grpclab.load: interrupted", file=sys.stderr)
+        return 130
+    except ValueError as error:
+        print(f"grpclab.load: {error}", file=sys.stderr)
+        return 2
+    if args.json or args.progress_json:
+        print(json_line("result", result), flush=True)
+    else:
+        print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
