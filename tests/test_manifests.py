@@ -71,8 +71,21 @@ EXPECTED: dict[str, Bad] = {
     "kind-lowercase.yaml": Bad(
         "load", 0, "deployment production/grpc-server", "kind", 3, "not one of 'Deployment'"
     ),
-    "ingress-unsupported.yaml": Bad(
-        "sandbox", 0, "Ingress production/grpc-server", "kind", 2, "does not support kind Ingress"
+    "ingress-without-class.yaml": Bad(
+        "sandbox",
+        0,
+        "Ingress production/grpc-server",
+        "spec.ingressClassName",
+        7,
+        "runs one Ingress controller",
+    ),
+    "statefulset-unsupported.yaml": Bad(
+        "sandbox",
+        0,
+        "StatefulSet production/grpc-server",
+        "kind",
+        3,
+        "does not support kind StatefulSet",
     ),
     "service-type-loadbalancer.yaml": Bad("sandbox", 0, SERVICE, "spec.type", 7, "LoadBalancer"),
     "service-type-nodeport.yaml": Bad("sandbox", 0, SERVICE, "spec.type", 7, "NodePort"),
