@@ -257,3 +257,26 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_rollout_replaces_pods_one_at_a_time_and_never_drops_below_replicas(lab):
+    # Kubernetes' RollingUpdate defaults for 3 replicas: maxSurge 25% -> 1, maxUnavailable
+    # 25% -> 0. Notebook 08's rolling restart counts failed calls under exactly that.
+    before = set(ready_pod_names(lab))
+    lab.apply(REPO / "cluster" / "manifests" / "health" / "deployment-no-drain.yaml")
+    most_pods, fewest_ready = 0, 3
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = lab.pods()
+        live = [p for p in pods if p.phase != "Terminating"]
+        most_pods = max(most_pods, len(live))
+        fewest_ready = min(fewest_ready, sum(p.ready for p in pods))
+        if len(live) == 3 and all(p.ready for p in live) and not before & {p.name for p in live}:
+            break
+        time.sleep(0.02)
+    after = ready_pod_names(lab)
+    assert len(after) == 3 and not before & set(after)
+    assert most_pods == 4, "maxSurge 1: one new pod at a time"
+    assert fewest_ready == 3, "maxUnavailable 0: three ready pods throughout"
+    lab.apply(BASE / "deployment.yaml")
+    lab.wait_ready("grpc-server")

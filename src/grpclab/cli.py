@@ -1,4 +1,4 @@
-"""The `grpclab` command: `demo`, `down`."""
+"""The `grpclab` command: `demo`, `down`, `preflight`."""
 
 from __future__ import annotations
 
@@ -97,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="headless ClusterIP vs round_robin comparison")
     demo_parser.add_argument("--rpcs", type=int, default=600)
     commands.add_parser("down", help="clean up after sandboxes whose owner died")
+    from grpclab import preflight
+
+    preflight.add_arguments(
+        commands.add_parser("preflight", help=preflight.__doc__.splitlines()[0])
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.rpcs)
+    if args.command == "preflight":
+        return preflight.run(args)
     return down()
 
 

@@ -7,9 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpclab.load import LoadResult, LoadSpec
+
+if TYPE_CHECKING:
+    from grpclab.monitoring import Sample, Series
 
 ManifestSource = str | Path | Mapping[str, Any] | list[Mapping[str, Any]]
 BACKENDS = ("sandbox", "kind", "kubeconfig")
@@ -90,6 +93,28 @@ class Cluster(ABC):
     @abstractmethod
     def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
         """Set one pod's fault knobs (added_latency_ms, error_rate, error_code, not_serving)."""
+
+    def prometheus_url(self) -> str:
+        """The HTTP address of a Prometheus that scrapes every pod's `metrics` port."""
+        raise NotImplementedError(
+            f"the {self.backend} backend does not run Prometheus for you yet: install it with "
+            "cluster/addons/prometheus.sh, then `kubectl -n grpclab-monitoring port-forward "
+            "svc/prometheus 9090` and query http://127.0.0.1:9090 with grpclab.monitoring"
+        )
+
+    def prometheus_query(self, promql: str, at: float | None = None) -> list[Sample]:
+        """Evaluate PromQL at Unix time `at` (default: now) on this cluster's Prometheus."""
+        from grpclab.monitoring import query
+
+        return query(self.prometheus_url(), promql, at)
+
+    def prometheus_query_range(
+        self, promql: str, start: float, end: float, step: float = 1.0
+    ) -> list[Series]:
+        """Evaluate PromQL every `step` seconds between two Unix times."""
+        from grpclab.monitoring import query_range
+
+        return query_range(self.prometheus_url(), promql, start, end, step)
 
     @abstractmethod
     def describe(self) -> str:

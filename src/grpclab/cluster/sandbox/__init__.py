@@ -12,6 +12,7 @@ import atexit
 import copy
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -38,6 +39,7 @@ from grpclab.cluster.sandbox.dns import CLUSTER_DOMAIN, ClusterDns
 from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
 from grpclab.cluster.sandbox.pods import (
     DEFAULT_GRACE_SECONDS,
+    LOCAL_ONLY,
     PodRuntime,
     due_probes,
     probe_once,
@@ -74,6 +76,7 @@ class Sandbox(Cluster):
         self._override_namespace = bool(chosen)
         self._lock = threading.RLock()
         self._publish_lock = threading.Lock()
+        self._addon_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._objects: dict[Key, dict[str, Any]] = {}
@@ -287,11 +290,23 @@ class Sandbox(Cluster):
             if runtime is None or runtime.namespace != (namespace or self.namespace):
                 raise KeyError(f'pod "{pod}" not found in namespace {namespace or self.namespace}')
             address = f"{runtime.ip}:{runtime.grpc_port}"
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(address, options=LOCAL_ONLY) as channel:
             reply = admin_pb2_grpc.AdminStub(channel).SetFault(admin_pb2.Fault(**fault), timeout=5)
         return MessageToDict(
             reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
+
+    def prometheus_url(self) -> str:
+        """The sandbox's Prometheus (started on first use), scraping every pod's metrics port."""
+        from grpclab.cluster.sandbox.prometheus import PrometheusAddon
+
+        self._check_up()
+        with self._addon_lock:  # one Prometheus, however many cells ask at once
+            addon = self.addons.get(PrometheusAddon.name)
+            if addon is None:
+                addon = PrometheusAddon(self._launcher, self.block.node_ip, self.work_dir)
+                self.add_addon(addon)
+        return addon.url
 
     def logs(self, pod: str, tail: int = 20) -> str:
         """The last lines the pod's process printed."""
@@ -406,7 +421,10 @@ class Sandbox(Cluster):
             ]
             fresh = [p for p in owned if p.template_hash == current]
             stale = [p for p in owned if p.template_hash != current]
-            for _ in range(replicas - len(fresh)):
+            max_surge, max_unavailable = rolling_update_limits(obj)
+            # RollingUpdate: at most replicas + maxSurge pods at any time...
+            room = replicas + max_surge - len(owned) if stale else replicas - len(fresh)
+            for _ in range(min(replicas - len(fresh), room)):
                 self._create_pod(obj, current)
             # Scale down the newest first, like the ReplicaSet controller does
             # when pods are otherwise equal; unready pods go before ready ones.
@@ -415,11 +433,14 @@ class Sandbox(Cluster):
             ]
             for pod in extra:
                 self._terminate(pod)
-            # Surge first, then retire: old pods go only when every new pod is
-            # ready, so a rollout never drops below the desired ready count.
-            if stale and sum(p.ready for p in fresh) >= replicas:
-                for pod in stale:
-                    self._terminate(pod)
+            # ...and at least replicas - maxUnavailable of them ready: an old pod goes
+            # only when enough others are ready, one step at a time (unready ones first).
+            spare = sum(p.ready for p in owned) - (replicas - max_unavailable)
+            for pod in sorted(stale, key=lambda p: p.ready):
+                if pod.ready and spare <= 0:
+                    break
+                spare -= pod.ready
+                self._terminate(pod)
 
     def _create_pod(self, deployment: dict, template_hash: str) -> None:
         template = deployment["spec"]["template"]
@@ -681,6 +702,23 @@ def _headless(service: Mapping[str, Any]) -> bool:
 def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     # An empty selector selects nothing, as a Service without one gets no endpoints.
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def rolling_update_limits(deployment: Mapping[str, Any]) -> tuple[int, int]:
+    """maxSurge and maxUnavailable as pod counts, rounded as Kubernetes does (25% each)."""
+    replicas = deployment["spec"].get("replicas", 1)
+    rolling = (deployment["spec"].get("strategy") or {}).get("rollingUpdate") or {}
+
+    def count(value: int | str, round_up: bool) -> int:
+        if isinstance(value, int):
+            return value
+        share = replicas * int(value.rstrip("%")) / 100
+        return math.ceil(share) if round_up else math.floor(share)
+
+    surge = count(rolling.get("maxSurge", "25%"), round_up=True)
+    unavailable = count(rolling.get("maxUnavailable", "25%"), round_up=False)
+    # Both 0 would never make progress; Kubernetes then allows one unavailable pod.
+    return surge, unavailable if surge or unavailable else 1
 
 
 def _template_hash(deployment: Mapping[str, Any]) -> str:

@@ -20,6 +20,11 @@ PROBE_DEFAULTS = {
     "failureThreshold": 3,
 }
 DEFAULT_GRACE_SECONDS = 30
+# Channel options for the sandbox's own calls to pods: a private subchannel pool, so
+# the prober's connection is never shared with (and counted as) the learner's client
+# traffic, and no HTTP proxy, which a laptop's $http_proxy would otherwise put
+# between a kubelet and its pods.
+LOCAL_ONLY = [("grpc.use_local_subchannel_pool", 1), ("grpc.enable_http_proxy", 0)]
 
 
 @dataclass
@@ -109,11 +114,7 @@ def probe_once(pod: PodRuntime, probe: ProbeState) -> bool:
     if "grpc" in probe.spec:
         spec = probe.spec["grpc"]
         if pod.channel is None:
-            # A private subchannel pool: the prober's connection must not be
-            # shared with (and so counted as) the learner's client traffic.
-            pod.channel = grpc.insecure_channel(
-                f"{pod.ip}:{spec['port']}", options=[("grpc.use_local_subchannel_pool", 1)]
-            )
+            pod.channel = grpc.insecure_channel(f"{pod.ip}:{spec['port']}", options=LOCAL_ONLY)
         stub = health_pb2_grpc.HealthStub(pod.channel)
         try:
             reply = stub.Check(

@@ -1,0 +1,1 @@
+"""Schemas and sandbox checks of the custom resources grpclab knows (Istio, ...)."""

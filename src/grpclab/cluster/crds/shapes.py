@@ -1,0 +1,81 @@
+"""JSON-schema pieces the custom-resource schemas share, and the hook into manifest checks.
+
+Strict on purpose: `additionalProperties: false` everywhere, so a field the sandbox does
+not translate is an error that names it, not a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
+
+from grpclab.cluster.crds.istio import field_parts
+
+STRING = {"type": "string"}
+NAME = {"type": "string", "minLength": 1}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+Problem = Callable[[tuple[Any, ...], str], Any]
+Check = Callable[[Mapping[str, Any]], None]
+
+
+def strict(properties: Mapping[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": dict(properties),
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def array(items: Mapping[str, Any], min_items: int = 0) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "array", "items": dict(items)}
+    if min_items:
+        schema["minItems"] = min_items
+    return schema
+
+
+def custom_resource(
+    api_version: str, kind: str, spec: Mapping[str, Any], namespaced: bool = True
+) -> dict[str, Any]:
+    """The schema of a whole object: apiVersion, kind, metadata and `spec`."""
+    metadata = {"name": NAME, "labels": STRING_MAP, "annotations": STRING_MAP}
+    if namespaced:
+        metadata["namespace"] = STRING
+    return strict(
+        {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": strict(metadata, required=("name",)),
+            "spec": spec,
+        },
+        required=("apiVersion", "kind", "metadata", "spec"),
+    )
+
+
+def checker(check: Check, error_type: type[ValueError], problem: Problem):
+    """A sandbox checker (yields problems) from a function that raises `error_type`."""
+
+    def run(obj: Mapping[str, Any]) -> Iterator[Any]:
+        try:
+            check(obj)
+        except error_type as error:
+            yield problem(field_parts(error.field), error.reason)  # type: ignore[attr-defined]
+
+    return run
+
+
+def register_all(
+    schemas: MutableMapping[tuple[str, str], Mapping[str, Any]],
+    sandbox_kinds: MutableMapping[tuple[str, str], Callable[[Mapping[str, Any]], Iterator[Any]]],
+    problem: Problem,
+    kinds: Mapping[tuple[str, str], tuple[Mapping[str, Any] | None, Check, type[ValueError]]],
+) -> None:
+    """Add each (apiVersion, kind): its schema (None: Kubernetes' own) and sandbox check."""
+    for key, (schema, check, error_type) in kinds.items():
+        if schema is not None:
+            schemas[key] = schema
+        sandbox_kinds[key] = checker(check, error_type, problem)

@@ -1,0 +1,85 @@
+"""The sandbox's stand-ins for the controllers that cluster/addons/ installs on kind.
+
+On kind, `install_addon("ingress-nginx")` runs the real controller's install script. In the
+sandbox the same name starts what plays that controller here; each stand-in says what it
+is, and whether it is the real data plane or an emulation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grpclab.cluster.sandbox import Sandbox
+
+# Add-on name (as in cluster/addons/<name>.sh) -> what plays it in the sandbox.
+STAND_INS = {
+    "ingress-nginx": "real nginx with a config generated from Ingress objects",
+    "envoy-gateway": "a real Envoy, configured from Gateway and routes by grpclab's control plane",
+    "traefik": "EMULATED by Envoy (IngressRoute translated to Envoy routes)",
+    "linkerd": "EMULATED by Envoy (the meshed client's proxy)",
+    "gateway-api": "nothing to run: the sandbox knows the Gateway API kinds' schemas",
+}
+
+
+def _addon(sandbox: Sandbox, name: str):
+    if name == "ingress-nginx":
+        from grpclab.cluster.sandbox.ingress_nginx import IngressNginx
+
+        return IngressNginx(sandbox)
+    if name == "envoy-gateway":
+        from grpclab.cluster.sandbox.gateways import EnvoyGateway
+
+        return EnvoyGateway(sandbox)
+    if name == "traefik":
+        from grpclab.cluster.sandbox.gateways import TraefikEmulation
+
+        return TraefikEmulation(sandbox)
+    if name == "linkerd":
+        from grpclab.cluster.sandbox.linkerd import LinkerdEmulation
+
+        return LinkerdEmulation(sandbox)
+    return None
+
+
+def install(sandbox: Sandbox, name: str) -> str:
+    """Start the stand-in for add-on `name` (once); returns one line that says what it is."""
+    if name not in STAND_INS:
+        raise ValueError(
+            f"the sandbox has no stand-in for add-on {name!r}; it has {', '.join(STAND_INS)}"
+        )
+    if name not in sandbox.addons:
+        addon = _addon(sandbox, name)
+        if addon is not None:
+            try:
+                sandbox.add_addon(addon)
+            except BaseException:
+                addon.stop()
+                sandbox.addons.pop(name, None)
+                raise
+    return f"{name}: {STAND_INS[name]} (sandbox; on kind: cluster/addons/{name}.sh)"
+
+
+def describe(sandbox: Sandbox, name: str) -> str:
+    """What the stand-in for `name` serves right now (routes, addresses, mappings)."""
+    addon = sandbox.addons.get(name)
+    if addon is None:
+        return f"{name}: not installed (install_addon(lab, {name!r}))"
+    return addon.describe()
+
+
+# The `via` each stand-in owns in Cluster.target, so the sandbox can start one on first use.
+VIA = {
+    "ingress": "ingress-nginx",
+    "gateway": "envoy-gateway",
+    "traefik": "traefik",
+    "linkerd": "linkerd",
+}
+
+
+def addon_for_via(sandbox: Sandbox, via: str) -> str | None:
+    """Start (once) the stand-in that owns `via`; returns its add-on name, None if none does."""
+    name = VIA.get(via)
+    if name is not None:
+        install(sandbox, name)
+    return name

@@ -1,0 +1,257 @@
+"""The sandbox's Ingress controller: real nginx, with a config generated from Ingress objects.
+
+grpclab.cluster.nginx_conf renders nginx.conf from the Ingresses; this runs it. When
+endpoints or objects change, the file is rewritten and the master gets SIGHUP, as a
+reload. nginx runs as a child of the sandbox: its own prefix, pid file and temp paths in
+the sandbox's work directory; the system's nginx service is never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from grpclab.certificates import certificate_from_secret, self_signed
+from grpclab.cluster.nginx_conf import (
+    INGRESS_CLASS,
+    STATUS_PORT,
+    VirtualServer,
+    render_config,
+    virtual_servers,
+)
+from grpclab.cluster.sandbox.addons import ClusterView
+from grpclab.cluster.sandbox.frontends import listen_port, service_backend
+from grpclab.cluster.sandbox.processes import MissingBinaryError, require_binary
+from grpclab.xds.gateway import Backend
+
+if TYPE_CHECKING:
+    from grpclab.cluster.sandbox import Sandbox
+
+INSTALL_HINT = (
+    "The sandbox runs real nginx as its Ingress controller. On Debian or Ubuntu: "
+    "sudo apt-get install nginx (grpclab runs its own nginx on loopback; the system service "
+    "is not used). Elsewhere install nginx 1.19.5 or later with your package manager, or use "
+    "the kind backend."
+)
+
+
+def nginx_binary() -> str:
+    """nginx from PATH, or Debian's /usr/sbin/nginx (not on a normal user's PATH)."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    if found is None:
+        raise MissingBinaryError(f"nginx not found on PATH or in /usr/sbin. {INSTALL_HINT}")
+    return found
+
+
+# --- the controller ------------------------------------------------------------------------------
+
+# nginx's master does not take its workers down when it is killed, so it runs under a shell
+# that ends it (SIGTERM: fast shutdown, workers included) when the sandbox's process dies:
+# the inner setpriv turns the parent-death signal into a TERM the shell can trap.
+_GUARD = (
+    'trap \'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0\' TERM INT; '
+    '"$@" & child=$!; wait "$child"'
+)
+
+
+class IngressNginx:
+    """ingress-nginx for the sandbox: a real nginx master whose config follows the Ingresses."""
+
+    name = "ingress-nginx"
+    via = "ingress"
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+        self._binary = nginx_binary()
+        self._setpriv = require_binary("setpriv", "It is part of util-linux.")
+        self._lock = threading.Lock()
+        self.ip = sandbox.block.take_pod_ip()
+        self.https_port = listen_port(self.ip, 443)
+        self.http_port = listen_port(self.ip, 80)
+        self.prefix = sandbox.work_dir / "ingress-nginx"
+        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        (self.prefix / "certs").mkdir(mode=0o700, exist_ok=True)
+        self.conf = self.prefix / "nginx.conf"
+        cert, key = self_signed("ingress.local", "Kubernetes Ingress Controller Fake Certificate")
+        self.fake_certificate = (
+            self._write_private("fake.crt", cert),
+            self._write_private("fake.key", key),
+        )
+        self.generation = 0
+        self.servers: list[VirtualServer] = []
+        self._rendered: str | None = None
+        self._certificates: dict[tuple[str, str], tuple[Path, Path]] = {}
+        self.process = None
+        self._write_and_load([], {})
+
+    # -- Addon ----------------------------------------------------------------------------
+
+    def sync(self, view: ClusterView) -> None:
+        def resolve(namespace: str, service: str, port: int | str) -> Backend | None:
+            return service_backend(view, namespace, service, port)
+
+        servers = virtual_servers(view.of_kind("Ingress"), resolve)
+        certificates = {}
+        for server in servers:
+            secret = view.objects.get(("Secret", *server.tls_secret)) if server.tls_secret else None
+            if secret is not None:
+                certificates[server.tls_secret] = certificate_from_secret(secret)
+        with self._lock:
+            self._write_and_load(servers, certificates)
+
+    def target(self, service: str, port: int, namespace: str, via: str) -> str | None:
+        if via != self.via:
+            return None
+        for server in self.servers:
+            if (namespace, service) in server.services:
+                return f"{self.ip}:{self.https_port if server.tls_secret else self.http_port}"
+        raise ValueError(
+            f"no Ingress of class {INGRESS_CLASS} sends traffic to Service {namespace}/{service}"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self._sandbox._launcher.stop(self.process)
+            self.process = None
+
+    def describe(self) -> str:
+        hosts = ", ".join(
+            f"{s.host or '*'} ({'TLS' if s.tls_secret else 'plain'})" for s in self.servers
+        )
+        return (
+            f"ingress-nginx: real nginx ({self._binary}), config generated from Ingress objects "
+            f"(class {INGRESS_CLASS}); listening on {self.ip}:{self.https_port} (HTTPS) and "
+            f"{self.ip}:{self.http_port} (HTTP); hosts: {hosts or 'none yet'}; "
+            f"config generation {self.generation}. On kind it is the ingress-nginx controller."
+            f"\n\n{self._served_config()}"
+        )
+
+    def _served_config(self) -> str:
+        """The generated nginx.conf from the upstreams on: what a reader came to see."""
+        text = self.conf.read_text() if self.conf.exists() else ""
+        lines = text.splitlines()
+        start = next((i for i, line in enumerate(lines) if "upstream " in line), None)
+        if start is None:
+            start = next((i for i, line in enumerate(lines) if "default_server" in line), 0)
+        return "\n".join(
+            [f"# {self.conf.name}, generated (temp paths and status server left out)"]
+            + lines[start:]
+        )
+
+    # -- nginx ---------------------------------------------------------------------------------
+
+    def _write_private(self, name: str, data: bytes) -> Path:
+        path = self.prefix / "certs" / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return path
+
+    def _write_and_load(self, servers, pems: Mapping[tuple[str, str], tuple[bytes, bytes]]) -> None:
+        files = {}
+        for secret, (cert, key) in sorted(pems.items()):
+            # The name carries the content's hash, so a new certificate is a new config.
+            digest = hashlib.sha256(cert + key).hexdigest()[:12]
+            stem = f"{secret[0]}-{secret[1]}-{digest}"
+            files[secret] = (
+                self._write_private(f"{stem}.crt", cert),
+                self._write_private(f"{stem}.key", key),
+            )
+        args = (servers, files, self.fake_certificate, self.ip, self.https_port, self.http_port)
+        rendered = render_config(*args, self.prefix, 0)
+        if rendered == self._rendered and self.process is not None:
+            return
+        self.generation += 1
+        self.conf.write_text(render_config(*args, self.prefix, self.generation))
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        else:
+            os.kill(self._master_pid(), signal.SIGHUP)
+        self._wait_for_generation(self.generation)
+        self._rendered, self.servers, self._certificates = rendered, list(servers), files
+
+    def _start(self) -> None:
+        argv = [
+            self._setpriv,
+            "--pdeathsig",
+            "TERM",
+            "--",
+            "sh",
+            "-c",
+            _GUARD,
+            "nginx-guard",
+            self._binary,
+            "-p",
+            str(self.prefix),
+            "-c",
+            str(self.conf),
+            "-e",
+            "stderr",
+            "-g",
+            "daemon off;",
+        ]
+        (self.prefix / "nginx.pid").unlink(missing_ok=True)
+        self.process = self._sandbox._launcher.start(self.name, argv)
+
+    def _master_pid(self) -> int:
+        return int((self.prefix / "nginx.pid").read_text().strip())
+
+    def _wait_for_generation(self, generation: int, timeout: float = 10.0) -> None:
+        url = f"http://{self.ip}:{STATUS_PORT}/generation"
+        deadline = time.monotonic() + timeout
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"nginx exited with code {self.process.returncode}:\n{self._log()}"
+                )
+            try:
+                with opener.open(url, timeout=1) as reply:
+                    served = int(reply.read().decode().strip())
+            except (OSError, ValueError, urllib.error.URLError):
+                served = None
+            # A new worker answering is not enough: until the old one has taken its QUIT
+            # and closed its listeners, a new connection may still land on the old config.
+            if served == generation and self._accepting_workers() == 1:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(
+            f"nginx did not load config generation {generation} within {timeout:.0f} s "
+            f"(a config it refuses keeps the old one):\n{self._log()}"
+        )
+
+    def _accepting_workers(self) -> int:
+        """Workers of our master not yet told to quit (nginx retitles those that were)."""
+        try:
+            master = self._master_pid()
+        except (OSError, ValueError):
+            return -1
+        count = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == master:
+                    title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+                    count += title == b"nginx: worker process"
+            except (OSError, IndexError, ValueError):
+                continue
+        return count
+
+    def _log(self, lines: int = 15) -> str:
+        path = self._sandbox._launcher.log_dir / f"{self.name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

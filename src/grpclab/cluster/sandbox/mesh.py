@@ -1,0 +1,242 @@
+"""Istio in the sandbox: the notebook's client gets a sidecar, an Envoy fed by istiod's config.
+
+When the client's namespace carries `istio-injection: enabled`, `target(...,
+via="mesh")` hands out an address of the sidecar's outbound listener for that
+Service port. The sidecar is a real Envoy whose clusters and routes are what
+`grpclab.xds.istio` makes of the DestinationRules and VirtualServices in the
+sandbox; applying, changing or deleting one is pushed to it over ADS at once.
+What is emulated is istiod and the injection, not the data plane.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from grpclab.cluster.sandbox.addons import ClusterView
+from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
+from grpclab.xds.istio import (
+    API_VERSIONS,
+    Endpoint,
+    ServicePort,
+    sidecar_resources,
+)
+
+if TYPE_CHECKING:
+    from grpclab.cluster.sandbox import Sandbox
+
+INJECTION_LABEL = "istio-injection"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
+# The sandbox is one machine; its pods are in this locality unless their labels say otherwise
+# (a real cluster takes a pod's zone from its node's labels).
+SANDBOX_REGION = "local"
+SANDBOX_ZONE = "zone-a"
+CLIENT_LOCALITY = (SANDBOX_REGION, SANDBOX_ZONE)
+GRPC_APP_PROTOCOLS = ("grpc", "http2", "kubernetes.io/h2c")
+ACK_TIMEOUT_S = 10.0
+# The admin API is on loopback: a laptop's $http_proxy must not get these requests.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+EMULATION_NOTE = (
+    "Istio's sidecar is emulated here by Envoy configured from the same DestinationRule "
+    "and VirtualService; on kind it is Istio."
+)
+
+
+def in_mesh(view: ClusterView, namespace: str) -> bool:
+    """Whether the namespace is labelled for sidecar injection."""
+    labels = (view.objects.get(("Namespace", "", namespace), {}).get("metadata") or {}).get(
+        "labels"
+    ) or {}
+    return labels.get(INJECTION_LABEL) == "enabled"
+
+
+def istio_objects(view: ClusterView, kind: str) -> list[Mapping[str, Any]]:
+    return [obj for obj in view.of_kind(kind) if obj.get("apiVersion") in API_VERSIONS]
+
+
+def is_grpc_port(port: Mapping[str, Any]) -> bool:
+    """Istio's protocol selection: appProtocol, else the port name's prefix."""
+    if port.get("appProtocol"):
+        return port["appProtocol"] in GRPC_APP_PROTOCOLS
+    name = port.get("name") or ""
+    return name.split("-")[0] in ("grpc", "http2")
+
+
+def service_ports(view: ClusterView) -> list[ServicePort]:
+    """Every gRPC port of every ClusterIP Service, with its ready endpoints and their zones."""
+    ports = []
+    for service in view.of_kind("Service"):
+        if service["spec"].get("clusterIP") == "None":
+            continue  # headless: clients reach pods directly, Istio has no VIP to route
+        namespace, name = service["metadata"]["namespace"], service["metadata"]["name"]
+        backends = view.endpoints.get((namespace, name), ())
+        for port in service["spec"]["ports"]:
+            if not is_grpc_port(port):
+                continue
+            target = str(port.get("targetPort", port["port"]))
+            endpoints = tuple(
+                Endpoint(
+                    b.ip,
+                    b.ports[target],
+                    b.labels.get(REGION_LABEL, SANDBOX_REGION),
+                    b.labels.get(ZONE_LABEL, SANDBOX_ZONE),
+                )
+                for b in backends
+                if target in b.ports
+            )
+            ports.append(ServicePort(namespace, name, port["port"], endpoints))
+    return ports
+
+
+def service_port_problem(view: ClusterView, service: str, port: int, namespace: str) -> str | None:
+    """Why `service:port` cannot be reached through the mesh or xDS, or None."""
+    obj = view.objects.get(("Service", namespace, service))
+    if obj is None:
+        return f'service "{service}" not found in namespace {namespace}'
+    if obj["spec"].get("clusterIP") == "None":
+        return (
+            f"service {namespace}/{service} is headless; meshes and xDS route to a "
+            "ClusterIP Service (apply cluster/manifests/base/service-clusterip.yaml)"
+        )
+    spec_port = next(p for p in obj["spec"]["ports"] if p["port"] == port)
+    if not is_grpc_port(spec_port):
+        return (
+            f"port {port} of service {namespace}/{service} is not declared gRPC, so Istio "
+            "would treat it as opaque TCP and balance connections, not calls: name it "
+            "grpc (or grpc-...) or set appProtocol: grpc"
+        )
+    return None
+
+
+def _wait_until_listening(address: tuple[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(address, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the mesh sidecar (Envoy) is not listening on {address[0]}:{address[1]}"
+                ) from None
+            time.sleep(0.02)
+
+
+class MeshAddon:
+    """The notebook client's sidecar: one Envoy, one listener per Service port it reaches."""
+
+    name = "mesh"
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+        self._lock = threading.RLock()
+        self._view: ClusterView | None = None
+        self._listen_ips: dict[tuple[str, str, int], str] = {}
+        self.ip = sandbox.block.take_pod_ip()
+        # Istio's node id shape: sidecar~<pod IP>~<pod>.<namespace>~<namespace>.svc.cluster.local
+        namespace = sandbox.namespace
+        self.node_id = f"sidecar~{self.ip}~notebook.{namespace}~{namespace}.svc.cluster.local"
+        self.envoy: EnvoyProxy | None = None
+        self._versions: dict[str, int] = {}  # latest version pushed, per type
+
+    def sync(self, view: ClusterView) -> None:
+        with self._lock:
+            self._view = view
+            self._push(wait=self.envoy is not None)
+
+    def _push(self, wait: bool) -> None:
+        view = self._view
+        if view is None:
+            return
+        xds = self._sandbox.xds
+        resources = sidecar_resources(
+            service_ports(view),
+            self._listen_ips,
+            istio_objects(view, "DestinationRule"),
+            istio_objects(view, "VirtualService"),
+            CLIENT_LOCALITY,
+        )
+        nacks_before = len(xds.nacks)
+        versions = xds.set_resources(self.node_id, resources)
+        self._versions.update(versions)
+        if not (wait and versions):
+            return
+        if not xds.wait_acked(self.node_id, versions, timeout=ACK_TIMEOUT_S):
+            raise RuntimeError(
+                f"the mesh sidecar (Envoy) did not confirm its new config within "
+                f"{ACK_TIMEOUT_S:.0f} s"
+            )
+        refused = [n for n in xds.nacks[nacks_before:] if n.node_id == self.node_id]
+        if refused:
+            message = refused[-1].message
+            raise RuntimeError(f"the mesh sidecar (Envoy) refused its config: {message}")
+
+    def target(self, service: str, port: int, namespace: str, via: str) -> str | None:
+        if via != "mesh":
+            return None
+        with self._lock:
+            view = self._view
+            if view is None or not in_mesh(view, namespace):
+                raise ValueError(
+                    f"namespace {namespace} is not in the mesh: label it "
+                    f"{INJECTION_LABEL}=enabled (apply cluster/manifests/istio/namespace.yaml), "
+                    "as Istio needs before it injects a sidecar"
+                )
+            problem = service_port_problem(view, service, port, namespace)
+            if problem:
+                raise ValueError(problem)
+            key = (namespace, service, port)
+            if key not in self._listen_ips:
+                self._listen_ips[key] = self._sandbox.block.take_pod_ip()
+            if self.envoy is None:
+                self._push(wait=False)
+                self.envoy = start_envoy(
+                    self._sandbox._launcher,
+                    self._sandbox.xds,
+                    "istio-proxy",
+                    self.node_id,
+                    self.ip,
+                    self._sandbox.work_dir,
+                )
+                print(EMULATION_NOTE, file=sys.stderr)
+            self._push(wait=True)
+            # Return only once the listener accepts connections, so the first call cannot
+            # race Envoy's listener warm-up.
+            if not self._sandbox.xds.wait_acked(self.node_id, self._versions, ACK_TIMEOUT_S):
+                raise RuntimeError("the mesh sidecar (Envoy) did not take its config in time")
+            address = (self._listen_ips[key], port)
+            _wait_until_listening(address, ACK_TIMEOUT_S)
+            return f"{address[0]}:{port}"
+
+    def stats(self, pattern: str) -> dict[str, int]:
+        """The sidecar's counters and gauges whose names match `pattern` (a regex)."""
+        query = urllib.parse.urlencode({"filter": pattern, "format": "json"})
+        found = {}
+        for item in self._admin(f"/stats?{query}").get("stats", []):
+            if "name" in item and isinstance(item.get("value"), int):
+                found[item["name"]] = item["value"]
+        return found
+
+    def config_dump(self) -> dict[str, Any]:
+        """The sidecar's own view of its config, from Envoy's admin API."""
+        return self._admin("/config_dump")
+
+    def _admin(self, path: str) -> dict[str, Any]:
+        if self.envoy is None:
+            raise RuntimeError("the sidecar has not started: call target(..., via='mesh') first")
+        with _DIRECT.open(self.envoy.admin_url(path), timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def stop(self) -> None:
+        with self._lock:
+            if self.envoy is not None:
+                self._sandbox._launcher.stop(self.envoy.process, grace=1.0)
+                self.envoy = None

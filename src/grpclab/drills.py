@@ -1,0 +1,94 @@
+"""Things done to a cluster while load runs (crash a pod, stop a control plane), timed.
+
+Each drill runs `lab.run_load(spec)` and acts `at_s` seconds into it, so the
+load's per-interval timeline shows what the clients saw around that moment.
+(A scale-up during load is `grpclab.widgets.run_with_scale`.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from grpclab.cluster import Cluster
+from grpclab.load import LoadResult, LoadSpec
+
+
+def during_load(
+    lab: Cluster,
+    spec: LoadSpec,
+    at_s: float,
+    action: Callable[[], object],
+    on_progress: Callable[[LoadResult], None] | None = None,
+) -> LoadResult:
+    """Run the load and call `action()` at_s seconds into it; `on_progress` sees every snapshot."""
+    started = threading.Event()
+    origin: dict[str, float] = {}
+    failure: list[BaseException] = []
+
+    def progress(snapshot: LoadResult) -> None:
+        if not started.is_set():
+            # The snapshot's elapsed_s is on the load generator's clock: anchor ours to it.
+            origin["t0"] = time.perf_counter() - snapshot.elapsed_s
+            started.set()
+        if on_progress is not None:
+            on_progress(snapshot)
+
+    def now() -> float:
+        return time.perf_counter() - origin["t0"]
+
+    def act() -> None:
+        try:
+            if not started.wait(timeout=spec.deadline_s + 30):
+                return
+            time.sleep(max(0.0, at_s - now()))
+            action()
+        except BaseException as error:  # handed to the caller below
+            failure.append(error)
+
+    if spec.interval_s > at_s:
+        # The load's clock is read from its first progress snapshot, one interval in.
+        raise ValueError(f"at_s ({at_s}) must be >= the spec's interval_s ({spec.interval_s})")
+    worker = threading.Thread(target=act, name="grpclab-drill", daemon=True)
+    worker.start()
+    result = lab.run_load(spec, progress)
+    worker.join(timeout=30)
+    if failure:
+        raise failure[0]
+    return result
+
+
+def crash_pod(lab: Cluster, pod: str, namespace: str | None = None) -> None:
+    """SIGKILL the pod's container, as a crash or the OOM killer ends it: no drain at all.
+
+    The sandbox's kubelet then restarts it. On kind the same means a SIGKILL to the
+    container's process from its node, which this does not do yet.
+    """
+    if lab.backend != "sandbox":
+        raise NotImplementedError(
+            f"crash_pod runs on the sandbox backend only, not on {lab.backend}: there, send "
+            f"SIGKILL to {pod}'s container process from its node"
+        )
+    namespace = namespace or lab.namespace
+    # The Cluster interface has no crash knob (delete_pod drains gracefully), so this reaches
+    # into the sandbox for the pod's process.
+    with lab._lock:  # type: ignore[attr-defined]
+        runtime = lab._pods.get(pod)  # type: ignore[attr-defined]
+        if runtime is None or runtime.namespace != namespace or runtime.process is None:
+            raise KeyError(f'pod "{pod}" not found in namespace {namespace}')
+        os.kill(runtime.process.pid, signal.SIGKILL)
+
+
+def crash_pod_during_load(
+    lab: Cluster,
+    spec: LoadSpec,
+    pod: str,
+    at_s: float,
+    namespace: str | None = None,
+    on_progress: Callable[[LoadResult], None] | None = None,
+) -> LoadResult:
+    """Crash `pod` (SIGKILL) at_s seconds into the load; returns what the clients saw."""
+    return during_load(lab, spec, at_s, lambda: crash_pod(lab, pod, namespace), on_progress)

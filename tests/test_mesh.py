@@ -1,0 +1,155 @@
+"""Istio in the sandbox: a real Envoy sidecar configured from DestinationRule and VirtualService."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import grpclab
+from grpclab import checks, drills
+from grpclab.load import LoadSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "cluster" / "manifests" / "base"
+ISTIO = ROOT / "cluster" / "manifests" / "istio"
+CLUSTER_NAME = "outbound|50051||grpc-server.production.svc.cluster.local"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with grpclab.connect("sandbox") as sandbox:
+        sandbox.apply(BASE)
+        sandbox.wait_ready("grpc-server", timeout=60)
+        yield sandbox
+
+
+@pytest.fixture()
+def mesh(lab):
+    """The sidecar's target for grpc-server, in a labelled namespace, with no Istio objects."""
+    lab.apply(ISTIO / "namespace.yaml")
+    yield lab.target("grpc-server", via="mesh")
+    for name in ("destinationrule.yaml", "virtualservice.yaml"):
+        lab.delete(ISTIO / name)
+    for pod in lab.wait_ready("grpc-server", timeout=60):
+        lab.set_fault(pod.name)
+
+
+def cluster_config(lab) -> dict:
+    dump = lab.addons["mesh"].config_dump()
+    clusters = next(c for c in dump["configs"] if c["@type"].endswith("ClustersConfigDump"))
+    for entry in clusters.get("dynamic_active_clusters", []):
+        if entry["cluster"]["name"] == CLUSTER_NAME:
+            return entry["cluster"]
+    raise AssertionError(f"{CLUSTER_NAME} is not active in the sidecar")
+
+
+def test_the_mesh_needs_the_namespace_label(lab):
+    lab.apply(BASE / "00-namespace.yaml")  # the same namespace without istio-injection
+    with pytest.raises(ValueError, match="istio-injection=enabled"):
+        lab.target("grpc-server", via="mesh")
+    lab.apply(ISTIO / "namespace.yaml")
+    target = lab.target("grpc-server", via="mesh")
+    assert target.startswith(f"127.42.{lab.block.index}.") and target.endswith(":50051")
+
+
+def test_a_headless_service_cannot_be_reached_through_the_sidecar(lab, mesh):
+    lab.apply(ROOT / "cluster" / "manifests" / "headless" / "service-headless.yaml")
+    try:
+        with pytest.raises(ValueError, match="headless"):
+            lab.target("grpc-server-headless", via="mesh")
+    finally:
+        lab.delete(ROOT / "cluster" / "manifests" / "headless" / "service-headless.yaml")
+
+
+def test_round_robin_through_the_sidecar_spreads_one_channel_evenly(lab, mesh):
+    pods = [p.name for p in lab.wait_ready("grpc-server")]
+    lab.apply(ISTIO / "destinationrule.yaml")
+    result = lab.run_load(LoadSpec(mesh, rpcs=600, concurrency=8))
+    assert result.failed == 0
+    assert set(result.per_pod) == set(pods)
+    checks.assert_even(result, pods, max_ratio=1.2)
+
+
+def test_least_request_sends_a_slow_pod_fewer_calls_than_round_robin(lab, mesh):
+    slow = lab.wait_ready("grpc-server")[0].name
+    lab.set_fault(slow, added_latency_ms=50)
+    spec = LoadSpec(mesh, rpcs=None, duration_s=2, concurrency=16)
+    lab.apply(ISTIO / "destinationrule.yaml")
+    round_robin = lab.run_load(spec)
+    lab.apply(ISTIO / "destinationrule-least-request.yaml")
+    least_request = lab.run_load(spec)
+    assert round_robin.failed == least_request.failed == 0
+    # Round robin gives every pod its turn, slow or not; least request sees the slow pod's
+    # calls pile up and picks it less (measured: 33% against 11%).
+    assert 0.26 <= round_robin.share(slow) <= 0.40, round_robin.per_pod
+    assert least_request.share(slow) <= 0.24, least_request.per_pod
+
+
+def test_applying_and_deleting_a_rule_changes_the_sidecar_live(lab, mesh):
+    assert cluster_config(lab)["lb_policy"] == "LEAST_REQUEST"  # Istio's default
+    lab.apply(ISTIO / "destinationrule-outlier-detection.yaml")
+    config = cluster_config(lab)
+    assert config.get("lb_policy", "ROUND_ROBIN") == "ROUND_ROBIN"
+    assert config["outlier_detection"]["consecutive_gateway_failure"] == 1
+    lab.delete(ISTIO / "destinationrule-outlier-detection.yaml")
+    config = cluster_config(lab)
+    assert config["lb_policy"] == "LEAST_REQUEST" and "outlier_detection" not in config
+
+
+def configure(lab, destination_rule: str | None, virtual_service: str) -> None:
+    lab.delete(ISTIO / "destinationrule.yaml")  # every rule in istio/ is named grpc-server
+    if destination_rule:
+        lab.apply(ISTIO / destination_rule)
+    lab.apply(ISTIO / virtual_service)
+
+
+def crash_drill(lab, target: str, destination_rule: str | None, virtual_service: str) -> int:
+    """Failed calls when one of three pods crashes (SIGKILL) one second into the load."""
+    configure(lab, destination_rule, virtual_service)
+    pods = [p.name for p in lab.wait_ready("grpc-server", timeout=60)]
+    for pod in pods:  # calls that take a while are in flight when the pod dies
+        lab.set_fault(pod, added_latency_ms=20)
+    spec = LoadSpec(target, rpcs=None, duration_s=2.5, concurrency=16, interval_s=0.1)
+    result = drills.crash_pod_during_load(lab, spec, pods[1], at_s=1.0)
+    return result.failed
+
+
+def test_retries_and_outlier_detection_fail_fewer_calls_than_no_policy_in_a_crash(lab, mesh):
+    no_policy = crash_drill(lab, mesh, None, "virtualservice-no-retries.yaml")
+    retried = crash_drill(lab, mesh, None, "virtualservice-retries.yaml")
+    protected = crash_drill(
+        lab, mesh, "destinationrule-outlier-detection.yaml", "virtualservice-retries.yaml"
+    )
+    # Measured: 5 to 23 calls fail without a policy (those in flight on the pod when it dies,
+    # and those sent to it before it leaves the endpoints); none, in every run so far, once
+    # reset and connect-failure are retried. Outlier detection alone still loses 4 to 6.
+    assert no_policy >= 2, no_policy
+    assert retried <= 1 and protected <= 1, (no_policy, retried, protected)
+
+
+def retries(lab) -> int:
+    pattern = r"cluster\.outbound\|50051\|\|grpc-server\..*\.upstream_rq_retry$"
+    return sum(lab.addons["mesh"].stats(pattern).values())
+
+
+def test_outlier_detection_stops_sending_to_a_pod_that_fails_every_call(lab, mesh):
+    failing = lab.wait_ready("grpc-server")[1].name
+    lab.set_fault(failing, error_rate=1.0, error_code=14)  # UNAVAILABLE; still Ready
+    spec = LoadSpec(mesh, rpcs=None, duration_s=2, concurrency=16)
+    outcome = {}
+    for name, rule, service in [
+        ("no policy", None, "virtualservice-no-retries.yaml"),
+        ("retries", None, "virtualservice.yaml"),
+        ("outlier detection", "destinationrule-outlier-detection.yaml", "virtualservice.yaml"),
+    ]:
+        configure(lab, rule, service)
+        before = retries(lab)
+        result = lab.run_load(spec)
+        outcome[name] = (result.failed / result.total, retries(lab) - before)
+    # Measured: a third of the calls fail with no policy; retries save all of them with
+    # ~1,600 retries; once the pod is ejected after its first failure, ~6 retries do.
+    assert 0.2 <= outcome["no policy"][0] <= 0.5, outcome
+    assert outcome["retries"][0] == outcome["outlier detection"][0] == 0, outcome
+    assert outcome["retries"][1] >= 200, outcome
+    assert outcome["outlier detection"][1] <= outcome["retries"][1] / 10, outcome

@@ -1,0 +1,176 @@
+"""The notebooks, checked by nbval from top to bottom, and what they leave behind.
+
+Regenerate the stored outputs after changing a notebook (from the repo root):
+    .venv/bin/jupyter nbconvert --to notebook --execute --inplace \
+        --ExecutePreprocessor.store_widget_state=False notebooks/*.ipynb
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
+PATH_NOTEBOOKS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+MAX_BYTES = 300_000  # "well under 1 MB": widget state would add megabytes
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def tags(cell: nbformat.NotebookNode) -> set[str]:
+    return set(cell.metadata.get("tags", []))
+
+
+def test_the_learner_path_starts_and_ends_where_the_readme_says():
+    names = [path.stem for path in PATH_NOTEBOOKS]
+    first = ["00-setup", "01-deploy-demo-server", "02-l4-imbalance", "03-headless-client-side"]
+    assert names[:4] == first and names[-1] == "99-cleanup", names
+
+
+@pytest.mark.parametrize("path", PATH_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_executed_small_and_without_widget_state(path):
+    notebook = read(path)
+    assert path.stat().st_size < MAX_BYTES, f"{path.name}: {path.stat().st_size} bytes"
+    assert "widgets" not in notebook.metadata, f"{path.name} stores widget state"
+    cells = code_cells(notebook)
+    assert all(cell.execution_count for cell in cells), f"{path.name} has unexecuted cells"
+    errors = [o for cell in cells for o in cell.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name} stored an error: {errors[0].ename}: {errors[0].evalue}"
+    checked = [cell for cell in cells if "nbval-check-output" in tags(cell)]
+    assert checked and all(cell.outputs for cell in checked), (
+        f"{path.name}: every nbval-check-output cell needs a stored output to compare"
+    )
+
+
+@pytest.mark.parametrize("path", PATH_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_follows_the_house_shape(path):
+    notebook = read(path)
+    opening = notebook.cells[0].source
+    assert "What you will learn" in opening and "How long it takes" in opening, path.name
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    for part in ("## What you saw", "## Pitfalls", "**Next:**"):
+        assert part in text, f"{path.name} lacks {part!r}"
+    for cell in code_cells(notebook):
+        # Manifests live in cluster/manifests/ and are shown from there, never written inline.
+        assert "apiVersion:" not in cell.source, f"{path.name}: inline manifest"
+    if path.stem != "99-cleanup":
+        assert code_cells(notebook)[-1].source.strip() == "lab.down()", (
+            f"{path.name}: the last cell must stop the notebook's cluster"
+        )
+
+
+def _process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, start time in clock ticks, state) for every process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses; the fields after its last ")" do not.
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry.name)] = (int(fields[1]), fields[19], fields[0])
+    return table
+
+
+def _descendants(root: int, table: dict[int, tuple[int, str, str]]) -> dict[int, str]:
+    """pid -> start time of every process below `root`."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = {}, list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        found[pid] = table[pid][1]
+        stack += children.get(pid, [])
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
+def run_nbval(notebooks: Path, log: Path) -> tuple[int, dict[int, str]]:
+    """Run nbval on a notebook or a folder; returns its exit code and every process it started."""
+    # The kernels and their sandboxes' pods and proxies all descend from the pytest started
+    # here; polling its process tree records them, so a leftover is found by PID and start
+    # time and never mistaken for a process of another test run.
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--nbval-lax",
+        "--nbval-current-env",
+        f"--nbval-sanitize-with={SANITIZE}",
+        "--nbval-cell-timeout=240",
+        "-q",
+        str(notebooks),
+    ]
+    seen: dict[int, str] = {}
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            argv, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            while process.poll() is None:
+                seen.update(_descendants(process.pid, _process_table()))
+                time.sleep(0.2)
+        finally:
+            if process.poll() is None:  # interrupted: end the run we started, by its group id
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return process.returncode, seen
+
+
+def _still_running(seen: dict[int, str]) -> list[int]:
+    table = _process_table()
+    return [
+        pid
+        for pid, started in seen.items()
+        # Same PID and start time: the same process, not a new one that reused the PID.
+        if pid in table and table[pid][1] == started and table[pid][2] != "Z"
+    ]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("path", PATH_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_passes_nbval_and_leaves_no_process(path, tmp_path):
+    log = tmp_path / "nbval.log"
+    returncode, seen = run_nbval(path, log)
+    # Give the kernel's children a moment to take their parent-death signal.
+    deadline = time.monotonic() + 10
+    while _still_running(seen) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftover = _still_running(seen)
+    report = {pid: _cmdline(pid) for pid in leftover}
+    for pid in leftover:  # we started them (they descend from our run): end them by PID
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-80:])
+    assert returncode == 0, f"nbval failed on {path.name} (exit {returncode}):\n{tail}"
+    assert seen, f"{path.name}: no kernel process was ever seen: did nbval run anything?"
+    assert not leftover, f"processes left after {path.name} ran: {report}"
