@@ -38,6 +38,10 @@ test-contract: setup  ## the Cluster contract, against $$GRPCLAB_BACKEND (defaul
 test-notebooks: setup  ## nbval over notebooks/, against $$GRPCLAB_BACKEND
 	$(RUN) pytest tests/test_notebooks.py
 
+notebooks: setup  ## re-execute every notebook and store its outputs (no widget state)
+	$(RUN) jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.store_widget_state=False notebooks/*.ipynb
+
 lint: setup
 	$(RUN) ruff check src tests bench
 	$(RUN) ruff format --check src tests bench

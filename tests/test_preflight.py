@@ -38,7 +38,8 @@ def test_this_machine_is_ready_and_the_mini_sandbox_answers():
     run = preflight()
     assert run.returncode == 0, run.stdout + run.stderr
     checks = lines_of(run)
-    for name in ("Python", "operating system", "setpriv", "Envoy", "loopback 127.42/16, 127.43/16"):
+    needed = ("Python", "operating system", "setpriv", "Envoy", "loopback 127.42/16, 127.43/16")
+    for name in (*needed, "pod ports 50051, 9090", "free sandbox address blocks"):
         assert checks[name].startswith("ok"), checks[name]
     sandbox = checks["mini sandbox (Envoy + DNS + 1 pod)"]
     assert sandbox.startswith("ok") and "20 of 20 calls answered" in sandbox, sandbox

@@ -139,7 +139,7 @@ def test_error_rate_and_p99_see_one_bad_pod(lab):
     error_rate = monitoring.value(lab.prometheus_query(QUERIES["error rate"], at=end))
     assert 0.08 < error_rate < 0.3
     p99 = monitoring.value(lab.prometheus_query(QUERIES["p99 latency"], at=end))
-    assert 0.05 < p99 <= 0.1  # the 60 ms calls land in the (0.05, 0.1] bucket
+    assert 0.05 < p99 <= 0.25  # the 60 ms calls: the (0.05, 0.1] bucket, later when busy
 
 
 def test_a_range_query_gives_one_series_per_pod(lab):

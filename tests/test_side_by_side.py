@@ -74,3 +74,20 @@ def test_a_load_that_ends_before_the_event_is_refused(lab):
     spec = LoadSpec(lab.target("grpc-server"), rpcs=10)
     with pytest.raises(ValueError, match=r"loads\['client'\].duration_s must be longer"):
         run_side_by_side(lab, {"client": spec}, at_s=1.0, event=lambda _: None)
+
+
+def test_share_over_time_skips_the_bucket_cut_short_by_the_end_of_the_run():
+    from grpclab.load import LoadResult
+    from grpclab.side_by_side import share_over_time
+
+    result = LoadResult(
+        per_pod={"a": 6, "b": 3},
+        timeline=[
+            {"t": 0.0, "per_pod": {"a": 2, "b": 2}, "errors": {}},
+            {"t": 0.5, "per_pod": {"a": 3}, "errors": {}},
+            {"t": 1.0, "per_pod": {}, "errors": {"UNAVAILABLE": 1}},
+            {"t": 1.5, "per_pod": {"a": 1, "b": 1}, "errors": {}},
+        ],
+        elapsed_s=1.6,
+    )
+    assert share_over_time(result, "b") == ([0.0, 0.5, 1.0], [0.5, 0.0, None])

@@ -211,7 +211,7 @@ def test_distribution_chart_follows_a_real_run_through_the_cluster_ip(lab):
 
 def test_playground_scales_and_runs_what_its_controls_say(lab):
     playground = Playground(lab, rpcs=300)
-    assert playground.replicas.value == 3
+    assert playground.replicas.value == 3 and playground.progress.done == 3
     playground.replicas.value = 2  # the slider's observer scales and waits for the rollout
     assert playground.status.value == "", playground.status.value
     assert len(ready(lab)) == 2 and len(playground.chart.pods) == 2

@@ -667,6 +667,30 @@ def apply_lab_files(
     return lines + apply_files(cluster, [*info.given, *(folder / name for name in info.manifests)])
 
 
+def _grade(info: Lab, cluster: Cluster, lab_dir: Path, files: str, items: list[CheckItem]) -> None:
+    try:
+        lines = apply_lab_files(info.number, lab_dir, cluster, files)
+    except Exception as error:
+        items.append(CheckItem("your files apply", False, str(error), _FIX_FILE_HINT))
+        raise _Stop from None
+    changed = [line for line in lines if line.endswith((" created", " configured", " replaced"))]
+    items.append(CheckItem("your files apply", True, "; ".join(changed) or "nothing changed"))
+    try:
+        for deployment in info.deployments:
+            cluster.wait_ready(deployment, timeout=90)
+    except TimeoutError as error:
+        items.append(
+            CheckItem(
+                "the rollout completes",
+                False,
+                str(error).splitlines()[0],
+                "a pod never became Ready; print(lab.pods()) and lab.logs(pod) say why",
+            )
+        )
+        raise _Stop from None
+    info.run(cluster, lab_dir / files, items)
+
+
 def check_lab(
     lab: str | int, lab_dir: str | Path, cluster: Cluster, files: str = "work", quiet: bool = False
 ) -> LabResult:
@@ -682,29 +706,19 @@ def check_lab(
         )
     result = LabResult(info.number, info.title)
     try:
-        lines = apply_lab_files(info.number, lab_dir, cluster, files)
-    except Exception as error:
-        result.items.append(CheckItem("your files apply", False, str(error), _FIX_FILE_HINT))
-    else:
-        mine = [line for line in lines if "unchanged" not in line] or ["nothing changed"]
-        result.items.append(CheckItem("your files apply", True, "; ".join(mine)))
-        try:
-            for deployment in info.deployments:
-                cluster.wait_ready(deployment, timeout=90)
-        except TimeoutError as error:
-            result.items.append(
-                CheckItem(
-                    "the rollout completes",
-                    False,
-                    str(error).splitlines()[0],
-                    "a pod never became Ready; print(lab.pods()) and lab.logs(pod) say why",
-                )
+        _grade(info, cluster, Path(lab_dir), files, result.items)
+    except _Stop:
+        pass
+    except Exception as error:  # the cluster's or the check's trouble, not the learner's files
+        result.items.append(
+            CheckItem(
+                "the check ran to the end",
+                False,
+                f"{type(error).__name__}: {error}",
+                "this is not about your files: run the check again; if it happens again, "
+                "restart the kernel and run the notebook from the top",
             )
-        else:
-            try:
-                info.run(cluster, folder, result.items)
-            except _Stop:
-                pass
+        )
     if not quiet:
         print(result.report())
     return result

@@ -170,6 +170,40 @@ def check_loopback() -> Finding:
     return Finding("loopback 127.42/16, 127.43/16", OK, "bindable")
 
 
+def check_pod_ports() -> Finding:
+    """A listener on 0.0.0.0:9090 (Debian's prometheus service) takes that port on every
+    loopback address too, so no sandbox pod could bind its metrics port."""
+    name = "pod ports 50051, 9090"
+    # .254 is in no sandbox's pod range (.10-.250): probing it disturbs nobody.
+    for ip, port in (
+        ("127.42.254.254", 50051),
+        ("127.42.254.254", 9090),
+        ("127.43.254.254", 50051),
+    ):
+        problem = _bindable_port(ip, port)
+        if problem is not None:
+            return Finding(
+                name,
+                FAIL,
+                f"cannot bind {ip}:{port}: {problem}; something listens on port {port} of 0.0.0.0 "
+                f"or {ip}",
+                f"find it with `sudo ss -ltnp 'sport = :{port}'`; Debian's prometheus "
+                "service listens on :9090: `sudo systemctl disable --now prometheus` (grpclab "
+                "starts its own)",
+            )
+    return Finding(name, OK, "free on the sandbox's loopback addresses")
+
+
+def _bindable_port(ip: str, port: int) -> str | None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+        except OSError as error:
+            return error.strerror or str(error)
+    return None
+
+
 def free_address_blocks() -> tuple[int, Path]:
     """How many of the 254 sandbox address blocks no running sandbox holds, and where."""
     from grpclab.cluster.sandbox.addresses import state_root
@@ -345,6 +379,7 @@ def run_checks(envoy: str | None = None, sandbox: bool = True) -> list[Finding]:
         check_setpriv(),
         check_envoy(envoy),
         check_loopback(),
+        check_pod_ports(),
         check_address_blocks(),
     ]
     findings = [*needed, check_jupyter_port(), check_nginx(), check_prometheus()]

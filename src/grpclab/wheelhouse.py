@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_BACKEND = "hatchling"  # pyproject.toml's [build-system] requires
+# pyproject.toml's [build-system] requires, and what hatchling asks for to build editable.
+BUILD_BACKEND = ["hatchling", "editables"]
+GLIBC = 36  # Debian 12's glibc is 2.36: the newest manylinux wheels its Python can load
+ARCHES = ("x86_64", "aarch64")
 
 
 def uv_binary() -> str:
@@ -52,27 +55,34 @@ def export_requirements(target: Path, dev: bool) -> Path:
     return path
 
 
-def build(target: Path, dev: bool = False, platforms: list[str] | None = None) -> list[Path]:
-    """Fill `target` with wheels; returns them. `platforms`: pip platform tags, else this one."""
+def linux_platform_tags(arch: str) -> list[str]:
+    """pip platform tags a Debian 12 machine (glibc 2.36) of `arch` accepts, oldest first."""
+    return [f"manylinux2014_{arch}", *(f"manylinux_2_{n}_{arch}" for n in range(17, GLIBC + 1))]
+
+
+def build(target: Path, dev: bool = False, arch: str | None = None) -> list[Path]:
+    """Fill `target` with wheels; returns them. `arch`: a Linux CPU other than this one."""
+    platforms = linux_platform_tags(arch) if arch else None
     target.mkdir(parents=True, exist_ok=True)
     requirements = export_requirements(target, dev)
     pip = pip_command(sys.executable)
     if not platforms:
         # `pip wheel` takes published wheels as they are and builds one from any sdist, so
         # the stick holds no sdist that would need a compiler on the attendee's laptop.
-        for spec in (["-r", str(requirements)], [BUILD_BACKEND]):
+        for spec in (["-r", str(requirements)], BUILD_BACKEND):
             subprocess.run([*pip, "wheel", "--wheel-dir", str(target), *spec], check=True)
-    for tag in platforms or []:
-        # Another platform (an ARM laptop's devcontainer): only published wheels can do.
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        for spec in (["-r", str(requirements)], [BUILD_BACKEND]):
+    if platforms:
+        # Another CPU (an ARM laptop's devcontainer): only published wheels can do. pip takes
+        # the tags as given, so every manylinux level the machine accepts is named.
+        version = ".".join(map(str, sys.version_info[:3]))  # some wheels need 3.11.5+
+        tags = [option for tag in platforms for option in ("--platform", tag)]
+        for spec in (["-r", str(requirements)], BUILD_BACKEND):
             subprocess.run(
                 [
                     *pip,
                     "download",
                     "--only-binary=:all:",
-                    "--platform",
-                    tag,
+                    *tags,
                     "--python-version",
                     version,
                     "--implementation",
@@ -84,7 +94,7 @@ def build(target: Path, dev: bool = False, platforms: list[str] | None = None) -
                 check=True,
             )
     wheels = sorted(target.glob("*.whl"))
-    built_for = ", ".join(platforms or [f"{platform.system()} {platform.machine()}"])
+    built_for = f"Linux {arch}" if arch else f"{platform.system()} {platform.machine()}"
     (target / "README.txt").write_text(
         f"Wheels for grpclab, Python {sys.version_info.major}.{sys.version_info.minor} on "
         f"{built_for} ({len(wheels)} wheels).\n"
@@ -101,14 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", nargs="?", default="wheelhouse", type=Path)
     parser.add_argument("--dev", action="store_true", help="add the test tools (pytest, nbval...)")
     parser.add_argument(
-        "--platform",
-        action="append",
-        metavar="TAG",
-        help="pip platform tag to download for instead of this machine, e.g. "
-        "manylinux_2_28_aarch64 (repeatable; published wheels only)",
+        "--arch",
+        choices=ARCHES,
+        help="wheels for Linux on this CPU instead of this machine's (published wheels only): "
+        "aarch64 for devcontainers on ARM laptops",
     )
     args = parser.parse_args(argv)
-    wheels = build(args.directory, dev=args.dev, platforms=args.platform)
+    wheels = build(args.directory, dev=args.dev, arch=args.arch)
     size = sum(path.stat().st_size for path in wheels) / 1e6
     print(f"{args.directory}: {len(wheels)} wheels, {size:.0f} MB; see {args.directory}/README.txt")
     return 0

@@ -437,6 +437,7 @@ class Playground:
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.status = widgets.Label("")
         self.progress = ProgressBar(len(pods), "rollout")
+        self.progress(len(pods), len(pods))  # the rollout the cluster comes with is done
         self.chart = DistributionChart(pods, "requests per pod (playground)")
         self.replicas.observe(self._on_replicas, names="value")
         self.run_button.on_click(self._on_run)
