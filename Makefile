@@ -7,7 +7,7 @@ RUN := $(UV) run --frozen
 export UV_LINK_MODE ?= copy
 
 .PHONY: setup lab demo test lint format protos test-unit test-contract test-notebooks \
-        notebooks bench down clean kind-up kind-down
+        notebooks bench down clean kind-up kind-down wheelhouse preflight
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -54,13 +54,19 @@ protos: setup  ## regenerate src/grpclab/_generated from protos/
 	$(RUN) python -m grpclab.codegen
 
 bench: setup  ## benchmarks: each prints ratios measured in one run
-	$(RUN) python bench/bench_load.py
+	for script in bench/bench_*.py; do $(RUN) python "$$script" || exit 1; done
 
 kind-up:  ## real Kubernetes: kind cluster + demo image (needs docker, kind, kubectl)
 	bash cluster/kind-up.sh
 
 kind-down:  ## remove the kind cluster
 	bash cluster/kind-down.sh
+
+wheelhouse: setup  ## wheels of every locked package in wheelhouse/, for installing offline
+	$(RUN) python -m grpclab.wheelhouse wheelhouse
+
+preflight: setup  ## is this machine ready for the workshop? (under 30 s)
+	$(RUN) grpclab preflight
 
 down:  ## end processes left by sandboxes whose owner died
 	$(RUN) grpclab down

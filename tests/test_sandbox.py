@@ -78,7 +78,7 @@ def test_applying_the_same_manifests_again_changes_nothing(lab):
 
 def test_a_killed_pod_process_is_restarted_and_turns_ready(lab):
     victim = ready_pod_names(lab)[0]
-    pid = next(p.pid for p in lab._launcher.children.values() if victim in " ".join(p.args))
+    pid = next(p.pid for p in lab.launcher.children.values() if victim in " ".join(p.args))
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -202,6 +202,15 @@ def test_a_chosen_namespace_takes_every_object(monkeypatch):
         assert mine.target("grpc-server").endswith("/grpc-server.alice.svc.cluster.local:50051")
 
 
+def test_deleting_the_last_cluster_ip_service_succeeds():
+    # Envoy stops watching endpoints with its last cluster and never ACKs their removal.
+    with grpclab.connect("sandbox") as mine:
+        mine.apply(BASE / "00-namespace.yaml")
+        mine.apply(BASE / "service-clusterip.yaml")
+        # Before the fix this raised "kube-proxy (Envoy) did not confirm ..." after 10 s.
+        assert mine.delete(BASE / "service-clusterip.yaml") == ["service/grpc-server deleted"]
+
+
 def test_calls_after_down_get_a_clear_error():
     sandbox = Sandbox()
     sandbox.down()
@@ -226,7 +235,7 @@ import sys, grpclab
 lab = grpclab.connect("sandbox")
 lab.apply(sys.argv[1])
 lab.wait_ready("grpc-server")
-print(" ".join(str(pid) for pid in lab._launcher.children), flush=True)
+print(" ".join(str(pid) for pid in lab.launcher.children), flush=True)
 sys.stdin.read()
 """
 

@@ -120,12 +120,24 @@ class XdsServer:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                if all(self._acked.get((node_id, t), 0) >= v for t, v in versions.items()):
+                if all(
+                    self._acked.get((node_id, t), 0) >= v or self._unwanted(node_id, t)
+                    for t, v in versions.items()
+                ):
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._lock.wait(left)
+
+    def _unwanted(self, node_id: str, type_url: str) -> bool:
+        # Envoy drops its endpoint watches with its last cluster and then ignores (never
+        # ACKs) an endpoint push, even an empty one: with no endpoints left to deliver,
+        # there is nothing to wait for.
+        if type_url not in NAMED_TYPES:
+            return False
+        current = self._snapshots.get(node_id, {}).get(type_url)
+        return current is None or not current.resources
 
     def connected(self, node_id: str) -> bool:
         with self._lock:
@@ -189,6 +201,7 @@ class XdsServer:
             if state.subscribed.get(type_url) != names:
                 state.subscribed[type_url] = names
                 state.sent_version.pop(type_url, None)  # new subscription: send again
+                self._lock.notify_all()
 
     def _responses(self, state: _StreamState) -> list[discovery_pb2.DiscoveryResponse]:
         responses = []
