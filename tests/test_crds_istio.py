@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grpclab.cluster.crds.istio import field_parts
+from grpclab.cluster.crds.shapes import field_parts
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 
 ROOT = Path(__file__).resolve().parents[1]

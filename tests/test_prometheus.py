@@ -165,7 +165,7 @@ def test_down_stops_prometheus():
     finally:
         lab.down()
     assert process.poll() is not None
-    assert not any(p.pid == process.pid for p in lab._launcher.children.values())
+    assert not any(p.pid == process.pid for p in lab.launcher.children.values())
 
 
 def test_a_missing_prometheus_says_how_to_install_it(tmp_path, monkeypatch):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from grpclab.load import LoadResult
 
@@ -124,37 +121,13 @@ def pickup_summary(
 
 def leftover_sandbox_processes() -> list[int]:
     """PIDs still running that a sandbox started whose owner has died (`grpclab down` ends them)."""
-    from grpclab.cluster.sandbox.addresses import state_root
+    from grpclab.cluster.sandbox.processes import leftover_children, pid_alive, recorded_sandboxes
 
     left = []
-    for pids_file in sorted(state_root().glob("sandbox-*/pids.json")):
-        try:
-            state = json.loads(pids_file.read_text())
-        except (OSError, ValueError):
-            continue  # removed or half-written by a sandbox that is shutting down right now
-        if _running(state["owner"]):
-            continue  # a live sandbox (another notebook, a test run): not left over
-        left += [pid for pid in state["children"] if _running(pid) and _started_by_grpclab(pid)]
+    for _, owner, children in recorded_sandboxes():
+        if not pid_alive(owner):  # a live owner (another notebook, a test run): not left over
+            left += leftover_children(children)
     return left
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _started_by_grpclab(pid: int) -> bool:
-    # PIDs get reused: only count a process that still looks like a sandbox's pod or proxy.
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"grpclab" in cmdline or b"envoy" in cmdline
 
 
 def machine_ready() -> dict[str, bool]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -51,44 +50,20 @@ def demo(rpcs: int) -> int:
 
 def down() -> int:
     """End what sandboxes left behind when their owner died without cleaning up."""
-    from grpclab.cluster.sandbox.addresses import state_root
+    from grpclab.cluster.sandbox.processes import leftover_children, pid_alive, recorded_sandboxes
 
     cleaned = 0
-    for work_dir in sorted(state_root().glob("sandbox-*")):
-        pids_file = work_dir / "pids.json"
-        if not pids_file.exists():
+    for work_dir, owner, children in recorded_sandboxes():
+        if pid_alive(owner):
+            print(f"{work_dir.name}: owned by running process {owner}, left alone")
             continue
-        state = json.loads(pids_file.read_text())
-        if _alive(state["owner"]):
-            print(f"{work_dir.name}: owned by running process {state['owner']}, left alone")
-            continue
-        for pid in state["children"]:
-            if _alive(pid) and _is_ours(pid):
-                os.kill(pid, signal.SIGKILL)
-                print(f"{work_dir.name}: ended pid {pid}")
+        for pid in leftover_children(children):
+            os.kill(pid, signal.SIGKILL)
+            print(f"{work_dir.name}: ended pid {pid}")
         shutil.rmtree(work_dir, ignore_errors=True)
         cleaned += 1
     print(f"cleaned {cleaned} sandbox(es)")
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_ours(pid: int) -> bool:
-    # PIDs get reused: only end a process that still looks like one we started.
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"grpclab" in cmdline or b"envoy" in cmdline
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -928,20 +928,17 @@ SANDBOX_KINDS: dict[tuple[str, str], _Checker] = {
     ("v1", "Service"): _check_service,
 }
 
-# Istio's DestinationRule and VirtualService: their schemas and sandbox checks live in their
-# own module, which adds them to the two tables above.
-from grpclab.cluster.crds import istio as _istio_crds  # noqa: E402
-
-_istio_crds.register(CRD_SCHEMAS, SANDBOX_KINDS, lambda field, reason: _Problem(field, reason))
-
-# Ingress, TLS Secrets, Gateway API, Linkerd and Traefik kinds, the same way.
+# Istio, Ingress and TLS Secrets, Gateway API, Linkerd and Traefik kinds: their schemas and
+# sandbox checks live in their own modules, whose KINDS tables go into the two tables above.
 from grpclab.cluster.crds import gateway_api as _gateway_api_crds  # noqa: E402
 from grpclab.cluster.crds import ingress as _ingress_kinds  # noqa: E402
+from grpclab.cluster.crds import istio as _istio_crds  # noqa: E402
 from grpclab.cluster.crds import linkerd as _linkerd_crds  # noqa: E402
 from grpclab.cluster.crds import traefik as _traefik_crds  # noqa: E402
+from grpclab.cluster.crds.shapes import register_all as _register_all  # noqa: E402
 
-for _module in (_ingress_kinds, _gateway_api_crds, _linkerd_crds, _traefik_crds):
-    _module.register(CRD_SCHEMAS, SANDBOX_KINDS, lambda field, reason: _Problem(field, reason))
+for _module in (_istio_crds, _ingress_kinds, _gateway_api_crds, _linkerd_crds, _traefik_crds):
+    _register_all(CRD_SCHEMAS, SANDBOX_KINDS, _Problem, _module.KINDS)
 
 
 # --- namespace override (one namespace per attendee) ------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from grpclab.xds.gateway import Backend
+from grpclab.xds.translation import TranslationError, object_label
 
 INGRESS_CLASS = "nginx"
 ANNOTATION_PREFIX = "nginx.ingress.kubernetes.io/"
@@ -38,14 +39,8 @@ STATUS_PORT = 10246
 _SIZE = re.compile(r"\d+[kKmMgG]?")
 
 
-class IngressConfigError(ValueError):
+class IngressConfigError(TranslationError):
     """An Ingress value the sandbox's nginx cannot serve; names the object and the field."""
-
-    def __init__(self, object_label: str, field: str, reason: str) -> None:
-        self.object = object_label
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{object_label}: {field}: {reason}")
 
 
 # --- Ingress objects -----------------------------------------------------------------------------
@@ -61,11 +56,6 @@ class NginxOptions:
     connect_timeout_s: int
     read_timeout_s: int
     send_timeout_s: int
-
-
-def object_label(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{obj.get('kind')} {meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def ingress_class(ingress: Mapping[str, Any]) -> str | None:

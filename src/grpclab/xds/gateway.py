@@ -26,12 +26,18 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from grpclab.xds.istio import destination_rule_cluster, http_connection_manager, service_host
 from grpclab.xds.kube_proxy import load_assignment, socket_address
 from grpclab.xds.server import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from grpclab.xds.translation import (
+    TranslationError,
+    as_duration,
+    go_duration_seconds,
+    object_label,
+)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
@@ -51,14 +57,8 @@ TRAEFIK_ENTRY_POINTS = {"web": 80, "websecure": 443}
 _TRAEFIK_MATCHER = re.compile(r"\s*(Host|PathPrefix|Path)\(`([^`]*)`\)\s*")
 
 
-class GatewayConfigError(ValueError):
+class GatewayConfigError(TranslationError):
     """A Gateway API or Traefik object grpclab cannot translate; names the object and field."""
-
-    def __init__(self, object_label: str, field: str, reason: str) -> None:
-        self.object = object_label
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{object_label}: {field}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -150,31 +150,18 @@ class _Snapshot:
 # --- names and small values ---------------------------------------------------------------------
 
 
-def object_label(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{obj.get('kind')} {meta.get('namespace', '')}/{meta.get('name', '')}"
-
-
 def _namespace(obj: Mapping[str, Any]) -> str:
     return obj["metadata"].get("namespace") or "default"
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    whole = int(seconds)
-    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
-
-
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
 
 def parse_duration(text: Any, label: str, where: str) -> float:
     """A Go duration ("5s", "300ms", "1m30s") in seconds; a bare number means seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool) and text >= 0:
         return float(text)
-    if not isinstance(text, str) or not text or _GO_DURATION.sub("", text):
+    seconds = go_duration_seconds(text)
+    if seconds is None:
         raise GatewayConfigError(label, where, f"{text!r} is not a duration like 5s or 300ms")
-    return sum(float(n) * _UNITS[unit] for n, unit in _GO_DURATION.findall(text))
+    return seconds
 
 
 # --- Envoy building blocks ----------------------------------------------------------------------
@@ -196,7 +183,7 @@ def upstream_cluster(
     cluster.eds_cluster_config.service_name = name
     cluster.lb_policy = lb_policy
     if connect_timeout_s is not None:
-        cluster.connect_timeout.CopyFrom(_duration(connect_timeout_s))
+        cluster.connect_timeout.CopyFrom(as_duration(connect_timeout_s))
     if not http2:
         # Without explicit protocol options Envoy speaks HTTP/1.1 upstream.
         del cluster.typed_extension_protocol_options[HTTP2_OPTIONS]
@@ -205,7 +192,7 @@ def upstream_cluster(
 
         options = http_protocol_options_pb2.HttpProtocolOptions()
         cluster.typed_extension_protocol_options[HTTP2_OPTIONS].Unpack(options)
-        options.common_http_protocol_options.idle_timeout.CopyFrom(_duration(idle_timeout_s))
+        options.common_http_protocol_options.idle_timeout.CopyFrom(as_duration(idle_timeout_s))
         cluster.typed_extension_protocol_options[HTTP2_OPTIONS].Pack(options)
     return cluster
 

@@ -12,7 +12,6 @@ sets retries. Pure functions: objects in, protobuf messages out.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,12 @@ from google.protobuf.message import Message
 
 from grpclab.xds.kube_proxy import ads_source, socket_address
 from grpclab.xds.server import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from grpclab.xds.translation import (
+    TranslationError,
+    as_duration,
+    go_duration_seconds,
+    object_label,
+)
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 NETWORKING_GROUP = "networking.istio.io"
@@ -72,18 +77,9 @@ DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriab
 DEFAULT_RETRIES = 2
 HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)")
-_DURATION_UNITS_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
-
-class IstioConfigError(ValueError):
+class IstioConfigError(TranslationError):
     """An Istio object grpclab cannot translate; names the object and the field."""
-
-    def __init__(self, object_label: str, field: str, reason: str) -> None:
-        self.object = object_label
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{object_label}: {field}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -144,11 +140,6 @@ def cluster_name(host: str, port: int) -> str:
     return f"outbound|{port}||{host}"
 
 
-def object_label(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{obj.get('kind')} {meta.get('namespace', '')}/{meta.get('name', '')}"
-
-
 def rule_for_host(
     objects: Iterable[Mapping[str, Any]], host: str, field: str = "host"
 ) -> Mapping[str, Any] | None:
@@ -168,15 +159,14 @@ def rule_for_host(
 
 def parse_duration(text: Any, label: str, field: str) -> duration_pb2.Duration:
     """A Go-style duration ("2s", "100ms", "1m30s") as Istio's API accepts it; >= 1 ms."""
-    if not isinstance(text, str) or not text or _DURATION.sub("", text):
+    seconds = go_duration_seconds(text)
+    if seconds is None:
         raise IstioConfigError(
             label, field, f"{text!r} is not a duration; write it like 2s, 500ms or 1m30s"
         )
-    seconds = sum(float(n) * _DURATION_UNITS_S[unit] for n, unit in _DURATION.findall(text))
     if seconds < 0.001:
         raise IstioConfigError(label, field, f"{text!r} is shorter than Istio's minimum of 1ms")
-    whole = math.floor(seconds)
-    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+    return as_duration(seconds)
 
 
 def _count(value: Any, label: str, field: str, low: int = 0, high: int = UNLIMITED) -> int:

@@ -20,13 +20,19 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import duration_pb2, wrappers_pb2
+from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 
 from grpclab.xds.gateway import Backend, Resolve, grpc_route_match, upstream_cluster
 from grpclab.xds.istio import CLUSTER_DOMAIN, Endpoint, ServicePort, outbound_listener
 from grpclab.xds.kube_proxy import load_assignment
 from grpclab.xds.server import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from grpclab.xds.translation import (
+    TranslationError,
+    as_duration,
+    go_duration_seconds,
+    object_label,
+)
 
 PROFILE_API_VERSION = "linkerd.io/v1alpha2"
 INJECT_ANNOTATION = "linkerd.io/inject"
@@ -57,23 +63,9 @@ BUDGETED_MAX_RETRIES = 3
 # and HTTP 5xx (what a proxy answers when no pod does).
 BUDGET_RETRY_ON = "5xx,reset,connect-failure,refused-stream," + ",".join(GRPC_RETRY_CODES)
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
-
-class LinkerdConfigError(ValueError):
+class LinkerdConfigError(TranslationError):
     """A Linkerd object or annotation grpclab cannot translate; names the object and field."""
-
-    def __init__(self, object_label: str, field: str, reason: str) -> None:
-        self.object = object_label
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{object_label}: {field}: {reason}")
-
-
-def object_label(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{obj.get('kind')} {meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def profile_name(service: str, namespace: str) -> str:
@@ -82,14 +74,10 @@ def profile_name(service: str, namespace: str) -> str:
 
 
 def parse_duration(text: Any, label: str, field: str) -> float:
-    if not isinstance(text, str) or not text or _DURATION.sub("", text):
+    seconds = go_duration_seconds(text)
+    if seconds is None:
         raise LinkerdConfigError(label, field, f"{text!r} is not a duration like 10s or 300ms")
-    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    whole = int(seconds)
-    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+    return seconds
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -247,7 +235,7 @@ def _retry_policy(retry_on: str, retries: int, per_try_s: float | None):
         retry_on=retry_on, num_retries=wrappers_pb2.UInt32Value(value=retries)
     )
     if per_try_s is not None:
-        policy.per_try_timeout.CopyFrom(_duration(per_try_s))
+        policy.per_try_timeout.CopyFrom(as_duration(per_try_s))
     return policy
 
 
@@ -271,7 +259,7 @@ def _profile_routes(profile: Mapping[str, Any], cluster: str) -> list[route_comp
         timeout = DEFAULT_ROUTE_TIMEOUT_S
         if "timeout" in item:
             timeout = parse_duration(item["timeout"], label, f"spec.routes[{index}].timeout")
-        action = route_components_pb2.RouteAction(cluster=cluster, timeout=_duration(timeout))
+        action = route_components_pb2.RouteAction(cluster=cluster, timeout=as_duration(timeout))
         if item.get("isRetryable"):
             action.retry_policy.CopyFrom(_retry_policy(BUDGET_RETRY_ON, BUDGETED_MAX_RETRIES, None))
         routes.append(route_components_pb2.Route(name=item["name"], match=match, route=action))

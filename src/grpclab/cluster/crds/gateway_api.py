@@ -8,17 +8,16 @@ would refuse are refused here, at apply time, by the same code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 from grpclab.cluster.crds.shapes import (
     NAME,
     PORT,
     STRING,
-    Problem,
+    Kinds,
     array,
     custom_resource,
-    register_all,
     strict,
 )
 from grpclab.xds.gateway import (
@@ -202,24 +201,14 @@ def _check_route(route: Mapping[str, Any]) -> None:
         raise GatewayConfigError(error.object, error.field, error.reason) from None
 
 
-def register(
-    schemas: MutableMapping[tuple[str, str], Mapping[str, Any]],
-    sandbox_kinds: MutableMapping[tuple[str, str], Callable[[Mapping[str, Any]], Iterator[Any]]],
-    problem: Problem,
-) -> None:
-    """Add Gateway, GRPCRoute and HTTPRoute to a manifest checker's tables."""
-    register_all(
-        schemas,
-        sandbox_kinds,
-        problem,
-        {
-            (GATEWAY_API_VERSION, "Gateway"): (GATEWAY, check_gateway, GatewayConfigError),
-            (GATEWAY_API_VERSION, "GRPCRoute"): (GRPC_ROUTE, _check_route, GatewayConfigError),
-            (GATEWAY_API_VERSION, "HTTPRoute"): (HTTP_ROUTE, _check_route, GatewayConfigError),
-            (ENVOY_GATEWAY_API_VERSION, "BackendTrafficPolicy"): (
-                BACKEND_TRAFFIC_POLICY,
-                check_backend_traffic_policy,
-                GatewayConfigError,
-            ),
-        },
-    )
+# Gateway, GRPCRoute, HTTPRoute and BackendTrafficPolicy, for the manifest checker.
+KINDS: Kinds = {
+    (GATEWAY_API_VERSION, "Gateway"): (GATEWAY, check_gateway, GatewayConfigError),
+    (GATEWAY_API_VERSION, "GRPCRoute"): (GRPC_ROUTE, _check_route, GatewayConfigError),
+    (GATEWAY_API_VERSION, "HTTPRoute"): (HTTP_ROUTE, _check_route, GatewayConfigError),
+    (ENVOY_GATEWAY_API_VERSION, "BackendTrafficPolicy"): (
+        BACKEND_TRAFFIC_POLICY,
+        check_backend_traffic_policy,
+        GatewayConfigError,
+    ),
+}

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
-from grpclab.cluster.crds.shapes import Problem, register_all
-from grpclab.cluster.nginx_conf import IngressConfigError, check_ingress, object_label
+from grpclab.cluster.crds.shapes import Kinds
+from grpclab.cluster.nginx_conf import IngressConfigError, check_ingress
+from grpclab.xds.translation import TranslationError, object_label
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 
-class SecretConfigError(ValueError):
-    def __init__(self, object_label: str, field: str, reason: str) -> None:
-        self.object, self.field, self.reason = object_label, field, reason
-        super().__init__(f"{object_label}: {field}: {reason}")
+class SecretConfigError(TranslationError):
+    """A Secret the sandbox cannot keep; names the object and the field."""
 
 
 def check_secret(secret: Mapping[str, Any]) -> None:
@@ -47,18 +46,8 @@ def check_secret(secret: Mapping[str, Any]) -> None:
             raise SecretConfigError(label, f"data[{key!r}]", f"not a PEM {marker.decode().lower()}")
 
 
-def register(
-    schemas: MutableMapping[tuple[str, str], Mapping[str, Any]],
-    sandbox_kinds: MutableMapping[tuple[str, str], Callable[[Mapping[str, Any]], Iterator[Any]]],
-    problem: Problem,
-) -> None:
-    """Let the sandbox run Ingresses (class nginx) and hold TLS Secrets."""
-    register_all(
-        schemas,
-        sandbox_kinds,
-        problem,
-        {
-            ("networking.k8s.io/v1", "Ingress"): (None, check_ingress, IngressConfigError),
-            ("v1", "Secret"): (None, check_secret, SecretConfigError),
-        },
-    )
+# The sandbox runs Ingresses (class nginx) and holds TLS Secrets; Kubernetes' schemas apply.
+KINDS: Kinds = {
+    ("networking.k8s.io/v1", "Ingress"): (None, check_ingress, IngressConfigError),
+    ("v1", "Secret"): (None, check_secret, SecretConfigError),
+}

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any
-
 from grpclab.cluster.crds.shapes import (
     NAME,
     STRING,
-    Problem,
+    Kinds,
     array,
     custom_resource,
-    register_all,
     strict,
 )
 from grpclab.xds.linkerd import PROFILE_API_VERSION, LinkerdConfigError, check_service_profile
@@ -60,21 +56,11 @@ SERVICE_PROFILE = custom_resource(
 )
 
 
-def register(
-    schemas: MutableMapping[tuple[str, str], Mapping[str, Any]],
-    sandbox_kinds: MutableMapping[tuple[str, str], Callable[[Mapping[str, Any]], Iterator[Any]]],
-    problem: Problem,
-) -> None:
-    """Add ServiceProfile to a manifest checker's tables."""
-    register_all(
-        schemas,
-        sandbox_kinds,
-        problem,
-        {
-            (PROFILE_API_VERSION, "ServiceProfile"): (
-                SERVICE_PROFILE,
-                check_service_profile,
-                LinkerdConfigError,
-            )
-        },
+# ServiceProfile, for the manifest checker.
+KINDS: Kinds = {
+    (PROFILE_API_VERSION, "ServiceProfile"): (
+        SERVICE_PROFILE,
+        check_service_profile,
+        LinkerdConfigError,
     )
+}

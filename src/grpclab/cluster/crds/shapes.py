@@ -6,10 +6,9 @@ not translate is an error that names it, not a setting that silently does nothin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
-
-from grpclab.cluster.crds.istio import field_parts
 
 STRING = {"type": "string"}
 NAME = {"type": "string", "minLength": 1}
@@ -18,6 +17,10 @@ STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 
 Problem = Callable[[tuple[Any, ...], str], Any]
 Check = Callable[[Mapping[str, Any]], None]
+# (apiVersion, kind) -> (schema, None for Kubernetes' own; sandbox check; the error it raises)
+Kinds = Mapping[tuple[str, str], tuple[Mapping[str, Any] | None, Check, type[ValueError]]]
+
+_PATH_PART = re.compile(r"\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\.?([^.\[]+)")
 
 
 def strict(properties: Mapping[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -56,6 +59,14 @@ def custom_resource(
     )
 
 
+def field_parts(field: str) -> tuple[Any, ...]:
+    """ "spec.http[0].retries" -> ("spec", "http", 0, "retries"), as manifest errors want it."""
+    parts: list[Any] = []
+    for index, quoted, name in _PATH_PART.findall(field):
+        parts.append(int(index) if index else quoted if quoted else name)
+    return tuple(parts)
+
+
 def checker(check: Check, error_type: type[ValueError], problem: Problem):
     """A sandbox checker (yields problems) from a function that raises `error_type`."""
 
@@ -72,7 +83,7 @@ def register_all(
     schemas: MutableMapping[tuple[str, str], Mapping[str, Any]],
     sandbox_kinds: MutableMapping[tuple[str, str], Callable[[Mapping[str, Any]], Iterator[Any]]],
     problem: Problem,
-    kinds: Mapping[tuple[str, str], tuple[Mapping[str, Any] | None, Check, type[ValueError]]],
+    kinds: Kinds,
 ) -> None:
     """Add each (apiVersion, kind): its schema (None: Kubernetes' own) and sandbox check."""
     for key, (schema, check, error_type) in kinds.items():

@@ -6,16 +6,12 @@ many guides) was removed in v3.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any
-
 from grpclab.cluster.crds.shapes import (
     NAME,
     STRING,
-    Problem,
+    Kinds,
     array,
     custom_resource,
-    register_all,
     strict,
 )
 from grpclab.xds.gateway import (
@@ -78,26 +74,16 @@ SERVERS_TRANSPORT = custom_resource(
 )
 
 
-def register(
-    schemas: MutableMapping[tuple[str, str], Mapping[str, Any]],
-    sandbox_kinds: MutableMapping[tuple[str, str], Callable[[Mapping[str, Any]], Iterator[Any]]],
-    problem: Problem,
-) -> None:
-    """Add IngressRoute and ServersTransport to a manifest checker's tables."""
-    register_all(
-        schemas,
-        sandbox_kinds,
-        problem,
-        {
-            (TRAEFIK_API_VERSION, "IngressRoute"): (
-                INGRESS_ROUTE,
-                check_ingress_route,
-                GatewayConfigError,
-            ),
-            (TRAEFIK_API_VERSION, "ServersTransport"): (
-                SERVERS_TRANSPORT,
-                check_servers_transport,
-                GatewayConfigError,
-            ),
-        },
-    )
+# IngressRoute and ServersTransport, for the manifest checker.
+KINDS: Kinds = {
+    (TRAEFIK_API_VERSION, "IngressRoute"): (
+        INGRESS_ROUTE,
+        check_ingress_route,
+        GatewayConfigError,
+    ),
+    (TRAEFIK_API_VERSION, "ServersTransport"): (
+        SERVERS_TRANSPORT,
+        check_servers_transport,
+        GatewayConfigError,
+    ),
+}

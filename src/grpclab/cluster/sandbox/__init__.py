@@ -91,12 +91,12 @@ class Sandbox(Cluster):
         shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir.mkdir(parents=True)
         try:
-            self._launcher = ProcessLauncher(self.work_dir)
+            self.launcher = ProcessLauncher(self.work_dir)
             self._probe_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="grpclab-probe")
             self.dns = ClusterDns(self.block.node_ip)
             self.xds = XdsServer(self.block.node_ip)
             self.kube_proxy: EnvoyProxy = start_envoy(
-                self._launcher,
+                self.launcher,
                 self.xds,
                 "kube-proxy",
                 KUBE_PROXY_NODE,
@@ -304,7 +304,7 @@ class Sandbox(Cluster):
         with self._addon_lock:  # one Prometheus, however many cells ask at once
             addon = self.addons.get(PrometheusAddon.name)
             if addon is None:
-                addon = PrometheusAddon(self._launcher, self.block.node_ip, self.work_dir)
+                addon = PrometheusAddon(self.launcher, self.block.node_ip, self.work_dir)
                 self.add_addon(addon)
         return addon.url
 
@@ -474,7 +474,7 @@ class Sandbox(Cluster):
             pod.name,
             *[str(a) for a in pod.container.get("args", [])],
         )
-        pod.process = self._launcher.start(pod.name, argv, env=self._pod_env(pod))
+        pod.process = self.launcher.start(pod.name, argv, env=self._pod_env(pod))
 
     def _pod_env(self, pod: PodRuntime) -> dict[str, str]:
         fields = {
@@ -506,7 +506,7 @@ class Sandbox(Cluster):
 
         def stop() -> None:
             if pod.process is not None:
-                self._launcher.stop(pod.process, grace=pod.grace_seconds)
+                self.launcher.stop(pod.process, grace=pod.grace_seconds)
             with self._lock:
                 if self._pods.get(pod.name) is pod:
                     del self._pods[pod.name]
@@ -547,7 +547,7 @@ class Sandbox(Cluster):
             pod.killing, pod.ready = True, False
             process = pod.process
         self._wake.set()
-        self._launcher.stop(process, grace=pod.grace_seconds)
+        self.launcher.stop(process, grace=pod.grace_seconds)
         with self._lock:
             pod.killing = False
             if not pod.terminating and not self._down and pod.process is process:
@@ -628,7 +628,7 @@ class Sandbox(Cluster):
     def _teardown(self) -> None:
         for addon in list(getattr(self, "addons", {}).values()):
             addon.stop()
-        launcher = getattr(self, "_launcher", None)
+        launcher = getattr(self, "launcher", None)
         if launcher is not None:
             launcher.stop_all(grace=2.0)
         for part in ("xds", "dns"):

@@ -77,7 +77,7 @@ class EnvoyFrontend:
         self.ip = sandbox.block.take_pod_ip()
         # Started through the sandbox's launcher, so it ends with the sandbox, however it ends.
         self.proxy: EnvoyProxy = start_envoy(
-            sandbox._launcher, sandbox.xds, name, name, self.ip, sandbox.work_dir
+            sandbox.launcher, sandbox.xds, name, name, self.ip, sandbox.work_dir
         )
 
     def push(self, resources: Mapping[str, Mapping[str, Message]], timeout: float = 10.0) -> None:
@@ -97,4 +97,4 @@ class EnvoyFrontend:
             raise RuntimeError(f"{self.name} (Envoy) refused its config: {refused[-1].message}")
 
     def stop(self) -> None:
-        self._sandbox._launcher.stop(self.proxy.process)
+        self._sandbox.launcher.stop(self.proxy.process)

@@ -122,7 +122,7 @@ class IngressNginx:
 
     def stop(self) -> None:
         if self.process is not None:
-            self._sandbox._launcher.stop(self.process)
+            self._sandbox.launcher.stop(self.process)
             self.process = None
 
     def describe(self) -> str:
@@ -202,7 +202,7 @@ class IngressNginx:
             "daemon off;",
         ]
         (self.prefix / "nginx.pid").unlink(missing_ok=True)
-        self.process = self._sandbox._launcher.start(self.name, argv)
+        self.process = self._sandbox.launcher.start(self.name, argv)
 
     def _master_pid(self) -> int:
         return int((self.prefix / "nginx.pid").read_text().strip())
@@ -251,7 +251,7 @@ class IngressNginx:
         return count
 
     def _log(self, lines: int = 15) -> str:
-        path = self._sandbox._launcher.log_dir / f"{self.name}.log"
+        path = self._sandbox.launcher.log_dir / f"{self.name}.log"
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -199,7 +199,7 @@ class MeshAddon:
             if self.envoy is None:
                 self._push(wait=False)
                 self.envoy = start_envoy(
-                    self._sandbox._launcher,
+                    self._sandbox.launcher,
                     self._sandbox.xds,
                     "istio-proxy",
                     self.node_id,
@@ -238,5 +238,5 @@ class MeshAddon:
     def stop(self) -> None:
         with self._lock:
             if self.envoy is not None:
-                self._sandbox._launcher.stop(self.envoy.process, grace=1.0)
+                self._sandbox.launcher.stop(self.envoy.process, grace=1.0)
                 self.envoy = None

@@ -19,6 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from grpclab.cluster.sandbox.addresses import state_root
+
 SETPRIV = "setpriv"
 
 
@@ -127,3 +129,42 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def python_module_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+# --- what a sandbox whose owner died left behind (`grpclab down`, checks) --------------------
+
+
+def recorded_sandboxes() -> list[tuple[Path, int, list[int]]]:
+    """(work dir, owner PID, child PIDs) of each sandbox whose `pids.json` can be read."""
+    found = []
+    for pids_file in sorted(state_root().glob("sandbox-*/pids.json")):
+        try:
+            state = json.loads(pids_file.read_text())
+        except (OSError, ValueError):
+            continue  # removed or half-written by a sandbox that is shutting down right now
+        found.append((pids_file.parent, state["owner"], state["children"]))
+    return found
+
+
+def leftover_children(children: list[int]) -> list[int]:
+    """Those of `children` still running that still look like a sandbox's pod or proxy."""
+    return [pid for pid in children if pid_alive(pid) and _started_by_grpclab(pid)]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _started_by_grpclab(pid: int) -> bool:
+    # PIDs get reused: only count a process whose command line still says it is ours.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"grpclab" in cmdline or b"envoy" in cmdline
