@@ -32,12 +32,13 @@ DIRECT = "direct"
 # Thresholds of the stable summary: wide enough for a busy 2-core machine.
 EVEN_MAX_MIN = 1.5
 PICKUP_WITHIN_S = 10.0
+P50_WITHIN_MS = 5.0
 Out = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Solution:
-    """One way to reach the Service: where the balancing happens, and whether it is emulated."""
+    """One way to reach the Service, and where a pod is picked for each call."""
 
     key: str
     name: str
@@ -45,17 +46,17 @@ class Solution:
 
 
 SOLUTIONS = (
-    Solution("l4", "ClusterIP (L4)", "kube-proxy, once per connection"),
-    Solution("round_robin", "headless + round_robin", "the client, per call"),
-    Solution("mesh", "Istio sidecar", "client's sidecar, per call"),
+    Solution("l4", "ClusterIP (L4)", "kube-proxy, per connection"),
+    Solution("round_robin", "headless + round_robin", "client, per call"),
+    Solution("mesh", "Istio sidecar", "sidecar, per call"),
     Solution("linkerd", "Linkerd proxy", "client's proxy, per call"),
-    Solution("xds", "proxyless xDS", "the client (xDS config), per call"),
+    Solution("xds", "proxyless xDS", "client (xDS), per call"),
     Solution("ingress", "NGINX Ingress", "nginx, per call"),
-    Solution("gateway", "Envoy Gateway", "gateway Envoy, per call"),
+    Solution("gateway", "Envoy Gateway", "gateway, per call"),
 )
-MAX_AGE = Solution(
-    "max_age", "headless + round_robin + max age", "the client; server recycles connections"
-)
+MAX_AGE = Solution("max_age", "headless + rr + max age", "client, per call")
+# The demo server's gRPC port (containerPort in cluster/manifests/base/deployment.yaml).
+GRPC_PORT = 50051
 SANDBOX_NOTES = {
     "l4": "kube-proxy is Envoy tcp_proxy here (iptables or IPVS on kind)",
     "mesh": "Istio's sidecar is emulated by Envoy, fed istiod's config by grpclab",
@@ -141,16 +142,16 @@ def prepare(
     lab.apply(manifests / "headless" / "service-headless.yaml")
     lab.apply(manifests / "compare" / "namespace.yaml")
     pods = lab.wait_ready(DEPLOYMENT)
-    specs: dict[str, LoadSpec] = {DIRECT: LoadSpec(f"{pods[0].ip}:50051")}
+    specs: dict[str, LoadSpec] = {DIRECT: LoadSpec(f"{pods[0].ip}:{GRPC_PORT}")}
     skipped: dict[str, str] = {}
-    tls: dict[str, Any] = {}
+    bundle: list[Any] = []
 
-    def over_tls(target: str) -> LoadSpec:
-        if "bundle" not in tls:
-            tls["bundle"] = issue_certificate([TLS_HOST])
-            lab.apply(tls["bundle"].secret(TLS_SECRET))
-        ca_file = str(tls["bundle"].ca_file)
-        return LoadSpec(target, tls_ca_file=ca_file, tls_server_name=TLS_HOST)
+    def client_tls() -> dict[str, str]:
+        """What the client trusts; the first call issues the certificate and stores its Secret."""
+        if not bundle:
+            bundle.append(issue_certificate([TLS_HOST]))
+            lab.apply(bundle[0].secret(TLS_SECRET))
+        return {"tls_ca_file": str(bundle[0].ca_file), "tls_server_name": TLS_HOST}
 
     def setup(key: str) -> LoadSpec:
         if key == "l4":
@@ -164,15 +165,15 @@ def prepare(
             return LoadSpec(lab.target(SERVICE, via="linkerd"))
         if key == "ingress":
             install_addon(lab, "ingress-nginx")
-            spec = over_tls("")  # the Secret first: the Ingress names it
+            tls = client_tls()  # the Secret first: the Ingress names it
             lab.apply(manifests / "ingress" / "ingress-nginx.yaml")
-            return replace(spec, target=lab.target(SERVICE, via="ingress"))
+            return LoadSpec(lab.target(SERVICE, via="ingress"), **tls)
         if key == "gateway":
             install_addon(lab, "envoy-gateway")
-            spec = over_tls("")
+            tls = client_tls()
             lab.apply(manifests / "ingress" / "gateway.yaml")
             lab.apply(manifests / "ingress" / "grpcroute.yaml")
-            return replace(spec, target=lab.target(SERVICE, via="gateway"))
+            return LoadSpec(lab.target(SERVICE, via="gateway"), **tls)
         raise AssertionError(key)
 
     for solution in wanted:
@@ -195,50 +196,71 @@ def run_spec(template: LoadSpec, **fields: Any) -> LoadSpec:
 def measure_steady(
     lineup: Lineup,
     rounds: int = 3,
-    seconds: float = 1.0,
-    concurrency: int = 4,
+    latency_s: float = 1.0,
+    spread_rpcs: int = 600,
+    spread_concurrency: int = 8,
     out: Out = print,
 ) -> tuple[dict[str, Row], dict[str, float]]:
-    """Evenness and latency, one solution at a time, in interleaved rounds.
+    """Latency and evenness, one solution at a time, in interleaved rounds.
 
-    Each round runs every solution and the direct call once, the order turned by one each
-    round and reversed every other round, so that drifting machine load hits all alike.
-    Each run opens its own channel; evenness is per run (an L4 channel sticks to its pod).
+    Latency runs keep one call in flight, so that no pod queues calls and the difference
+    to the direct call is the path's own cost. Spread runs keep `spread_concurrency` in
+    flight (least-request balancers need calls in flight to compare). Each round runs every
+    solution once, the order turned by one each round and reversed every other round, so
+    that drifting machine load hits all alike. Each run opens its own channel, and evenness
+    is per run: an L4 channel sticks to one pod, whichever it is.
     """
+    latency, spread = interleaved_rounds(
+        lineup, rounds, latency_s, spread_rpcs, spread_concurrency, out
+    )
+    direct = latency[DIRECT]
+    baseline = {key: statistics.median(_latency(r, key) for r in direct) for key in ("p50", "p99")}
+    rows = {}
+    for solution in lineup.solutions():
+        timed, spread_runs = latency[solution.key], spread[solution.key]
+        pairs = list(zip(timed, direct, strict=True))  # the same round's direct run
+        rows[solution.key] = Row(
+            solution,
+            max_min=statistics.median(checks.max_min_ratio(r, lineup.pods) for r in spread_runs),
+            cv=statistics.median(checks.evenness(r, lineup.pods) for r in spread_runs),
+            pods_served=min(checks.pods_that_served(r) for r in spread_runs),
+            p50_ms=statistics.median(_latency(r, "p50") for r in timed),
+            p99_ms=statistics.median(_latency(r, "p99") for r in timed),
+            p50_over_ms=statistics.median(
+                _latency(r, "p50") - _latency(d, "p50") for r, d in pairs
+            ),
+            p99_over_ms=statistics.median(
+                _latency(r, "p99") - _latency(d, "p99") for r, d in pairs
+            ),
+            extra={"steady_failed": sum(r.failed for r in (*timed, *spread_runs))},
+        )
+    return rows, baseline
+
+
+def interleaved_rounds(
+    lineup: Lineup,
+    rounds: int,
+    latency_s: float,
+    spread_rpcs: int = 0,
+    spread_concurrency: int = 8,
+    out: Out = print,
+) -> tuple[dict[str, list[LoadResult]], dict[str, list[LoadResult]]]:
+    """Per solution (and "direct"), one latency run per round, and a spread run unless
+    `spread_rpcs` is 0; the order turns by one each round and reverses every other round."""
     keys = [DIRECT, *(s.key for s in lineup.solutions())]
-    per_round: dict[str, list[LoadResult]] = {key: [] for key in keys}
+    latency: dict[str, list[LoadResult]] = {key: [] for key in keys}
+    spread: dict[str, list[LoadResult]] = {key: [] for key in keys}
     for number in range(rounds):
         order = keys[number % len(keys) :] + keys[: number % len(keys)]
         for key in reversed(order) if number % 2 else order:
-            spec = run_spec(lineup.specs[key], duration_s=seconds, concurrency=concurrency)
-            per_round[key].append(lineup.lab.run_load(spec))
+            template = lineup.specs[key]
+            spec = run_spec(template, duration_s=latency_s, concurrency=1)
+            latency[key].append(lineup.lab.run_load(spec))
+            if spread_rpcs and key != DIRECT:
+                spread_spec = replace(template, rpcs=spread_rpcs, concurrency=spread_concurrency)
+                spread[key].append(lineup.lab.run_load(spread_spec))
         out(f"steady load: round {number + 1} of {rounds} done")
-    direct = per_round[DIRECT]
-    baseline = {
-        "p50": statistics.median(r.latency_ms.get("p50", math.nan) for r in direct),
-        "p99": statistics.median(r.latency_ms.get("p99", math.nan) for r in direct),
-    }
-    rows = {}
-    for solution in lineup.solutions():
-        runs = per_round[solution.key]
-        pods = lineup.pods
-        rows[solution.key] = Row(
-            solution,
-            max_min=statistics.median(checks.max_min_ratio(r, pods) for r in runs),
-            cv=statistics.median(checks.evenness(r, pods) for r in runs),
-            pods_served=min(checks.pods_that_served(r) for r in runs),
-            p50_ms=statistics.median(_latency(r, "p50") for r in runs),
-            p99_ms=statistics.median(_latency(r, "p99") for r in runs),
-            # Paired with the direct run of the same round, then the median of the rounds.
-            p50_over_ms=statistics.median(
-                _latency(r, "p50") - _latency(d, "p50") for r, d in zip(runs, direct, strict=True)
-            ),
-            p99_over_ms=statistics.median(
-                _latency(r, "p99") - _latency(d, "p99") for r, d in zip(runs, direct, strict=True)
-            ),
-            extra={"steady_failed": sum(r.failed for r in runs)},
-        )
-    return rows, baseline
+    return latency, spread
 
 
 def _latency(result: LoadResult, key: str) -> float:
@@ -248,9 +270,9 @@ def _latency(result: LoadResult, key: str) -> float:
 def measure_scale_up(
     lineup: Lineup,
     rows: Mapping[str, Row],
-    seconds: float = 6.0,
+    seconds: float = 16.0,
     at_s: float = 1.0,
-    concurrency: int = 2,
+    concurrency: int = 1,
     out: Out = print,
 ) -> None:
     """Every client at once while the Deployment goes from its pods to one more; fills pickup."""
@@ -281,7 +303,7 @@ def measure_scale_up(
 def measure_crash(
     lineup: Lineup,
     rows: Mapping[str, Row],
-    seconds: float = 4.0,
+    seconds: float = 5.0,
     at_s: float = 1.5,
     concurrency: int = 6,
     call_ms: int = 20,
@@ -324,11 +346,15 @@ def measure_crash(
             lab.set_fault(pod.name)  # a crashed pod comes back without it; the others keep it
     for key, result in run.results.items():
         after = run.event_done_s[key] + 0.5  # past the calls that were in flight at the kill
-        rows[key].crash_failed = result.failed
-        rows[key].crash_total = result.total
-        rows[key].served_after_crash = any(
+        row = rows[key]
+        row.crash_failed, row.crash_total = result.failed, result.total
+        row.served_after_crash = any(
             sum(b["per_pod"].values()) for b in result.timeline if b["t"] >= after
         )
+        failing = [b["t"] for b in result.timeline if b["errors"]]
+        row.extra["crash_errors"] = dict(result.errors)
+        # How long calls kept failing: the first to the end of the last bucket with a failure.
+        row.extra["crash_failing_s"] = failing[-1] + 0.1 - failing[0] if failing else 0.0
     how = "SIGKILL (crash)" if lab.backend == "sandbox" else "deleted"
     out(f"pod killed mid-load: {run.outcome} ({how})")
     return run.outcome
@@ -402,9 +428,9 @@ def measure_memory(lineup: Lineup, rows: Mapping[str, Row]) -> None:
             continue
         row.rss_mb = tree_rss_kb(process.pid) / 1024
         if key == "l4":
-            row.rss_note = "shared by every Service"
+            row.rss_note = "shared"  # one kube-proxy carries every Service
         elif key == "ingress":
-            row.rss_note = "master + workers"
+            row.rss_note = "all workers"
 
 
 def measure_max_age(
@@ -419,7 +445,8 @@ def measure_max_age(
     from grpclab.widgets import run_with_scale
 
     if "round_robin" not in lineup.specs:
-        out(f"{MAX_AGE.name}: skipped (headless + round_robin is not available)")
+        lineup.skipped[MAX_AGE.key] = "headless + round_robin is not available"
+        out(f"{MAX_AGE.name}: skipped ({lineup.skipped[MAX_AGE.key]})")
         return
     lab = lineup.lab
     lab.apply(lineup.manifests / "headless" / "deployment-max-connection-age.yaml")
@@ -473,7 +500,8 @@ def pickup_words(row: Row) -> str:
         return "-"
     if row.pickup_s is None:
         return f"never in {row.pickup_window_s:.0f} s"
-    return f"{row.pickup_s:.1f} s"
+    # The timeline's resolution: 0 means in the same bucket as the pod became ready.
+    return "< 0.1 s" if row.pickup_s < 0.1 else f"{row.pickup_s:.1f} s"
 
 
 def _number(value: float | None, digits: int = 1, signed: bool = False) -> str:
@@ -532,7 +560,8 @@ def format_table(comparison: Comparison) -> str:
 
     def render(cells: list[str]) -> str:
         return "  ".join(
-            f"{cell:{align}{width}}" for cell, (_, align), width in zip(cells, COLUMNS, widths)
+            f"{cell:{align}{width}}"
+            for cell, (_, align), width in zip(cells, COLUMNS, widths, strict=True)
         ).rstrip()
 
     lines = [render(header), render(["-" * w for w in widths]), *map(render, body)]
@@ -548,25 +577,48 @@ def format_table(comparison: Comparison) -> str:
 
 
 def stable_summary(comparison: Comparison) -> str:
-    """Statements that hold run after run on a noisy machine: classes, thresholds, rankings."""
+    """Statements that hold run after run on a noisy machine: classes and thresholds met.
+
+    One line per solution; a phase that did not measure a solution shows "-".
+    """
     rows = list(comparison.rows.values())
-    steady = [r for r in rows if r.max_min is not None]
-    picked = [r for r in rows if r.pickup_window_s is not None]
-    crashed = [r for r in rows if r.crash_failed is not None]
-    lines = [
-        f"spread of calls (even: max/min <= {EVEN_MAX_MIN}): "
-        + "; ".join(f"{r.solution.name}: {evenness_word(r)}" for r in steady),
-        f"new pod served within {PICKUP_WITHIN_S:g} s of being ready: "
-        + "; ".join(
-            f"{r.solution.name}: "
-            f"{'yes' if r.pickup_s is not None and r.pickup_s <= PICKUP_WITHIN_S else 'no'}"
-            for r in picked
+
+    def yes(condition: bool) -> str:
+        return "yes" if condition else "no"
+
+    columns = [
+        ("solution", lambda r: r.solution.name),
+        ("calls spread", lambda r: evenness_word(r) if r.max_min is not None else "-"),
+        (
+            f"p50 within {P50_WITHIN_MS:g} ms of direct",
+            lambda r: "-" if r.p50_over_ms is None else yes(r.p50_over_ms <= P50_WITHIN_MS),
         ),
-        "still serving after a pod was killed: "
-        + "; ".join(
-            f"{r.solution.name}: {'yes' if r.served_after_crash else 'no'}" for r in crashed
+        (
+            f"new pod served within {PICKUP_WITHIN_S:g} s",
+            lambda r: (
+                "-"
+                if r.pickup_window_s is None
+                else yes(r.pickup_s is not None and r.pickup_s <= PICKUP_WITHIN_S)
+            ),
+        ),
+        (
+            "lost calls at kill",
+            lambda r: (
+                "-" if r.crash_failed is None else ("none" if r.crash_failed == 0 else "some")
+            ),
+        ),
+        (
+            "serving after kill",
+            lambda r: "-" if r.crash_failed is None else yes(r.served_after_crash),
         ),
     ]
+    cells = [[name for name, _ in columns]] + [[cell(r) for _, cell in columns] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = [
+        "  ".join(f"{c:<{w}}" for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    ]
+    steady_failures = [r.solution.name for r in rows if r.extra.get("steady_failed")]
+    lines.append(f"failed calls under steady load: {', '.join(steady_failures) or 'none'}")
     with_proxy = [r for r in rows if r.rss_mb is not None]
     if with_proxy:
         smallest = min(with_proxy, key=lambda r: r.rss_mb or 0.0)
