@@ -20,8 +20,10 @@ from typing import Any, Literal
 from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
 from grpclab.cluster.manifests import (
     ManifestError,
+    kubectl_ref,
     load_objects,
     override_namespace,
+    source_label,
 )
 from grpclab.load import LoadResult, LoadSpec, parse_json_lines
 
@@ -73,14 +75,6 @@ class KubeError(RuntimeError):
 def resolve_namespace(namespace: str | None = None) -> str:
     """The namespace argument, else $GRPCLAB_NAMESPACE, else `production`."""
     return namespace or os.environ.get("GRPCLAB_NAMESPACE") or DEFAULT_NAMESPACE
-
-
-def kubectl_ref(obj: Mapping[str, Any]) -> str:
-    """`deployment.apps/grpc-server`, as kubectl names an object in its output."""
-    api_version = obj.get("apiVersion", "")
-    group = api_version.split("/")[0] if "/" in api_version else ""
-    kind = str(obj.get("kind", "")).lower() + (f".{group}" if group else "")
-    return f"{kind}/{obj.get('metadata', {}).get('name', '')}"
 
 
 def apply_outcome(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str:
@@ -369,14 +363,6 @@ def _status(error: Exception) -> int | None:
     return getattr(error, "status", None)
 
 
-def _source_label(source: ManifestSource) -> str:
-    if isinstance(source, Path):
-        return str(source)
-    if isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml")):
-        return source
-    return "<dict>" if isinstance(source, Mapping | list) else "<text>"
-
-
 # -- add-ons --------------------------------------------------------------------------
 
 
@@ -485,7 +471,7 @@ class KubeCluster(Cluster):
         )
 
     def apply(self, source: ManifestSource) -> list[str]:
-        label = _source_label(source)
+        label = source_label(source)
         planned = self._plan(source, label)
         # Dry-run everything first so that a rejected object leaves nothing half-applied.
         # Objects in a namespace this batch creates cannot be dry-run before it exists.
@@ -511,7 +497,7 @@ class KubeCluster(Cluster):
         return lines
 
     def delete(self, source: ManifestSource) -> list[str]:
-        label = _source_label(source)
+        label = source_label(source)
         planned = self._plan(source, label)
         lines = []
         # Reverse order: what depends on a namespace goes before the namespace.

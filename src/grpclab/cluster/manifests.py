@@ -137,7 +137,7 @@ def load_objects(
     for origin, value in _documents(source):
         objects.extend(_objects_in(origin, value))
     if not objects:
-        raise ManifestError(_source_label(source), "no Kubernetes objects found")
+        raise ManifestError(source_label(source), "no Kubernetes objects found")
     for obj in objects:
         _check_identity(obj)
         _default_namespace(obj, default_namespace)
@@ -170,7 +170,16 @@ def check_sandbox_support(objects: Sequence[Mapping[str, Any]], source_label: st
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _source_label(source: Any) -> str:
+def kubectl_ref(obj: Mapping[str, Any]) -> str:
+    """`deployment.apps/grpc-server`, as kubectl names an object in its output."""
+    api_version = obj.get("apiVersion", "")
+    group = api_version.split("/")[0] if "/" in api_version else ""
+    kind = str(obj.get("kind", "")).lower() + (f".{group}" if group else "")
+    return f"{kind}/{obj.get('metadata', {}).get('name', '')}"
+
+
+def source_label(source: Any) -> str:
+    """How errors name a source: its path, or "<text>" / "<dict>"."""
     if isinstance(source, Path):
         return str(source)
     if isinstance(source, str):

@@ -30,8 +30,10 @@ from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
 from grpclab.cluster.manifests import (
     ManifestError,
     check_sandbox_support,
+    kubectl_ref,
     load_objects,
     override_namespace,
+    source_label,
 )
 from grpclab.cluster.sandbox.addons import Addon, ClusterView, EndpointAddress
 from grpclab.cluster.sandbox.addresses import AddressBlock, state_root
@@ -124,7 +126,7 @@ class Sandbox(Cluster):
 
     def apply(self, source: ManifestSource) -> list[str]:
         self._check_up()
-        label = _source_label(source)
+        label = source_label(source)
         objects = load_objects(source, default_namespace=self.namespace)
         check_sandbox_support(objects, label)
         if self._override_namespace:
@@ -153,13 +155,13 @@ class Sandbox(Cluster):
             for obj in objects:
                 key = _key(obj)
                 if key not in self._objects:
-                    lines.append(f"{_display(obj)} not found (skipped)")
+                    lines.append(f"{kubectl_ref(obj)} not found (skipped)")
                     continue
                 if key[0] == "Namespace":
                     for other in [k for k in self._objects if k[1] == key[2]]:
                         self._forget(other)
                 self._forget(key)
-                lines.append(f"{_display(obj)} deleted")
+                lines.append(f"{kubectl_ref(obj)} deleted")
         self._publish_services(wait=True)
         self._wake.set()
         return lines
@@ -374,8 +376,8 @@ class Sandbox(Cluster):
         if obj["kind"] == "Service" and not _headless(obj) and key[1:] not in self._cluster_ips:
             self._cluster_ips[key[1:]] = self.block.take_service_ip()
         if old is None:
-            return f"{_display(obj)} created"
-        return f"{_display(obj)} {'unchanged' if old == obj else 'configured'}"
+            return f"{kubectl_ref(obj)} created"
+        return f"{kubectl_ref(obj)} {'unchanged' if old == obj else 'configured'}"
 
     def _forget(self, key: Key) -> None:
         obj = self._objects.pop(key)
@@ -685,12 +687,6 @@ def _key(obj: Mapping[str, Any]) -> Key:
     )
 
 
-def _display(obj: Mapping[str, Any]) -> str:
-    group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
-    kind = obj["kind"].lower() + (f".{group}" if group else "")
-    return f"{kind}/{obj['metadata']['name']}"
-
-
 def namespace_of(obj: Mapping[str, Any]) -> str:
     return obj["metadata"].get("namespace", "")
 
@@ -738,11 +734,3 @@ def _pod_view(pod: PodRuntime) -> Pod:
     return Pod(
         pod.name, pod.namespace, pod.ip, pod.ready, pod.phase, pod.restarts, dict(pod.labels)
     )
-
-
-def _source_label(source: ManifestSource) -> str:
-    if isinstance(source, Path) or (
-        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
-    ):
-        return str(source)
-    return "<dict>" if isinstance(source, Mapping | list) else "<text>"
