@@ -134,10 +134,10 @@ def test_the_stable_summary_says_classes_and_thresholds_not_numbers():
     cells = [line.split("  ") for line in summary[1:5]]
     cells = [[c.strip() for c in line if c.strip()] for line in cells]
     assert cells == [
-        ["ClusterIP (L4)", "one pod", "yes", "no", "some", "yes"],
-        ["Istio sidecar", "uneven", "no", "yes", "none", "yes"],
-        ["NGINX Ingress", "even", "yes", "no", "some", "no"],
-        ["headless + rr + max age", "-", "-", "yes", "-", "-"],
+        ["ClusterIP (L4)", "one pod", "yes", "no", "yes"],
+        ["Istio sidecar", "uneven", "no", "yes", "yes"],
+        ["NGINX Ingress", "even", "yes", "no", "no"],
+        ["headless + rr + max age", "-", "-", "yes", "-"],
     ]
     assert summary[5:] == [
         "failed calls under steady load: Istio sidecar",
