@@ -7,6 +7,7 @@ client's model classes, and the shell scripts run for real up to where they need
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -46,7 +47,7 @@ from kubernetes.client import (
 import grpclab
 from grpclab.cluster import kube
 from grpclab.cluster.manifests import KUBERNETES_VERSION, load_objects
-from grpclab.load import LoadResult, LoadSpec, build_parser, spec_from_args
+from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, build_parser, run, spec_from_args
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -171,7 +172,7 @@ def _distribution(name: str) -> str:
 def test_the_image_installs_every_package_the_server_load_cli_and_fault_exec_import():
     listed = re.search(r'^ARG RUNTIME_PACKAGES="([^"]+)"$', dockerfile(), re.M).group(1).split()
     fault_imports = [
-        line for line in kube.FAULT_SCRIPT.splitlines() if line.startswith(("import", "from"))
+        line for line in kube.ADMIN_SCRIPT.splitlines() if line.startswith(("import", "from"))
     ]
     # Import what runs in the image, in a fresh interpreter, and find the distribution that
     # installed each loaded module's file (a top-level name like `google` has several).
@@ -485,6 +486,9 @@ SPECS = [
         tls_ca_file="/tmp/ca.pem",
         tls_server_name="grpc.example",
     ),
+    LoadSpec(
+        "grpc-server.production.svc.cluster.local:50051", proxy_admin="http://127.0.0.1:15000"
+    ),
 ]
 
 
@@ -554,10 +558,10 @@ def test_a_tls_load_job_carries_the_ca_bundle_and_points_the_cli_at_its_copy():
         kube.load_job_manifest(spec, "production", "grpclab-load-tls")
 
 
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory) -> Iterator[str]:
-    """A real demo server on loopback; yields its address."""
-    log = tmp_path_factory.mktemp("server") / "server.log"
+@contextlib.contextmanager
+def running_demo_server(folder: Path, pod_name: str) -> Iterator[subprocess.Popen[str]]:
+    """A real demo server on a free loopback port; `.address` holds where it listens."""
+    log = folder / f"{pod_name}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
@@ -571,7 +575,7 @@ def demo_server(tmp_path_factory) -> Iterator[str]:
                 "--metrics-port",
                 "0",
                 "--pod-name",
-                "kube-test-pod",
+                pod_name,
             ],
             stdout=subprocess.PIPE,
             stderr=out,
@@ -581,13 +585,22 @@ def demo_server(tmp_path_factory) -> Iterator[str]:
         for line in proc.stdout:
             match = READY.search(line)
             if match:
-                yield f"127.0.0.1:{match.group(3)}"
+                proc.address = f"127.0.0.1:{match.group(3)}"  # type: ignore[attr-defined]
+                yield proc
                 break
         else:
             pytest.fail(f"demo server did not start: {log.read_text()}")
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory) -> Iterator[str]:
+    """A real demo server on loopback, shared by the module; yields its address."""
+    with running_demo_server(tmp_path_factory.mktemp("server"), "kube-test-pod") as proc:
+        yield proc.address
 
 
 def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(demo_server):
@@ -645,6 +658,15 @@ def test_the_fault_exec_command_sets_the_knobs_of_a_real_server(demo_server):
     assert json.loads(cleared.stdout)["error_rate"] == 0
     with pytest.raises(ValueError, match="unknown fault field.*latency"):
         kube.fault_exec_command(demo_server, {"latency": 5})
+
+
+def test_the_crash_exec_command_ends_a_real_server_without_a_drain(tmp_path):
+    with running_demo_server(tmp_path, "crash-test-pod") as server:
+        argv = kube.crash_exec_command(server.address, python=sys.executable)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=_loopback_env())
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {}
+        assert server.wait(timeout=5) == 137  # as a container killed by SIGKILL reports
 
 
 # -- connecting, and the scripts up to where they need a cluster ---------------------------------
@@ -763,3 +785,206 @@ def test_the_scripts_pass_shellcheck():
         timeout=60,
     )
     assert done.returncode == 0, done.stdout
+
+
+# -- how the load Job's client reaches a Service, for every `via` ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("via", "istio", "linkerd", "template"),
+    [
+        ("dns", "false", "disabled", None),
+        ("clusterip", "false", "disabled", None),
+        ("ingress", "false", "disabled", None),
+        ("mesh", "true", "disabled", None),
+        ("xds", "true", "disabled", "grpc-agent"),
+        ("linkerd", "false", "enabled", None),
+    ],
+)
+def test_the_load_jobs_pod_opts_in_or_out_of_each_mesh_for_its_via(via, istio, linkerd, template):
+    target = kube.KubeTarget("grpc-server.production.svc.cluster.local:50051", via)
+    job = kube.load_job_manifest(LoadSpec(target), "production", "grpclab-load-via")
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    metadata = job["spec"]["template"]["metadata"]
+    assert metadata["labels"]["sidecar.istio.io/inject"] == istio
+    assert metadata["annotations"]["linkerd.io/inject"] == linkerd
+    assert metadata["annotations"].get("inject.istio.io/templates") == template
+    # The Job's selector labels stay; the via adds to them.
+    assert metadata["labels"]["app.kubernetes.io/name"] == "grpclab-load"
+    # argv carries the plain target string, whatever carried the via.
+    assert json.dumps(job)  # serialisable as the API client will send it
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == str(target)
+
+
+def test_a_mesh_job_reads_its_own_sidecars_counters_and_asks_istio_to_keep_them():
+    target = kube.KubeTarget("grpc-server.production.svc.cluster.local:50051", "mesh")
+    job = kube.load_job_manifest(LoadSpec(target), "production", "grpclab-load-mesh")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--proxy-admin") + 1] == "http://127.0.0.1:15000"
+    config = json.loads(job["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
+    kept = config["proxyStatsMatcher"]["inclusionRegexps"]
+    assert sorted(kept) == sorted(PROXY_COUNTERS.values())
+    plain = kube.load_job_manifest(LoadSpec("grpc-server:50051"), "production", "grpclab-load-x")
+    assert "--proxy-admin" not in plain["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_a_sidecar_whose_admin_does_not_answer_fails_the_run_by_name():
+    spec = LoadSpec("127.0.0.1:9", rpcs=1, proxy_admin="http://127.0.0.1:9")
+    with pytest.raises(
+        RuntimeError,
+        match=r"LoadSpec.proxy_admin: cannot read the sidecar's stats at http://127\.0\.0\.1:9/stats",
+    ):
+        run(spec)
+
+
+def test_a_plain_string_target_gets_no_proxy_even_in_an_injected_namespace():
+    job = kube.load_job_manifest(LoadSpec("grpc-server:50051"), "production", "grpclab-load-x")
+    metadata = job["spec"]["template"]["metadata"]
+    assert metadata["labels"]["sidecar.istio.io/inject"] == "false"
+    assert metadata["annotations"]["linkerd.io/inject"] == "disabled"
+
+
+def test_an_unknown_via_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"one of dns, clusterip, mesh.*not 'nodeport'"):
+        kube.KubeTarget("x:1", "nodeport")
+    with pytest.raises(ValueError, match="not 'sidecar'"):
+        kube.client_pod_metadata("sidecar")
+
+
+def test_the_via_survives_the_spec_copies_that_drills_make():
+    import dataclasses
+
+    spec = LoadSpec(kube.KubeTarget("xds:///grpc-server.production.svc.cluster.local:50051", "xds"))
+    copied = dataclasses.replace(spec, rpcs=10)
+    assert copied.target.via == "xds"
+
+
+INGRESS_MANIFESTS = CLUSTER / "manifests" / "ingress"
+
+
+def ingress_objects(name: str) -> list[dict]:
+    return load_objects(INGRESS_MANIFESTS / name)
+
+
+def test_the_ingress_nginx_front_door_is_its_https_port_for_the_repos_tls_ingress():
+    ingresses = ingress_objects("ingress-nginx.yaml")
+    assert kube.ingress_port(ingresses, "grpc-server", "production") == 443
+    plain = json.loads(json.dumps(ingresses))
+    del plain[0]["spec"]["tls"]
+    assert kube.ingress_port(plain, "grpc-server", "production") == 80
+    with pytest.raises(ValueError, match="no Ingress of class nginx .* Service grpc-server-v2"):
+        kube.ingress_port(ingresses, "grpc-server-v2", "production")
+    other_class = json.loads(json.dumps(ingresses))
+    other_class[0]["spec"]["ingressClassName"] = "traefik"
+    with pytest.raises(ValueError, match="no Ingress of class nginx"):
+        kube.ingress_port(other_class, "grpc-server", "production")
+
+
+def test_the_traefik_front_door_follows_the_ingressroutes_entry_point():
+    routes = [
+        o for o in ingress_objects("traefik-ingressroute.yaml") if o["kind"] == "IngressRoute"
+    ]
+    assert kube.traefik_port(routes, "grpc-server", "production") == 443
+    routes[0]["spec"]["entryPoints"] = ["grpc-custom"]
+    with pytest.raises(ValueError, match=r"spec.entryPoints \['grpc-custom'\] names none"):
+        kube.traefik_port(routes, "grpc-server", "production")
+    with pytest.raises(ValueError, match="no IngressRoute .* Service grpc-server-v2"):
+        kube.traefik_port([], "grpc-server-v2", "production")
+
+
+def test_the_gateway_front_door_is_the_listener_of_the_routes_parent_gateway():
+    routes = ingress_objects("grpcroute.yaml")
+    gateways = ingress_objects("gateway.yaml")
+    for service in ("grpc-server", "grpc-server-v2"):
+        assert kube.gateway_listener(routes, gateways, service, "production") == (
+            "grpc-gateway",
+            443,
+        )
+    with pytest.raises(ValueError, match="none of its parentRefs names a Gateway"):
+        kube.gateway_listener(routes, [], "grpc-server", "production")
+    with pytest.raises(ValueError, match="no GRPCRoute or HTTPRoute .* Service other"):
+        kube.gateway_listener(routes, gateways, "other", "production")
+
+
+def test_port_forward_argv_and_kubectls_forwarding_line():
+    assert kube.port_forward_command(
+        "svc/prometheus", 9090, "grpclab-monitoring", "kind-grpclab"
+    ) == [
+        "kubectl",
+        "--context",
+        "kind-grpclab",
+        "-n",
+        "grpclab-monitoring",
+        "port-forward",
+        "--address",
+        "127.0.0.1",
+        "svc/prometheus",
+        ":9090",
+    ]
+    assert kube.port_forward_command("pod/a", 50051, "alice", None, "/tmp/kc")[:3] == [
+        "kubectl",
+        "--kubeconfig",
+        "/tmp/kc",
+    ]
+    assert kube.forwarded_address("Forwarding from 127.0.0.1:41873 -> 9090") == "127.0.0.1:41873"
+    assert kube.forwarded_address("Forwarding from [::1]:41873 -> 9090") is None
+    assert kube.forwarded_address("Handling connection for 41873") is None
+
+
+def test_a_port_forward_that_cannot_reach_the_cluster_fails_with_kubectls_own_message(tmp_path):
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (.ci/run installs it)")
+    # A kubeconfig whose API server is a closed loopback port: the real kubectl must fail.
+    config = unreachable_kubeconfig(tmp_path, "dead")
+    argv = kube.port_forward_command("pod/grpc-server-0", 50051, "production", "dead", str(config))
+    with pytest.raises(
+        kube.KubeError,
+        match=r"port-forward pod/grpc-server-0 :50051 failed: .*127\.0\.0\.1:9 was refused",
+    ):
+        kube.start_port_forward(argv, timeout=30)
+
+
+def test_a_missing_kubectl_is_named_with_where_to_get_it():
+    with pytest.raises(kube.KubeError, match="kubectl-not-here is not installed.*kubernetes.io"):
+        kube.start_port_forward(["kubectl-not-here", "-n", "x", "port-forward", "pod/a", ":1"])
+
+
+def test_the_mesh_client_is_a_valid_idle_deployment_with_a_sidecar():
+    deployment = kube.mesh_client_manifest("alice")
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= template["metadata"]["labels"].items()
+    )
+    assert deployment["metadata"]["namespace"] == "alice"
+
+
+def test_a_pods_container_port_is_found_by_name_or_number():
+    pod = make_pod("a")
+    assert kube.container_port(pod, "grpc") == 50052
+    assert kube.container_port(pod, 50052) == 50052
+    assert kube.container_port(pod, 8080) == 8080  # undeclared but numeric: forwarded as asked
+    with pytest.raises(KeyError, match=r"no container port 'metrics' \(it has grpc=50052\)"):
+        kube.container_port(pod, "metrics")
+
+
+def test_only_service_dns_targets_can_be_forwarded_to_this_machine():
+    assert kube.service_of_target(
+        "dns:///ingress-nginx-controller.ingress-nginx.svc.cluster.local:443"
+    ) == ("ingress-nginx", "ingress-nginx-controller", 443)
+    assert kube.service_of_target("grpc-server.alice.svc.cluster.local:50051") == (
+        "alice",
+        "grpc-server",
+        50051,
+    )
+    for target in (
+        "xds:///grpc-server.production.svc.cluster.local:50051",
+        "10.96.0.20:50051",
+        "grpc-server:50051",
+        "a.b.c.svc.cluster.local:1",
+        "grpc-server.production.svc.cluster.local:grpc",
+    ):
+        with pytest.raises(ValueError, match="does not name a Service"):
+            kube.service_of_target(target)

@@ -22,6 +22,14 @@ NOTEBOOKS = REPO / "notebooks"
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
 PATH_NOTEBOOKS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 MAX_BYTES = 300_000  # "well under 1 MB": widget state would add megabytes
+BACKEND = os.environ.get("GRPCLAB_BACKEND", "sandbox")
+BACKENDS = ("sandbox", "kind", "kubeconfig")
+# A checked cell whose stored output is the sandbox's own (its binaries, its addresses, the
+# translation grpclab's control plane sends). Elsewhere the cell runs but is not compared.
+SANDBOX_OUTPUT = "grpclab-sandbox-output"
+# On a real cluster one cell may install an add-on (istioctl install waits for istiod).
+CELL_TIMEOUT_S = 240 if BACKEND == "sandbox" else 900
+NOTEBOOK_TIMEOUT_S = 600 if BACKEND == "sandbox" else 2400
 
 
 def read(path: Path) -> nbformat.NotebookNode:
@@ -110,6 +118,37 @@ def _cmdline(pid: int) -> str:
         return "?"
 
 
+def backends_of(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The backends a notebook runs on: notebook metadata grpclab.backends, default all."""
+    return tuple(notebook.metadata.get("grpclab", {}).get("backends", BACKENDS))
+
+
+def for_backend(notebook: nbformat.NotebookNode, backend: str) -> nbformat.NotebookNode:
+    """The notebook as nbval must check it on `backend` (a copy; the original is unchanged)."""
+    copy = nbformat.from_dict(notebook)
+    if backend == "sandbox":
+        return copy
+    for cell in code_cells(copy):
+        if SANDBOX_OUTPUT in tags(cell):
+            cell.metadata["tags"] = [t for t in cell.metadata["tags"] if t != "nbval-check-output"]
+    return copy
+
+
+def notebook_to_run(path: Path, backend: str) -> Path:
+    """The file nbval runs: the notebook itself on the sandbox, else an adjusted copy.
+
+    The copy sits in a sibling of notebooks/, so the notebooks' relative paths
+    (../cluster/manifests) still resolve.
+    """
+    if backend == "sandbox":
+        return path
+    folder = REPO / f".nbval-{backend}"
+    folder.mkdir(exist_ok=True)
+    copy = folder / path.name
+    nbformat.write(for_backend(read(path), backend), copy)
+    return copy
+
+
 def run_nbval(notebooks: Path, log: Path) -> tuple[int, dict[int, str]]:
     """Run nbval on a notebook or a folder; returns its exit code and every process it started."""
     # The kernels and their sandboxes' pods and proxies all descend from the pytest started
@@ -124,7 +163,7 @@ def run_nbval(notebooks: Path, log: Path) -> tuple[int, dict[int, str]]:
         "--nbval-lax",
         "--nbval-current-env",
         f"--nbval-sanitize-with={SANITIZE}",
-        "--nbval-cell-timeout=240",
+        f"--nbval-cell-timeout={CELL_TIMEOUT_S}",
         "-q",
         str(notebooks),
     ]
@@ -154,11 +193,16 @@ def _still_running(seen: dict[int, str]) -> list[int]:
     ]
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
 @pytest.mark.parametrize("path", PATH_NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_passes_nbval_and_leaves_no_process(path, tmp_path):
+    runs_on = backends_of(read(path))
+    if BACKEND not in runs_on:
+        pytest.skip(
+            f"{path.name} runs on {', '.join(runs_on)} only (its metadata grpclab.backends)"
+        )
     log = tmp_path / "nbval.log"
-    returncode, seen = run_nbval(path, log)
+    returncode, seen = run_nbval(notebook_to_run(path, BACKEND), log)
     # Give the kernel's children a moment to take their parent-death signal.
     deadline = time.monotonic() + 10
     while _still_running(seen) and time.monotonic() < deadline:
@@ -174,3 +218,68 @@ def test_notebook_passes_nbval_and_leaves_no_process(path, tmp_path):
     assert returncode == 0, f"nbval failed on {path.name} (exit {returncode}):\n{tail}"
     assert seen, f"{path.name}: no kernel process was ever seen: did nbval run anything?"
     assert not leftover, f"processes left after {path.name} ran: {report}"
+
+
+def test_notebook_backends_and_sandbox_output_tags_are_used_as_documented():
+    for path in PATH_NOTEBOOKS:
+        notebook = read(path)
+        assert set(backends_of(notebook)) <= set(BACKENDS), path.name
+        assert "sandbox" in backends_of(notebook), f"{path.name}: the sandbox runs every notebook"
+        for cell in code_cells(notebook):
+            if SANDBOX_OUTPUT in tags(cell):
+                assert "nbval-check-output" in tags(cell), (
+                    f"{path.name}: {SANDBOX_OUTPUT} marks a checked cell; this one is not checked"
+                )
+
+
+def test_on_kind_sandbox_output_cells_run_unchecked_and_the_rest_stay_checked():
+    notebook = read(NOTEBOOKS / "00-setup.ipynb")
+    marked = [
+        i for i, c in enumerate(notebook.cells) if SANDBOX_OUTPUT in c.metadata.get("tags", [])
+    ]
+    assert marked, "00-setup's machine check is sandbox output"
+    checked_before = {
+        i
+        for i, c in enumerate(notebook.cells)
+        if "nbval-check-output" in c.metadata.get("tags", [])
+    }
+    kind = for_backend(notebook, "kind")
+    checked_on_kind = {
+        i for i, c in enumerate(kind.cells) if "nbval-check-output" in c.metadata.get("tags", [])
+    }
+    assert checked_on_kind == checked_before - set(marked) and checked_on_kind
+    assert for_backend(notebook, "sandbox") == notebook
+    # The stored notebook is untouched.
+    assert {
+        i
+        for i in marked
+        if "nbval-check-output" in read(NOTEBOOKS / "00-setup.ipynb").cells[i].metadata["tags"]
+    }
+
+
+def test_a_sandbox_only_notebook_is_skipped_elsewhere_with_its_reason():
+    notebook = read(NOTEBOOKS / "07-xds-proxyless.ipynb")
+    assert backends_of(notebook) == ("sandbox",)
+    assert "kind" in backends_of(read(NOTEBOOKS / "04-istio.ipynb"))
+    # What the kind workflow sees: the nbval run of 07 is skipped, and says why.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "-q",
+            __file__,
+            "-k",
+            "passes_nbval and 07-xds",
+        ],
+        cwd=REPO,
+        env={**os.environ, "GRPCLAB_BACKEND": "kind"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "1 skipped" in done.stdout, done.stdout[-2000:]
+    assert "07-xds-proxyless.ipynb runs on sandbox only" in done.stdout

@@ -69,6 +69,35 @@ def test_pick_first_through_headless_dns_stays_on_one_pod(lab):
     checks.assert_single_pod(result)
 
 
+def test_local_address_reaches_the_pod_it_names(lab):
+    import grpc
+
+    from grpclab._generated import demo_pb2, demo_pb2_grpc
+
+    for pod in ready_pod_names(lab):
+        address = lab.local_address(pod)
+        with grpc.insecure_channel(address, [("grpc.enable_http_proxy", 0)]) as channel:
+            reply = demo_pb2_grpc.MyServiceStub(channel).SayHello(
+                demo_pb2.HelloRequest(), timeout=5
+            )
+        assert reply.served_by.pod_name == pod, (address, reply.served_by)
+        assert lab.local_address(pod, 50051) == address  # by number as by name
+        metrics = lab.local_address(pod, "metrics")
+        assert metrics.rsplit(":", 1) == [address.rsplit(":", 1)[0], "9090"]
+
+
+def test_local_address_names_an_unknown_pod_or_port(lab):
+    pod = ready_pod_names(lab)[0]
+    with pytest.raises(KeyError, match='pod "no-such-pod" not found in namespace production'):
+        lab.local_address("no-such-pod")
+    with pytest.raises(KeyError, match=f'pod "{pod}" not found in namespace kube-system'):
+        lab.local_address(pod, namespace="kube-system")
+    with pytest.raises(KeyError) as error:
+        lab.local_address(pod, "http")
+    assert f"pod production/{pod} has no container port 'http'" in str(error.value)
+    assert "it has grpc=50051, metrics=9090" in str(error.value)
+
+
 def test_applying_the_same_manifests_again_changes_nothing(lab):
     pods_before = lab.pods()
     lines = lab.apply(BASE)

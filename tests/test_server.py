@@ -336,8 +336,10 @@ def test_signal_drains_health_before_exit(launch: Launch, signum: signal.Signals
     assert "draining" in server.stdout()
 
 
-def test_no_drain_exits_without_not_serving(launch: Launch) -> None:
-    server = launch("--no-drain")
+def watch_until_cut(
+    server: ServerProcess, act: Callable[[grpc.Channel], object]
+) -> tuple[list[int], grpc.RpcError]:
+    """Health statuses a Watch saw from before `act` until the stream was cut, and the cut."""
     seen = []
     with server.channel() as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
@@ -345,14 +347,39 @@ def test_no_drain_exits_without_not_serving(launch: Launch) -> None:
         )
         try:
             seen.append(next(watch).status)
-            server.proc.send_signal(signal.SIGTERM)
-            with pytest.raises(grpc.RpcError):
+            act(channel)
+            with pytest.raises(grpc.RpcError) as cut:
                 seen.extend(reply.status for reply in watch)
         finally:
             watch.cancel()
+    return seen, cut.value
+
+
+def test_no_drain_exits_without_not_serving(launch: Launch) -> None:
+    server = launch("--no-drain")
+    seen, _ = watch_until_cut(server, lambda _: server.proc.send_signal(signal.SIGTERM))
     assert seen == [SERVING]
     assert server.proc.wait(timeout=20) == 0
     assert "draining" not in server.stdout()
+
+
+@pytest.mark.parametrize(("asked", "expected"), [(0, 137), (3, 3)])
+def test_crash_replies_then_exits_at_once_and_cuts_open_streams(
+    launch: Launch, asked: int, expected: int
+) -> None:
+    # A long drain would show if Crash went through the graceful path by mistake.
+    server = launch("--drain-delay-s", "5", "--drain-grace-s", "5")
+    seen, cut = watch_until_cut(
+        server,
+        lambda channel: admin_pb2_grpc.AdminStub(channel).Crash(
+            admin_pb2.CrashRequest(exit_code=asked), timeout=5
+        ),
+    )
+    assert cut.code() == grpc.StatusCode.UNAVAILABLE
+    assert seen == [SERVING]  # no NOT_SERVING: the server never drained
+    assert server.proc.wait(timeout=3) == expected
+    assert "draining" not in server.stdout()
+    assert "crash requested" in server.stdout()
 
 
 def test_second_server_on_same_port_exits_2(launch: Launch) -> None:

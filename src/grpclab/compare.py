@@ -313,10 +313,8 @@ def measure_crash(
 
     Each call is made to last `call_ms` so that every client has calls in flight on every
     pod. The pod killed is the one the L4 client's connection is pinned to (so every client
-    has calls on it). On the sandbox it is a SIGKILL (a crash); elsewhere a pod deletion.
+    has calls on it). The kill is a crash (`Cluster.crash_pod`): no drain at all.
     """
-    from grpclab import drills
-
     lab = lineup.lab
     pods = [p.name for p in lab.wait_ready(DEPLOYMENT)]
     for pod in pods:
@@ -333,10 +331,7 @@ def measure_crash(
         victim = (
             max(pinned.per_pod, key=pinned.per_pod.get) if pinned and pinned.per_pod else pods[0]
         )
-        if lab.backend == "sandbox":
-            drills.crash_pod(lab, victim)
-        else:
-            lab.delete_pod(victim)
+        lab.crash_pod(victim)
         return victim
 
     try:
@@ -355,8 +350,7 @@ def measure_crash(
         row.extra["crash_errors"] = dict(result.errors)
         # How long calls kept failing: the first to the end of the last bucket with a failure.
         row.extra["crash_failing_s"] = failing[-1] + 0.1 - failing[0] if failing else 0.0
-    how = "SIGKILL (crash)" if lab.backend == "sandbox" else "deleted"
-    out(f"pod killed mid-load: {run.outcome} ({how})")
+    out(f"pod crashed mid-load: {run.outcome} (no drain)")
     return run.outcome
 
 

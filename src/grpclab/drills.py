@@ -7,8 +7,6 @@ load's per-interval timeline shows what the clients saw around that moment.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -61,27 +59,6 @@ def during_load(
     return result
 
 
-def crash_pod(lab: Cluster, pod: str, namespace: str | None = None) -> None:
-    """SIGKILL the pod's container, as a crash or the OOM killer ends it: no drain at all.
-
-    The sandbox's kubelet then restarts it. On kind the same means a SIGKILL to the
-    container's process from its node, which this does not do yet.
-    """
-    if lab.backend != "sandbox":
-        raise NotImplementedError(
-            f"crash_pod runs on the sandbox backend only, not on {lab.backend}: there, send "
-            f"SIGKILL to {pod}'s container process from its node"
-        )
-    namespace = namespace or lab.namespace
-    # The Cluster interface has no crash knob (delete_pod drains gracefully), so this reaches
-    # into the sandbox for the pod's process.
-    with lab._lock:  # type: ignore[attr-defined]
-        runtime = lab._pods.get(pod)  # type: ignore[attr-defined]
-        if runtime is None or runtime.namespace != namespace or runtime.process is None:
-            raise KeyError(f'pod "{pod}" not found in namespace {namespace}')
-        os.kill(runtime.process.pid, signal.SIGKILL)
-
-
 def crash_pod_during_load(
     lab: Cluster,
     spec: LoadSpec,
@@ -91,4 +68,4 @@ def crash_pod_during_load(
     on_progress: Callable[[LoadResult], None] | None = None,
 ) -> LoadResult:
     """Crash `pod` (SIGKILL) at_s seconds into the load; returns what the clients saw."""
-    return during_load(lab, spec, at_s, lambda: crash_pod(lab, pod, namespace), on_progress)
+    return during_load(lab, spec, at_s, lambda: lab.crash_pod(pod, namespace), on_progress)

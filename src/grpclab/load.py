@@ -21,6 +21,8 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -58,6 +60,9 @@ class LoadSpec:
     # TLS: a PEM CA bundle path to trust and the name to check (SNI/authority).
     tls_ca_file: str | None = None
     tls_server_name: str | None = None
+    # The Envoy admin URL of the client's own sidecar (http://127.0.0.1:15000 in an Istio
+    # pod). When set, the result's proxy_counters say what that sidecar did during the run.
+    proxy_admin: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +147,9 @@ class LoadResult:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
     done: bool = False  # False in progress snapshots, True in the final result
+    # With LoadSpec.proxy_admin: PROXY_COUNTERS' names -> how much each grew during the run.
+    # The sidecar counts for every client in its pod, so runs must not overlap to be exact.
+    proxy_counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -327,11 +335,42 @@ def _request(method: str) -> Any:
     return demo_pb2.HelloRequest(name="grpclab")
 
 
+# What a client's sidecar counts that its calls cannot see: retries it made on the calls'
+# behalf, and backends its outlier detection ejected. Envoy stat names; Istio names its
+# outbound clusters "outbound|PORT||HOST", and so does the sandbox's sidecar.
+PROXY_COUNTERS = {
+    "retries": r"^cluster\.outbound\|.*\.upstream_rq_retry$",
+    "ejections": r"^cluster\.outbound\|.*\.outlier_detection\.ejections_enforced_total$",
+}
+# The admin API is on loopback in the client's pod: a $http_proxy must not get the request.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def read_proxy_counters(admin_url: str) -> dict[str, int]:
+    """The sum of each PROXY_COUNTERS family in the Envoy at `admin_url`, right now."""
+    totals = {}
+    for name, pattern in PROXY_COUNTERS.items():
+        query = urllib.parse.urlencode({"filter": pattern, "format": "json"})
+        url = f"{admin_url.rstrip('/')}/stats?{query}"
+        try:
+            with _DIRECT.open(url, timeout=5) as reply:
+                stats = json.loads(reply.read()).get("stats", [])
+        except (OSError, ValueError) as error:
+            raise RuntimeError(
+                f"LoadSpec.proxy_admin: cannot read the sidecar's stats at {url}: {error}"
+            ) from None
+        totals[name] = sum(s["value"] for s in stats if isinstance(s.get("value"), int))
+    return totals
+
+
 async def run_async(
     spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
 ) -> LoadResult:
     """Drive `spec` on the running event loop; returns the final result (done=True)."""
     spec.validate()
+    counted_before = (
+        await asyncio.to_thread(read_proxy_counters, spec.proxy_admin) if spec.proxy_admin else {}
+    )
     channels = [open_channel(spec) for _ in range(spec.channels)]
     tasks: list[asyncio.Task[None]] = []
     workers: set[asyncio.Task[None]] = set()
@@ -356,6 +395,11 @@ async def run_async(
             task.cancel()  # the reporter
         await asyncio.gather(*tasks, return_exceptions=True)
         result = tally.snapshot(done=True)
+        if spec.proxy_admin:
+            counted_after = await asyncio.to_thread(read_proxy_counters, spec.proxy_admin)
+            result.proxy_counters = {
+                name: counted_after[name] - counted_before[name] for name in PROXY_COUNTERS
+            }
         if on_progress is not None:
             on_progress(result)
         return result
@@ -480,6 +524,7 @@ CLI_FLAGS = {
     "concurrency": "--concurrency", "channels": "--channels", "deadline_s": "--deadline",
     "interval_s": "--interval", "service_config": "--service-config", "tls_ca_file": "--tls-ca",
     "tls_server_name": "--tls-server-name", "method": "--method", "channel_options": "--option",
+    "proxy_admin": "--proxy-admin",
 }  # fmt: skip
 
 
@@ -512,6 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=0.5, help="timeline bucket, seconds")
     parser.add_argument("--tls-ca", help="PEM CA bundle to trust (enables TLS)")
     parser.add_argument("--tls-server-name", help="name to check in the server certificate")
+    parser.add_argument(
+        "--proxy-admin",
+        help="Envoy admin URL of this client's sidecar: report its retries and ejections",
+    )
     parser.add_argument("--json", action="store_true", help='print {"result": ...} as JSON')
     parser.add_argument(
         "--progress-json",
@@ -537,6 +586,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         interval_s=args.interval,
         tls_ca_file=args.tls_ca,
         tls_server_name=args.tls_server_name,
+        proxy_admin=args.proxy_admin,
     )
 
 

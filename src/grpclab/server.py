@@ -36,6 +36,7 @@ PEER_METADATA_KEY = "grpclab-peer"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+CRASH_EXIT_CODE = 137  # what a container killed by SIGKILL reports (128 + 9)
 
 
 def _default_pod_name() -> str:
@@ -185,6 +186,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.GetFaultRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Fault:
         return self._pod.fault
+
+    async def Crash(
+        self, request: admin_pb2.CrashRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CrashReply:
+        code = request.exit_code or CRASH_EXIT_CODE
+        print(f"grpclab.server: crash requested, exiting {code} without a drain", flush=True)
+        # Late enough for this reply to leave; os._exit skips every handler and finally
+        # block, so open connections are cut by the kernel, as a SIGKILL would cut them.
+        asyncio.get_running_loop().call_later(0.05, os._exit, code)
+        return admin_pb2.CrashReply()
 
 
 def _address(host: str, port: int) -> str:

@@ -145,3 +145,32 @@ def test_deleting_what_is_not_there_is_skipped(cluster):
 
 def test_describe_names_the_backend(cluster):
     assert cluster.backend in cluster.describe()
+
+
+def say_hello(address: str) -> str:
+    """The pod that answers one SayHello at `address`, dialled from this process."""
+    import grpc
+
+    from grpclab._generated import demo_pb2, demo_pb2_grpc
+
+    # No proxy for cluster addresses, whatever $http_proxy says (as the load generator does).
+    with grpc.insecure_channel(address, [("grpc.enable_http_proxy", 0)]) as channel:
+        stub = demo_pb2_grpc.MyServiceStub(channel)
+        return stub.SayHello(demo_pb2.HelloRequest(name="contract"), timeout=10).served_by.pod_name
+
+
+def test_local_address_reaches_exactly_that_pod_from_this_process(cluster):
+    pods = ready_names(cluster)
+    for pod in pods:
+        assert say_hello(cluster.local_address(pod)) == pod
+        assert cluster.local_address(pod, port="grpc") == cluster.local_address(pod)
+    with pytest.raises(KeyError, match="no container port 'nope'"):
+        cluster.local_address(pods[0], port="nope")
+    with pytest.raises(KeyError, match="grpclab-contract-no-such-pod"):
+        cluster.local_address("grpclab-contract-no-such-pod")
+
+
+def test_local_target_reaches_a_pod_of_the_service_from_this_process(cluster):
+    pods = ready_names(cluster)
+    for service in ("grpc-server", "grpc-server-headless"):
+        assert say_hello(cluster.local_target(cluster.target(service))) in pods

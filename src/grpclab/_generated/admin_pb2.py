@@ -24,17 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egrpclab/_generated/admin.proto\x12\x10grpclab.admin.v1\"\x11\n\x0fGetFaultRequest\"^\n\x05\x46\x61ult\x12\x18\n\x10\x61\x64\x64\x65\x64_latency_ms\x18\x01 \x01(\r\x12\x12\n\nerror_rate\x18\x02 \x01(\x01\x12\x12\n\nerror_code\x18\x03 \x01(\r\x12\x13\n\x0bnot_serving\x18\x04 \x01(\x08\x32\x8d\x01\n\x05\x41\x64min\x12<\n\x08SetFault\x12\x17.grpclab.admin.v1.Fault\x1a\x17.grpclab.admin.v1.Fault\x12\x46\n\x08GetFault\x12!.grpclab.admin.v1.GetFaultRequest\x1a\x17.grpclab.admin.v1.Faultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egrpclab/_generated/admin.proto\x12\x10grpclab.admin.v1\"!\n\x0c\x43rashRequest\x12\x11\n\texit_code\x18\x01 \x01(\r\"\x0c\n\nCrashReply\"\x11\n\x0fGetFaultRequest\"^\n\x05\x46\x61ult\x12\x18\n\x10\x61\x64\x64\x65\x64_latency_ms\x18\x01 \x01(\r\x12\x12\n\nerror_rate\x18\x02 \x01(\x01\x12\x12\n\nerror_code\x18\x03 \x01(\r\x12\x13\n\x0bnot_serving\x18\x04 \x01(\x08\x32\xd4\x01\n\x05\x41\x64min\x12<\n\x08SetFault\x12\x17.grpclab.admin.v1.Fault\x1a\x17.grpclab.admin.v1.Fault\x12\x46\n\x08GetFault\x12!.grpclab.admin.v1.GetFaultRequest\x1a\x17.grpclab.admin.v1.Fault\x12\x45\n\x05\x43rash\x12\x1e.grpclab.admin.v1.CrashRequest\x1a\x1c.grpclab.admin.v1.CrashReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grpclab._generated.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETFAULTREQUEST']._serialized_start=52
-  _globals['_GETFAULTREQUEST']._serialized_end=69
-  _globals['_FAULT']._serialized_start=71
-  _globals['_FAULT']._serialized_end=165
-  _globals['_ADMIN']._serialized_start=168
-  _globals['_ADMIN']._serialized_end=309
+  _globals['_CRASHREQUEST']._serialized_start=52
+  _globals['_CRASHREQUEST']._serialized_end=85
+  _globals['_CRASHREPLY']._serialized_start=87
+  _globals['_CRASHREPLY']._serialized_end=99
+  _globals['_GETFAULTREQUEST']._serialized_start=101
+  _globals['_GETFAULTREQUEST']._serialized_end=118
+  _globals['_FAULT']._serialized_start=120
+  _globals['_FAULT']._serialized_end=214
+  _globals['_ADMIN']._serialized_start=217
+  _globals['_ADMIN']._serialized_end=429
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CrashRequest(_message.Message):
+    __slots__ = ("exit_code",)
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    exit_code: int
+    def __init__(self, exit_code: _Optional[int] = ...) -> None: ...
+
+class CrashReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GetFaultRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -44,6 +44,11 @@ class AdminStub:
                 request_serializer=grpclab_dot___generated_dot_admin__pb2.GetFaultRequest.SerializeToString,
                 response_deserializer=grpclab_dot___generated_dot_admin__pb2.Fault.FromString,
                 _registered_method=True)
+        self.Crash = channel.unary_unary(
+                '/grpclab.admin.v1.Admin/Crash',
+                request_serializer=grpclab_dot___generated_dot_admin__pb2.CrashRequest.SerializeToString,
+                response_deserializer=grpclab_dot___generated_dot_admin__pb2.CrashReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -62,6 +67,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Crash(self, request, context):
+        """Replies, then ends the server process at once with exit_code (137 when 0, what a
+        SIGKILL gives): no drain, no GOAWAY, as in a crash. For real clusters, where a
+        container's PID 1 cannot be sent SIGKILL from inside the pod.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +88,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetFault,
                     request_deserializer=grpclab_dot___generated_dot_admin__pb2.GetFaultRequest.FromString,
                     response_serializer=grpclab_dot___generated_dot_admin__pb2.Fault.SerializeToString,
+            ),
+            'Crash': grpc.unary_unary_rpc_method_handler(
+                    servicer.Crash,
+                    request_deserializer=grpclab_dot___generated_dot_admin__pb2.CrashRequest.FromString,
+                    response_serializer=grpclab_dot___generated_dot_admin__pb2.CrashReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +149,33 @@ class Admin:
             '/grpclab.admin.v1.Admin/GetFault',
             grpclab_dot___generated_dot_admin__pb2.GetFaultRequest.SerializeToString,
             grpclab_dot___generated_dot_admin__pb2.Fault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Crash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grpclab.admin.v1.Admin/Crash',
+            grpclab_dot___generated_dot_admin__pb2.CrashRequest.SerializeToString,
+            grpclab_dot___generated_dot_admin__pb2.CrashReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,43 @@ class Cluster(ABC):
     def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
         """Set one pod's fault knobs (added_latency_ms, error_rate, error_code, not_serving)."""
 
+    @abstractmethod
+    def crash_pod(self, pod: str, namespace: str | None = None) -> None:
+        """End the pod's server at once, as a crash or the OOM killer does: no drain at all.
+
+        Unlike delete_pod, nothing is graceful: open connections are cut, and the kubelet
+        restarts the container in the same pod (its restart count goes up).
+        """
+
+    @abstractmethod
+    def local_address(
+        self, pod: str, port: int | str = "grpc", namespace: str | None = None
+    ) -> str:
+        """A "host:port" from which this Python process reaches one pod's container port.
+
+        For calls a notebook makes itself (a health Watch, one SayHello) rather than through
+        run_load. The sandbox gives the pod's loopback address; a real cluster forwards a
+        local port to the pod (kubectl port-forward), which lives until down().
+        """
+
+    @abstractmethod
+    def local_target(self, target: str) -> str:
+        """A target this Python process can dial for a Service target from `target()`.
+
+        For checks a notebook makes itself (a TLS handshake with an ingress, say). The
+        sandbox's targets are already local; on a real cluster a local port is forwarded
+        to the Service (kubectl port-forward picks one of its pods), until down().
+        """
+
+    @abstractmethod
+    def mesh_config_dump(self) -> dict[str, Any]:
+        """The Envoy config dump (/config_dump as JSON) of a meshed client's sidecar.
+
+        What the mesh's control plane actually sent for via="mesh": the sandbox's sidecar
+        Envoy, or on a real cluster the istio-proxy of a client pod in the namespace. Read
+        clusters and routes out of it with grpclab.xds.dumps.
+        """
+
     def prometheus_url(self) -> str:
         """The HTTP address of a Prometheus that scrapes every pod's `metrics` port."""
         raise NotImplementedError(

@@ -2,16 +2,23 @@
 
 Objects go in by server-side apply through the official client. Load runs as a Job
 from the demo image and its JSON lines are read back from the Job's log; fault knobs
-are set by exec'ing a few lines of Python in the target pod, so no port-forward is
-needed. Pure functions at the top build everything that is sent; `KubeCluster` sends it.
+are set by exec'ing a few lines of Python in the target pod. Only what the notebook's
+own process must reach (one pod for a health Watch, Prometheus) goes through a
+`kubectl port-forward` that the cluster object owns. Pure functions at the top build
+everything that is sent; `KubeCluster` sends it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import queue
 import secrets
+import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,7 +32,7 @@ from grpclab.cluster.manifests import (
     override_namespace,
     source_label,
 )
-from grpclab.load import LoadResult, LoadSpec, parse_json_lines
+from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, parse_json_lines
 
 DEFAULT_IMAGE = "grpclab/demo-server:0.1.0"  # built and loaded into kind by cluster/kind-up.sh
 KIND_CLUSTER = "grpclab"
@@ -54,6 +61,19 @@ ADDON_FOR_GROUP = {
     "traefik.containo.us": "traefik",
     "monitoring.coreos.com": "prometheus",
 }
+# Where the add-on installers (cluster/addons/) put the Services that front the pods.
+INGRESS_NGINX_SERVICE = ("ingress-nginx", "ingress-nginx-controller")
+INGRESS_NGINX_CLASS = "nginx"
+TRAEFIK_SERVICE = ("traefik", "traefik")
+# The Traefik chart's entry points and the ports its Service gives them.
+TRAEFIK_ENTRYPOINT_PORTS = {"websecure": 443, "web": 80}
+ENVOY_GATEWAY_NAMESPACE = "envoy-gateway-system"
+PROMETHEUS_SERVICE = ("grpclab-monitoring", "prometheus")
+PROMETHEUS_PORT = 9090
+# A long-lived meshed client whose sidecar shows what Istio sends to clients in the namespace.
+MESH_CLIENT = "grpclab-mesh-client"
+ISTIO_PROXY_ADMIN = "http://127.0.0.1:15000"
+FORWARD_TIMEOUT_S = 30.0
 ADDONS = (
     "gateway-api",
     "istio",
@@ -162,6 +182,251 @@ def service_target(
     raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
 
 
+VIAS = ("dns", "clusterip", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway")
+
+
+class KubeTarget(str):
+    """A target string that remembers which `via` made it.
+
+    The load Job's pod must be set up for the way it reaches the Service: an Istio sidecar
+    for "mesh", Istio's gRPC agent (an xDS bootstrap) for "xds", a Linkerd proxy for
+    "linkerd", and no proxy at all otherwise. A plain str target gets no proxy.
+    """
+
+    via: str
+
+    def __new__(cls, value: str, via: str) -> KubeTarget:
+        if via not in VIAS:
+            raise ValueError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
+        made = super().__new__(cls, value)
+        made.via = via
+        return made
+
+
+def client_pod_metadata(via: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) that put the load Job's pod in, or out of, a mesh for `via`.
+
+    Every pod opts in or out explicitly: a namespace labelled for injection (notebooks 04
+    and 05 label `production`) would otherwise give every client a proxy, and a "ClusterIP"
+    run would silently be balanced per request by the client's sidecar.
+    """
+    if via not in VIAS:
+        raise ValueError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
+    labels = {"sidecar.istio.io/inject": "true" if via in ("mesh", "xds") else "false"}
+    annotations = {"linkerd.io/inject": "enabled" if via == "linkerd" else "disabled"}
+    if via in ("mesh", "xds"):
+        # The client's first call must wait for the proxy (or the agent's bootstrap file),
+        # and Istio keeps only a few Envoy stats unless told which others to keep.
+        annotations["proxy.istio.io/config"] = json.dumps(
+            {
+                "holdApplicationUntilProxyStarts": True,
+                "proxyStatsMatcher": {"inclusionRegexps": list(PROXY_COUNTERS.values())},
+            }
+        )
+    if via == "xds":
+        # Istio's proxyless gRPC: the agent writes an xDS bootstrap and sets
+        # GRPC_XDS_BOOTSTRAP in the pod's containers; there is no Envoy in the path.
+        annotations["inject.istio.io/templates"] = "grpc-agent"
+    if via == "linkerd":
+        # A proxy that exits with the Job's container, so the Job can complete.
+        annotations["config.alpha.linkerd.io/proxy-enable-native-sidecar"] = "true"
+    return labels, annotations
+
+
+def _routes_to(backend_refs: Iterable[Mapping[str, Any]], service: str) -> bool:
+    return any(ref.get("name") == service for ref in backend_refs)
+
+
+def ingress_port(ingresses: Iterable[Mapping[str, Any]], service: str, namespace: str) -> int:
+    """The ingress-nginx Service port that reaches `service`: 443 when its host has TLS."""
+    for ingress in ingresses:
+        spec = ingress.get("spec") or {}
+        if spec.get("ingressClassName") != INGRESS_NGINX_CLASS:
+            continue
+        tls_hosts = {host for item in spec.get("tls") or [] for host in item.get("hosts") or []}
+        for rule in spec.get("rules") or []:
+            paths = (rule.get("http") or {}).get("paths") or []
+            backends = [(p.get("backend") or {}).get("service") or {} for p in paths]
+            if _routes_to(backends, service):
+                # ssl-redirect sends a TLS host's plain-text calls away: use HTTPS for it.
+                return 443 if rule.get("host") in tls_hosts else 80
+    raise ValueError(
+        f"no Ingress of class {INGRESS_NGINX_CLASS} in namespace {namespace} sends traffic to "
+        f"Service {service} (apply one, e.g. cluster/manifests/ingress/ingress-nginx.yaml)"
+    )
+
+
+def traefik_port(routes: Iterable[Mapping[str, Any]], service: str, namespace: str) -> int:
+    """The Traefik Service port of the entry point whose IngressRoute reaches `service`."""
+    for route in routes:
+        spec = route.get("spec") or {}
+        if not any(_routes_to(r.get("services") or [], service) for r in spec.get("routes") or []):
+            continue
+        for entry_point in spec.get("entryPoints") or ["web"]:
+            if entry_point in TRAEFIK_ENTRYPOINT_PORTS:
+                return TRAEFIK_ENTRYPOINT_PORTS[entry_point]
+        raise ValueError(
+            f"IngressRoute {namespace}/{route['metadata']['name']}: spec.entryPoints "
+            f"{spec.get('entryPoints')} names none that the Traefik chart serves "
+            f"({', '.join(TRAEFIK_ENTRYPOINT_PORTS)})"
+        )
+    raise ValueError(
+        f"no IngressRoute in namespace {namespace} sends traffic to Service {service} "
+        "(apply one, e.g. cluster/manifests/ingress/traefik-ingressroute.yaml)"
+    )
+
+
+def gateway_listener(
+    routes: Iterable[Mapping[str, Any]],
+    gateways: Iterable[Mapping[str, Any]],
+    service: str,
+    namespace: str,
+) -> tuple[str, int]:
+    """(Gateway name, listener port) of the first route whose backendRefs reach `service`."""
+    by_name = {g["metadata"]["name"]: g for g in gateways}
+    for route in routes:
+        spec = route.get("spec") or {}
+        if not any(
+            _routes_to(r.get("backendRefs") or [], service) for r in spec.get("rules") or []
+        ):
+            continue
+        for parent in spec.get("parentRefs") or []:
+            if parent.get("namespace", namespace) != namespace:
+                continue  # grpclab's Gateways live in the attendee's namespace
+            gateway = by_name.get(parent.get("name"))
+            if gateway is None:
+                continue
+            listeners = gateway.get("spec", {}).get("listeners") or []
+            wanted = parent.get("sectionName")
+            for listener in listeners:
+                if wanted in (None, listener.get("name")):
+                    return gateway["metadata"]["name"], int(listener["port"])
+        raise ValueError(
+            f"{route['kind']} {namespace}/{route['metadata']['name']} reaches Service {service}, "
+            f"but none of its parentRefs names a Gateway in namespace {namespace} with a "
+            "matching listener"
+        )
+    raise ValueError(
+        f"no GRPCRoute or HTTPRoute in namespace {namespace} sends traffic to Service {service} "
+        "(apply one, e.g. cluster/manifests/ingress/grpcroute.yaml)"
+    )
+
+
+def port_forward_command(
+    resource: str, port: int, namespace: str, context: str | None, kubeconfig: str | None = None
+) -> list[str]:
+    """kubectl argv that forwards a free loopback port to `resource` (pod/x or svc/x)."""
+    argv = ["kubectl"]
+    if kubeconfig:
+        argv += ["--kubeconfig", kubeconfig]
+    if context:
+        argv += ["--context", context]
+    return [*argv, "-n", namespace, "port-forward", "--address", "127.0.0.1", resource, f":{port}"]
+
+
+def forwarded_address(line: str) -> str | None:
+    """ "127.0.0.1:PORT" from kubectl's "Forwarding from 127.0.0.1:PORT -> N" line, else None."""
+    prefix = "Forwarding from 127.0.0.1:"
+    if not line.startswith(prefix):
+        return None
+    port = line[len(prefix) :].split(" ", 1)[0]
+    return f"127.0.0.1:{port}" if port.isdigit() else None
+
+
+def start_port_forward(
+    argv: list[str], timeout: float = FORWARD_TIMEOUT_S
+) -> tuple[subprocess.Popen[str], str]:
+    """Run a `kubectl port-forward` argv; (its process, "127.0.0.1:PORT") once it forwards.
+
+    KubeError with kubectl's own message when it exits or stays silent instead.
+    """
+    if shutil.which(argv[0]) is None:
+        raise KubeError(
+            f"{argv[0]} is not installed; it forwards a local port into the cluster. "
+            "Install it: https://kubernetes.io/docs/tasks/tools/"
+        )
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a Ctrl-C in the notebook must not end the forward
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        # kubectl prints a line per connection for as long as it runs; keep reading so that
+        # it never blocks on a full pipe.
+        for line in process.stdout or []:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=pump, name="grpclab-port-forward", daemon=True).start()
+    address = None
+    deadline = time.monotonic() + timeout
+    while address is None:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:  # kubectl exited
+            break
+        address = forwarded_address(line)
+    if address is None:
+        _stop_process(process)
+        # kubectl repeats its client-side retries first; its last line is the verdict.
+        error = (process.stderr.read() if process.stderr else "").strip().splitlines()
+        command = " ".join(a for a in argv if a != "--address" and a != "127.0.0.1")
+        raise KubeError(
+            f"{command} failed: {error[-1] if error else f'no forwarding line in {timeout:.0f} s'}"
+        )
+    return process, address
+
+
+def service_of_target(target: str) -> tuple[str, str, int]:
+    """(namespace, Service, port) of an in-cluster DNS target such as `target()` returns."""
+    host = target.removeprefix("dns:///")
+    name, _, port = host.rpartition(":")
+    suffix = f".{CLUSTER_DOMAIN}"
+    parts = name.removesuffix(suffix).split(".")
+    if "://" in host or not name.endswith(suffix) or len(parts) != 2 or not port.isdigit():
+        raise ValueError(
+            f"{target!r} does not name a Service (service.namespace.{CLUSTER_DOMAIN}:port); "
+            "only such targets can be forwarded to this machine"
+        )
+    return parts[1], parts[0], int(port)
+
+
+def mesh_client_manifest(namespace: str, image: str = DEFAULT_IMAGE) -> dict[str, Any]:
+    """A one-replica Deployment that idles in the mesh, so its sidecar's config can be read."""
+    labels = {"app": MESH_CLIENT, "app.kubernetes.io/part-of": "grpclab"}
+    pod_labels, annotations = client_pod_metadata("mesh")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": MESH_CLIENT, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": MESH_CLIENT}},
+            "template": {
+                "metadata": {"labels": {**labels, **pod_labels}, "annotations": annotations},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "idle",
+                            "image": image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "-c", "import time; time.sleep(10**9)"],
+                            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
 def _option_value(key: str, value: Any) -> str:
     # The CLI reads a value back as an int when it parses as one, else as text.
     if isinstance(value, bool):
@@ -177,7 +442,7 @@ def _option_value(key: str, value: Any) -> str:
 def load_cli_args(spec: LoadSpec) -> list[str]:
     """The `python -m grpclab.load` arguments that reproduce `spec`, with JSON progress."""
     spec.validate()
-    args = [spec.target]
+    args = [str(spec.target)]  # a KubeTarget's via goes into the pod's metadata, not argv
     if spec.rpcs is not None:
         args += ["--rpcs", str(spec.rpcs)]
     else:
@@ -195,6 +460,8 @@ def load_cli_args(spec: LoadSpec) -> list[str]:
         args += ["--tls-ca", spec.tls_ca_file]
     if spec.tls_server_name is not None:
         args += ["--tls-server-name", spec.tls_server_name]
+    if spec.proxy_admin is not None:
+        args += ["--proxy-admin", spec.proxy_admin]
     return [*args, "--json", "--progress-json"]
 
 
@@ -207,6 +474,10 @@ def load_job_manifest(
     active_deadline_s: int = 900,
 ) -> dict[str, Any]:
     """The batch/v1 Job that runs the load CLI for `spec` once, inside the cluster."""
+    via = getattr(spec.target, "via", "dns")
+    if via == "mesh" and spec.proxy_admin is None:
+        # The pod's own istio-proxy: its admin API listens on the pod's loopback.
+        spec = dataclasses.replace(spec, proxy_admin=ISTIO_PROXY_ADMIN)
     args = load_cli_args(spec)
     command = ["python", "-m", "grpclab.load"]
     env: list[dict[str, str]] = []
@@ -226,6 +497,7 @@ def load_job_manifest(
             '&& exec python -m grpclab.load "$@"',
             "grpclab-load",
         ]
+    pod_labels, annotations = client_pod_metadata(via)
     labels = {
         "app.kubernetes.io/name": "grpclab-load",
         "app.kubernetes.io/part-of": "grpclab",
@@ -257,15 +529,7 @@ def load_job_manifest(
             "ttlSecondsAfterFinished": 300,  # the cluster cleans up even if this process dies
             "activeDeadlineSeconds": active_deadline_s,
             "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        # In a mesh the client needs its proxy up before the first call...
-                        "proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}',
-                        # ...and a proxy that exits with the Job (native sidecar).
-                        "config.alpha.linkerd.io/proxy-enable-native-sidecar": "true",
-                    },
-                },
+                "metadata": {"labels": {**labels, **pod_labels}, "annotations": annotations},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
@@ -306,15 +570,17 @@ def follow_load_output(
     return final, tail
 
 
-# Runs inside the target pod with the image's own grpclab: argv is [address, fault JSON].
-FAULT_SCRIPT = """\
+# Runs inside the target pod with the image's own grpclab: argv is [address, Admin method,
+# request JSON]; prints the reply as JSON.
+ADMIN_SCRIPT = """\
 import json, sys
 import grpc
 from google.protobuf.json_format import MessageToDict
 from grpclab._generated import admin_pb2, admin_pb2_grpc
+method = admin_pb2.DESCRIPTOR.services_by_name["Admin"].methods_by_name[sys.argv[2]]
+request = getattr(admin_pb2, method.input_type.name)(**json.loads(sys.argv[3]))
 with grpc.insecure_channel(sys.argv[1]) as channel:
-    reply = admin_pb2_grpc.AdminStub(channel).SetFault(
-        admin_pb2.Fault(**json.loads(sys.argv[2])), timeout=5)
+    reply = getattr(admin_pb2_grpc.AdminStub(channel), sys.argv[2])(request, timeout=5)
 print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True,
                                always_print_fields_with_no_presence=True)))
 """
@@ -328,7 +594,16 @@ def fault_exec_command(address: str, fault: Mapping[str, Any], python: str = "py
             f"set_fault: unknown fault field(s) {', '.join(unknown)}; "
             f"known: {', '.join(FAULT_FIELDS)}"
         )
-    return [python, "-c", FAULT_SCRIPT, address, json.dumps(dict(fault))]
+    return [python, "-c", ADMIN_SCRIPT, address, "SetFault", json.dumps(dict(fault))]
+
+
+def crash_exec_command(address: str, python: str = "python") -> list[str]:
+    """argv that makes the server at `address` exit at once, as a crash (see Admin.Crash).
+
+    A SIGKILL from inside the pod cannot do it: the server is the container's PID 1, and
+    the kernel drops signals that a namespace's init process has no handler for.
+    """
+    return [python, "-c", ADMIN_SCRIPT, address, "Crash", "{}"]
 
 
 def server_address(pod: Any) -> str:
@@ -426,6 +701,7 @@ class KubeCluster(Cluster):
         self.backend = backend
         self.namespace = resolve_namespace(namespace)
         self.image = image
+        self._kubeconfig = kubeconfig
         self.load_timeout = load_timeout
         self.poll_interval = poll_interval
         if backend == "kind" and context is None:
@@ -452,6 +728,7 @@ class KubeCluster(Cluster):
         self._apps = client.AppsV1Api(self._api)
         self._batch = client.BatchV1Api(self._api)
         self._dynamic_client: Any = None
+        self._forwards: dict[tuple[str, str, int], tuple[subprocess.Popen[str], str]] = {}
         try:
             client.VersionApi(self._api).get_code(_request_timeout=10)
         except Exception as error:  # urllib3 and API errors alike: say where and what to do
@@ -592,20 +869,54 @@ class KubeCluster(Cluster):
         service: str,
         port: int | str = "grpc",
         namespace: str | None = None,
-        via: Literal["dns", "clusterip"] = "dns",
+        via: str = "dns",
     ) -> str:
+        """An in-cluster target for the load Job; see KubeTarget for what `via` changes.
+
+        "dns"/"clusterip": the Service's name, through the client's balancer or the cluster IP.
+        "mesh"/"linkerd": the Service's name, with the client's Istio or Linkerd proxy.
+        "xds": `xds:///name...` for proxyless gRPC with Istio's gRPC agent.
+        "ingress"/"traefik"/"gateway": the controller's Service that routes to `service`.
+        """
         namespace = namespace or self.namespace
-        if via not in ("dns", "clusterip"):
-            raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
+        if via not in VIAS:
+            raise ValueError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
         try:
             obj = self._core.read_namespaced_service(service, namespace)
         except Exception as error:
             if _status(error) == 404:
                 raise KeyError(f'service "{service}" not found in namespace {namespace}') from None
             raise
-        if via == "clusterip" and is_headless(obj):
-            raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")
-        return service_target(service, namespace, service_port(obj, port), via)
+        number = service_port(obj, port)
+        if via in ("dns", "clusterip"):
+            if via == "clusterip" and is_headless(obj):
+                raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")
+            return KubeTarget(service_target(service, namespace, number, via), via)
+        host = f"{service}.{namespace}.{CLUSTER_DOMAIN}:{number}"
+        if via in ("mesh", "linkerd"):
+            return KubeTarget(host, via)
+        if via == "xds":
+            return KubeTarget(f"xds:///{host}", via)
+        if via == "ingress":
+            ingresses = self._list("networking.k8s.io/v1", "Ingress", namespace)
+            front_namespace, front_name = INGRESS_NGINX_SERVICE
+            front_port = ingress_port(ingresses, service, namespace)
+        elif via == "traefik":
+            routes = self._list("traefik.io/v1alpha1", "IngressRoute", namespace)
+            front_namespace, front_name = TRAEFIK_SERVICE
+            front_port = traefik_port(routes, service, namespace)
+        else:
+            routes = [
+                *self._list("gateway.networking.k8s.io/v1", "GRPCRoute", namespace),
+                *self._list("gateway.networking.k8s.io/v1", "HTTPRoute", namespace),
+            ]
+            gateways = self._list("gateway.networking.k8s.io/v1", "Gateway", namespace)
+            gateway, front_port = gateway_listener(routes, gateways, service, namespace)
+            front_namespace = ENVOY_GATEWAY_NAMESPACE
+            front_name = self._envoy_gateway_service(gateway, namespace)
+        return KubeTarget(
+            f"dns:///{front_name}.{front_namespace}.{CLUSTER_DOMAIN}:{front_port}", via
+        )
 
     def run_load(
         self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
@@ -634,17 +945,140 @@ class KubeCluster(Cluster):
                     raise
 
     def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
-        from kubernetes.stream import stream
-
         namespace = namespace or self.namespace
+        obj = self._read_pod(pod, namespace)
+        command = fault_exec_command(server_address(obj), fault)
         try:
-            obj = self._core.read_namespaced_pod(pod, namespace)
+            out = self._exec(pod, server_containers(obj)[0].name, command, namespace)
+        except KubeError as error:
+            raise KubeError(f"set_fault on pod {namespace}/{pod}: {error}") from None
+        return json.loads(out.strip().splitlines()[-1])
+
+    def crash_pod(self, pod: str, namespace: str | None = None) -> None:
+        namespace = namespace or self.namespace
+        obj = self._read_pod(pod, namespace)
+        try:
+            self._exec(
+                pod,
+                server_containers(obj)[0].name,
+                crash_exec_command(server_address(obj)),
+                namespace,
+            )
+        except KubeError as error:
+            raise KubeError(f"crash_pod on pod {namespace}/{pod}: {error}") from None
+
+    def install_addon(self, name: str) -> str:
+        """Install a pinned add-on into this cluster's context (see cluster/addons/)."""
+        return install_addon(name, None if self.context == "in-cluster" else self.context)
+
+    def local_address(
+        self, pod: str, port: int | str = "grpc", namespace: str | None = None
+    ) -> str:
+        namespace = namespace or self.namespace
+        obj = self._read_pod(pod, namespace)
+        return self._forward(f"pod/{pod}", container_port(obj, port), namespace)
+
+    def local_target(self, target: str) -> str:
+        namespace, service, port = service_of_target(target)
+        return self._forward(f"svc/{service}", port, namespace)
+
+    def prometheus_url(self) -> str:
+        """Prometheus from cluster/addons/prometheus.sh (installed on first use), forwarded."""
+        namespace, name = PROMETHEUS_SERVICE
+        if not self._deployment_exists(name, namespace):
+            self.install_addon("prometheus")
+        return "http://" + self._forward(f"svc/{name}", PROMETHEUS_PORT, namespace)
+
+    def mesh_config_dump(self) -> dict[str, Any]:
+        """The Envoy config dump of the istio-proxy of a meshed client in the namespace.
+
+        Starts grpclab-mesh-client (an idle pod with a sidecar) once; `pilot-agent request`
+        is how istioctl itself reads a sidecar's admin endpoint.
+        """
+        if not self._deployment_exists("istiod", "istio-system"):
+            raise KubeError(
+                "mesh_config_dump: Istio is not installed in this cluster; "
+                "install_addon(lab, 'istio') first"
+            )
+        self.apply(mesh_client_manifest(self.namespace, self.image))
+        pod = self.wait_ready(MESH_CLIENT, timeout=180)[0].name
+        out = self._exec(
+            pod, "istio-proxy", ["pilot-agent", "request", "GET", "config_dump"], self.namespace
+        )
+        return json.loads(out)
+
+    def down(self) -> None:
+        # Nothing is deleted: the cluster outlives the notebook. The client closes and the
+        # port-forwards this object started stop.
+        forwards, self._forwards = getattr(self, "_forwards", {}), {}
+        for process, _ in forwards.values():
+            _stop_process(process)
+        api = getattr(self, "_api", None)
+        if api is not None:
+            self._api = None
+            api.close()
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _list(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
+        """Objects of a kind in the namespace; none when the cluster does not serve the kind."""
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            resource = self._dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            return []
+        return [item.to_dict() for item in resource.get(namespace=namespace).items]
+
+    def _envoy_gateway_service(self, gateway: str, namespace: str) -> str:
+        """The Service Envoy Gateway made for a Gateway (its name has a generated suffix)."""
+        selector = (
+            f"gateway.envoyproxy.io/owning-gateway-name={gateway},"
+            f"gateway.envoyproxy.io/owning-gateway-namespace={namespace}"
+        )
+        found = self._core.list_namespaced_service(
+            ENVOY_GATEWAY_NAMESPACE, label_selector=selector
+        ).items
+        if not found:
+            raise ValueError(
+                f"Envoy Gateway has no Service for Gateway {namespace}/{gateway} in "
+                f"{ENVOY_GATEWAY_NAMESPACE}: is the envoy-gateway add-on installed, and is the "
+                "Gateway Programmed (kubectl get gateway)?"
+            )
+        return found[0].metadata.name
+
+    def _read_pod(self, name: str, namespace: str) -> Any:
+        try:
+            return self._core.read_namespaced_pod(name, namespace)
         except Exception as error:
             if _status(error) == 404:
-                raise KeyError(f'pod "{pod}" not found in namespace {namespace}') from None
+                raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
             raise
-        command = fault_exec_command(server_address(obj), fault)
-        container = server_containers(obj)[0].name
+
+    def _deployment_exists(self, name: str, namespace: str) -> bool:
+        try:
+            self._apps.read_namespaced_deployment(name, namespace)
+        except Exception as error:
+            if _status(error) in (403, 404):
+                return False
+            raise
+        return True
+
+    def _forward(self, resource: str, port: int, namespace: str) -> str:
+        """A loopback address forwarded to `resource`'s port by a kubectl this object owns."""
+        key = (namespace, resource, port)
+        running = self._forwards.get(key)
+        if running is not None and running[0].poll() is None:
+            return running[1]
+        context = None if self.context == "in-cluster" else self.context
+        argv = port_forward_command(resource, port, namespace, context, self._kubeconfig)
+        self._forwards[key] = start_port_forward(argv)
+        return self._forwards[key][1]
+
+    def _exec(self, pod: str, container: str, command: list[str], namespace: str) -> str:
+        """stdout of `command` run in one container of a pod; KubeError with stderr on failure."""
+        from kubernetes.stream import stream
+
         session = stream(
             self._core.connect_get_namespaced_pod_exec,
             pod,
@@ -664,22 +1098,10 @@ class KubeCluster(Cluster):
             session.close()
         if code != 0:
             raise KubeError(
-                f"set_fault on pod {namespace}/{pod} failed (exit {code}): {err.strip()}"
+                f"exec {' '.join(command[:2])} in {namespace}/{pod} ({container}) failed "
+                f"(exit {code}): {err.strip()}"
             )
-        return json.loads(out.strip().splitlines()[-1])
-
-    def install_addon(self, name: str) -> str:
-        """Install a pinned add-on into this cluster's context (see cluster/addons/)."""
-        return install_addon(name, None if self.context == "in-cluster" else self.context)
-
-    def down(self) -> None:
-        # Nothing is deleted: the cluster outlives the notebook. Only the client closes.
-        api = getattr(self, "_api", None)
-        if api is not None:
-            self._api = None
-            api.close()
-
-    # -- helpers -------------------------------------------------------------------
+        return out
 
     @property
     def _dynamic(self) -> Any:
@@ -858,3 +1280,28 @@ def _in_cluster() -> bool:
         bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
     )
+
+
+def container_port(pod: Any, port: int | str) -> int:
+    """The number of a V1Pod's container port given by name or number; KeyError when absent."""
+    declared = [
+        (item.name, item.container_port) for c in pod.spec.containers for item in c.ports or []
+    ]
+    for name, number in declared:
+        if port == name or str(port) == str(number):
+            return int(number)
+    if isinstance(port, int):
+        return port  # an undeclared port may still be open; kubectl forwards it
+    have = ", ".join(f"{name or '(unnamed)'}={number}" for name, number in declared) or "none"
+    raise KeyError(f"pod {pod.metadata.name} has no container port {port!r} (it has {have})")
+
+
+def _stop_process(process: subprocess.Popen[str]) -> None:
+    """End a child this module started, by its PID, and reap it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

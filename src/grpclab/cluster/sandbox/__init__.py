@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import atexit
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import secrets
 import shutil
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -51,6 +53,9 @@ from grpclab.cluster.sandbox.pods import (
 from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.xds import LISTENER, XdsServer
+
+if TYPE_CHECKING:
+    from grpclab.cluster.sandbox.mesh import MeshAddon
 from grpclab.xds.kube_proxy import NODE_ID as KUBE_PROXY_NODE
 from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
 
@@ -258,13 +263,15 @@ class Sandbox(Cluster):
                     )
                 return f"{ip}:{number}"
             addons = list(self.addons.values())
-        if via in ("mesh", "xds") and via not in self.addons:
-            # Istio's sidecar and proxyless xDS join on first use: a sandbox that never
-            # asks for them runs nothing extra.
-            from grpclab.cluster.sandbox.mesh import MeshAddon
+        # Istio's sidecar and proxyless xDS join on first use: a sandbox that never asks for
+        # them runs nothing extra.
+        if via == "mesh":
+            self._mesh_sidecar()
+            addons = list(self.addons.values())
+        elif via == "xds" and via not in self.addons:
             from grpclab.cluster.sandbox.proxyless import ProxylessAddon
 
-            self.add_addon(MeshAddon(self) if via == "mesh" else ProxylessAddon(self))
+            self.add_addon(ProxylessAddon(self))
             addons = list(self.addons.values())
         for addon in addons:
             found = addon.target(service, number, namespace, via)
@@ -279,6 +286,12 @@ class Sandbox(Cluster):
         from grpclab.load import run
 
         self._check_up()
+        mesh = self.addons.get("mesh")
+        admin = mesh.admin_for(spec.target) if mesh is not None else None
+        if spec.proxy_admin is None and admin is not None:
+            # The notebook's client is in the mesh: like a pod's app container, it can read
+            # its sidecar's counters (an Istio Job's load reads 127.0.0.1:15000 the same way).
+            spec = dataclasses.replace(spec, proxy_admin=admin)
         return run(spec, on_progress)
 
     def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
@@ -297,6 +310,56 @@ class Sandbox(Cluster):
         return MessageToDict(
             reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
+
+    def crash_pod(self, pod: str, namespace: str | None = None) -> None:
+        """SIGKILL the pod's server process; the sandbox's kubelet restarts it in place."""
+        self._check_up()
+        namespace = namespace or self.namespace
+        with self._lock:
+            runtime = self._pods.get(pod)
+            if runtime is None or runtime.namespace != namespace or runtime.process is None:
+                raise KeyError(f'pod "{pod}" not found in namespace {namespace}')
+            os.kill(runtime.process.pid, signal.SIGKILL)
+
+    def local_address(
+        self, pod: str, port: int | str = "grpc", namespace: str | None = None
+    ) -> str:
+        """The pod's own loopback address: this process reaches it directly, no forward."""
+        self._check_up()
+        namespace = namespace or self.namespace
+        with self._lock:
+            runtime = self._pods.get(pod)
+            if runtime is None or runtime.namespace != namespace:
+                raise KeyError(f'pod "{pod}" not found in namespace {namespace}')
+            address = _address(runtime)
+            declared = runtime.container.get("ports", [])
+        number = address.ports.get(str(port))
+        if number is None and isinstance(port, int):
+            number = port  # an undeclared port may still be open, as kubectl forwards it too
+        if number is None:
+            have = ", ".join(
+                f"{p.get('name') or '(unnamed)'}={p['containerPort']}" for p in declared
+            )
+            raise KeyError(
+                f"pod {namespace}/{pod} has no container port {port!r} (it has {have or 'none'})"
+            )
+        return f"{address.ip}:{number}"
+
+    def local_target(self, target: str) -> str:
+        """The target itself: every address the sandbox hands out is on this machine."""
+        self._check_up()
+        return target
+
+    def mesh_config_dump(self) -> dict[str, Any]:
+        """The /config_dump of the notebook client's sidecar Envoy (started on first use)."""
+        self._check_up()
+        return self._mesh_sidecar().config_dump()
+
+    def _mesh_sidecar(self) -> MeshAddon:
+        """Istio's stand-in, started once, whichever asks first: install_addon, target or dump."""
+        from grpclab.cluster.sandbox.catalog import addon_for_via, installed
+
+        return installed(self, addon_for_via(self, "mesh"))
 
     def prometheus_url(self) -> str:
         """The sandbox's Prometheus (started on first use), scraping every pod's metrics port."""

@@ -18,6 +18,11 @@ STAND_INS = {
     "envoy-gateway": "a real Envoy, configured from Gateway and routes by grpclab's control plane",
     "traefik": "EMULATED by Envoy (IngressRoute translated to Envoy routes)",
     "linkerd": "EMULATED by Envoy (the meshed client's proxy)",
+    "istio": (
+        "a real Envoy as the notebook client's sidecar, configured from DestinationRule and "
+        "VirtualService by grpclab's control plane (istiod and the injection are emulated, "
+        "the data plane is not)"
+    ),
     "gateway-api": "nothing to run: the sandbox knows the Gateway API kinds' schemas",
 }
 
@@ -39,7 +44,21 @@ def _addon(sandbox: Sandbox, name: str):
         from grpclab.cluster.sandbox.linkerd import LinkerdEmulation
 
         return LinkerdEmulation(sandbox)
+    if name == "istio":
+        from grpclab.cluster.sandbox.mesh import MeshAddon
+
+        return MeshAddon(sandbox)
     return None
+
+
+# Add-on name -> its stand-in's key in Sandbox.addons, where the two differ: Istio's sidecar
+# is keyed by the via it serves ("mesh"), as the rest of grpclab looks it up.
+ADDON_KEYS = {"istio": "mesh"}
+
+
+def installed(sandbox: Sandbox, name: str):
+    """The running stand-in for add-on `name`, or None."""
+    return sandbox.addons.get(ADDON_KEYS.get(name, name))
 
 
 def install(sandbox: Sandbox, name: str) -> str:
@@ -48,21 +67,21 @@ def install(sandbox: Sandbox, name: str) -> str:
         raise ValueError(
             f"the sandbox has no stand-in for add-on {name!r}; it has {', '.join(STAND_INS)}"
         )
-    if name not in sandbox.addons:
+    if installed(sandbox, name) is None:
         addon = _addon(sandbox, name)
         if addon is not None:
             try:
                 sandbox.add_addon(addon)
             except BaseException:
                 addon.stop()
-                sandbox.addons.pop(name, None)
+                sandbox.addons.pop(addon.name, None)
                 raise
     return f"{name}: {STAND_INS[name]} (sandbox; on kind: cluster/addons/{name}.sh)"
 
 
 def describe(sandbox: Sandbox, name: str) -> str:
     """What the stand-in for `name` serves right now (routes, addresses, mappings)."""
-    addon = sandbox.addons.get(name)
+    addon = installed(sandbox, name)
     if addon is None:
         return f"{name}: not installed (install_addon(lab, {name!r}))"
     return addon.describe()
@@ -74,6 +93,7 @@ VIA = {
     "gateway": "envoy-gateway",
     "traefik": "traefik",
     "linkerd": "linkerd",
+    "mesh": "istio",
 }
 
 

@@ -183,50 +183,77 @@ class MeshAddon:
         if via != "mesh":
             return None
         with self._lock:
-            view = self._view
-            if view is None or not in_mesh(view, namespace):
-                raise ValueError(
-                    f"namespace {namespace} is not in the mesh: label it "
-                    f"{INJECTION_LABEL}=enabled (apply cluster/manifests/istio/namespace.yaml), "
-                    "as Istio needs before it injects a sidecar"
-                )
+            view = self._check_in_mesh(namespace)
             problem = service_port_problem(view, service, port, namespace)
             if problem:
                 raise ValueError(problem)
             key = (namespace, service, port)
             if key not in self._listen_ips:
                 self._listen_ips[key] = self._sandbox.block.take_pod_ip()
-            if self.envoy is None:
-                self._push(wait=False)
-                self.envoy = start_envoy(
-                    self._sandbox.launcher,
-                    self._sandbox.xds,
-                    "istio-proxy",
-                    self.node_id,
-                    self.ip,
-                    self._sandbox.work_dir,
-                )
-                print(EMULATION_NOTE, file=sys.stderr)
-            self._push(wait=True)
+            self._start_with_latest_config()
             # Return only once the listener accepts connections, so the first call cannot
             # race Envoy's listener warm-up.
-            if not self._sandbox.xds.wait_acked(self.node_id, self._versions, ACK_TIMEOUT_S):
-                raise RuntimeError("the mesh sidecar (Envoy) did not take its config in time")
             address = (self._listen_ips[key], port)
             _wait_until_listening(address, ACK_TIMEOUT_S)
             return f"{address[0]}:{port}"
 
-    def stats(self, pattern: str) -> dict[str, int]:
-        """The sidecar's counters and gauges whose names match `pattern` (a regex)."""
-        query = urllib.parse.urlencode({"filter": pattern, "format": "json"})
-        found = {}
-        for item in self._admin(f"/stats?{query}").get("stats", []):
-            if "name" in item and isinstance(item.get("value"), int):
-                found[item["name"]] = item["value"]
-        return found
+    def _check_in_mesh(self, namespace: str) -> ClusterView:
+        view = self._view
+        if view is None or not in_mesh(view, namespace):
+            raise ValueError(
+                f"namespace {namespace} is not in the mesh: label it "
+                f"{INJECTION_LABEL}=enabled (apply cluster/manifests/istio/namespace.yaml), "
+                "as Istio needs before it injects a sidecar"
+            )
+        return view
+
+    def _start_with_latest_config(self) -> None:
+        """Start the sidecar Envoy (once), and return when it runs the latest config."""
+        if self.envoy is None:
+            self._push(wait=False)
+            self.envoy = start_envoy(
+                self._sandbox.launcher,
+                self._sandbox.xds,
+                "istio-proxy",
+                self.node_id,
+                self.ip,
+                self._sandbox.work_dir,
+            )
+            print(EMULATION_NOTE, file=sys.stderr)
+        self._push(wait=True)
+        if not self._sandbox.xds.wait_acked(self.node_id, self._versions, ACK_TIMEOUT_S):
+            raise RuntimeError("the mesh sidecar (Envoy) did not take its config in time")
+
+    def describe(self) -> str:
+        """What plays Istio here, and the outbound listener of each Service port reached."""
+        lines = [
+            "istio: the notebook client's sidecar is a real Envoy"
+            + (f" (admin {self.envoy.admin_url('/')})" if self.envoy else " (not started yet)")
+            + "; grpclab's control plane plays istiod and the injection"
+        ]
+        for (namespace, service, port), ip in sorted(self._listen_ips.items()):
+            lines.append(f"  {service}.{namespace}:{port} -> outbound listener {ip}:{port}")
+        if not self._listen_ips:
+            lines.append("  no Service reached through it yet (target(..., via='mesh'))")
+        return "\n".join(lines)
+
+    def admin_for(self, target: str) -> str | None:
+        """The sidecar's admin URL when `target` is one of its outbound listeners, else None."""
+        with self._lock:
+            listening = {f"{ip}:{port}" for (_, _, port), ip in self._listen_ips.items()}
+            if self.envoy is None or target not in listening:
+                return None
+            return self.envoy.admin_url("")
 
     def config_dump(self) -> dict[str, Any]:
-        """The sidecar's own view of its config, from Envoy's admin API."""
+        """The sidecar's own view of its config, from Envoy's admin API.
+
+        Like a pod created in a labelled namespace, the client gets its sidecar on first
+        use; here that may be this call.
+        """
+        with self._lock:
+            self._check_in_mesh(self._sandbox.namespace)
+            self._start_with_latest_config()
         return self._admin("/config_dump")
 
     def _admin(self, path: str) -> dict[str, Any]:
