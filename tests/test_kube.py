@@ -988,3 +988,14 @@ def test_only_service_dns_targets_can_be_forwarded_to_this_machine():
     ):
         with pytest.raises(ValueError, match="does not name a Service"):
             kube.service_of_target(target)
+
+
+def test_the_kind_prometheus_scrapes_as_often_as_the_sandboxs():
+    # Notebook 09's rate windows were measured against the sandbox's interval.
+    from grpclab.cluster.sandbox.prometheus import SCRAPE_INTERVAL
+
+    (config_map,) = [
+        o for o in load_objects(CLUSTER / "addons" / "prometheus.yaml") if o["kind"] == "ConfigMap"
+    ]
+    settings = yaml.safe_load(config_map["data"]["prometheus.yml"])["global"]
+    assert settings["scrape_interval"] == settings["evaluation_interval"] == SCRAPE_INTERVAL

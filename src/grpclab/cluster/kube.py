@@ -70,7 +70,7 @@ TRAEFIK_ENTRYPOINT_PORTS = {"websecure": 443, "web": 80}
 ENVOY_GATEWAY_NAMESPACE = "envoy-gateway-system"
 PROMETHEUS_SERVICE = ("grpclab-monitoring", "prometheus")
 PROMETHEUS_PORT = 9090
-# A long-lived meshed client whose sidecar shows what Istio sends to clients in the namespace.
+# A meshed client, run just long enough to read what Istio sends clients in the namespace.
 MESH_CLIENT = "grpclab-mesh-client"
 ISTIO_PROXY_ADMIN = "http://127.0.0.1:15000"
 FORWARD_TIMEOUT_S = 30.0
@@ -398,7 +398,7 @@ def service_of_target(target: str) -> tuple[str, str, int]:
 
 
 def mesh_client_manifest(namespace: str, image: str = DEFAULT_IMAGE) -> dict[str, Any]:
-    """A one-replica Deployment that idles in the mesh, so its sidecar's config can be read."""
+    """A one-replica Deployment that idles in the mesh while its sidecar's config is read."""
     labels = {"app": MESH_CLIENT, "app.kubernetes.io/part-of": "grpclab"}
     pod_labels, annotations = client_pod_metadata("mesh")
     return {
@@ -992,19 +992,24 @@ class KubeCluster(Cluster):
     def mesh_config_dump(self) -> dict[str, Any]:
         """The Envoy config dump of the istio-proxy of a meshed client in the namespace.
 
-        Starts grpclab-mesh-client (an idle pod with a sidecar) once; `pilot-agent request`
-        is how istioctl itself reads a sidecar's admin endpoint.
+        Runs grpclab-mesh-client (an idle pod with a sidecar) for the time it takes;
+        `pilot-agent request` is how istioctl itself reads a sidecar's admin endpoint.
         """
         if not self._deployment_exists("istiod", "istio-system"):
             raise KubeError(
                 "mesh_config_dump: Istio is not installed in this cluster; "
                 "install_addon(lab, 'istio') first"
             )
-        self.apply(mesh_client_manifest(self.namespace, self.image))
-        pod = self.wait_ready(MESH_CLIENT, timeout=180)[0].name
-        out = self._exec(
-            pod, "istio-proxy", ["pilot-agent", "request", "GET", "config_dump"], self.namespace
-        )
+        client = mesh_client_manifest(self.namespace, self.image)
+        self.apply(client)
+        try:
+            pod = self.wait_ready(MESH_CLIENT, timeout=180)[0].name
+            out = self._exec(
+                pod, "istio-proxy", ["pilot-agent", "request", "GET", "config_dump"], self.namespace
+            )
+        finally:
+            # Gone again at once: later cells that list or fault every pod see servers only.
+            self.delete(client)
         return json.loads(out)
 
     def down(self) -> None:
