@@ -999,3 +999,12 @@ def test_the_kind_prometheus_scrapes_as_often_as_the_sandboxs():
     ]
     settings = yaml.safe_load(config_map["data"]["prometheus.yml"])["global"]
     assert settings["scrape_interval"] == settings["evaluation_interval"] == SCRAPE_INTERVAL
+
+
+def test_each_via_checks_for_the_deployment_its_add_on_script_installs():
+    assert set(kube.ADDON_FOR_VIA) == set(kube.VIAS) - {"dns", "clusterip"}
+    for via, (addon, namespace, deployment) in kube.ADDON_FOR_VIA.items():
+        assert addon in kube.ADDONS, via
+        script = (CLUSTER / "addons" / f"{addon}.sh").read_text()
+        # The script's own idempotence check or rollout wait names the same Deployment.
+        assert namespace in script and deployment in script, (via, addon, namespace, deployment)

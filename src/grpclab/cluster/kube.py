@@ -74,6 +74,15 @@ PROMETHEUS_PORT = 9090
 MESH_CLIENT = "grpclab-mesh-client"
 ISTIO_PROXY_ADMIN = "http://127.0.0.1:15000"
 FORWARD_TIMEOUT_S = 30.0
+# The add-on each `via` needs, and the Deployment (namespace, name) its script waits for.
+ADDON_FOR_VIA = {
+    "mesh": ("istio", "istio-system", "istiod"),
+    "xds": ("istio", "istio-system", "istiod"),
+    "linkerd": ("linkerd", "linkerd", "linkerd-destination"),
+    "ingress": ("ingress-nginx", "ingress-nginx", "ingress-nginx-controller"),
+    "traefik": ("traefik", "traefik", "traefik"),
+    "gateway": ("envoy-gateway", "envoy-gateway-system", "envoy-gateway"),
+}
 ADDONS = (
     "gateway-api",
     "istio",
@@ -888,6 +897,15 @@ class KubeCluster(Cluster):
                 raise KeyError(f'service "{service}" not found in namespace {namespace}') from None
             raise
         number = service_port(obj, port)
+        if via in ADDON_FOR_VIA:
+            addon, addon_namespace, deployment = ADDON_FOR_VIA[via]
+            if not self._deployment_exists(deployment, addon_namespace):
+                # Said now, not after a load Job has started without its proxy or agent.
+                raise KubeError(
+                    f"via={via!r} needs the {addon} add-on, and this cluster has no "
+                    f"deployment {addon_namespace}/{deployment}: install_addon(lab, {addon!r}) "
+                    f"from grpclab.cluster.controllers (cluster/addons/{addon}.sh)"
+                )
         if via in ("dns", "clusterip"):
             if via == "clusterip" and is_headless(obj):
                 raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")
