@@ -84,6 +84,13 @@ def test_machine_ready_answers_each_requirement():
     assert all(found.values()), found
 
 
+def test_machine_ready_says_no_for_what_preflight_cannot_find(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no setpriv on it
+    found = checks.machine_ready()
+    assert found["setpriv (util-linux)"] is False
+    assert found["Python 3.11 or newer"] is True
+
+
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("GRPCLAB_STATE_DIR", str(tmp_path))

