@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -31,6 +30,7 @@ from typing import Any
 import grpc
 
 from grpclab._generated import demo_pb2, demo_pb2_grpc
+from grpclab.local_http import open_local
 
 METHODS = ("SayHello", "GetUser")
 LATENCY_KEYS = ("p50", "p90", "p99", "max", "mean")
@@ -342,8 +342,6 @@ PROXY_COUNTERS = {
     "retries": r"^cluster\.outbound\|.*\.upstream_rq_retry$",
     "ejections": r"^cluster\.outbound\|.*\.outlier_detection\.ejections_enforced_total$",
 }
-# The admin API is on loopback in the client's pod: a $http_proxy must not get the request.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def read_proxy_counters(admin_url: str) -> dict[str, int]:
@@ -353,7 +351,7 @@ def read_proxy_counters(admin_url: str) -> dict[str, int]:
         query = urllib.parse.urlencode({"filter": pattern, "format": "json"})
         url = f"{admin_url.rstrip('/')}/stats?{query}"
         try:
-            with _DIRECT.open(url, timeout=5) as reply:
+            with open_local(url, timeout=5) as reply:
                 stats = json.loads(reply.read()).get("stats", [])
         except (OSError, ValueError) as error:
             raise RuntimeError(

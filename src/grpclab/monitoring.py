@@ -11,10 +11,11 @@ import math
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from grpclab.local_http import open_local
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -192,7 +193,7 @@ def _get(where: str | Cluster, path: str, params: Mapping[str, str]) -> Any:
     base = where if isinstance(where, str) else where.prometheus_url()
     url = f"{base.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
+        with open_local(url, timeout=10) as reply:
             body = json.loads(reply.read())
     except urllib.error.HTTPError as error:
         # Prometheus answers a bad query with 400 and a JSON body that says what is wrong.

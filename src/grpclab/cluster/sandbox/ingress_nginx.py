@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from grpclab.cluster.nginx_conf import (
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.frontends import listen_port, service_backend
 from grpclab.cluster.sandbox.processes import MissingBinaryError, require_binary
+from grpclab.local_http import open_local
 from grpclab.xds.gateway import Backend
 
 if TYPE_CHECKING:
@@ -210,14 +210,13 @@ class IngressNginx:
     def _wait_for_generation(self, generation: int, timeout: float = 10.0) -> None:
         url = f"http://{self.ip}:{STATUS_PORT}/generation"
         deadline = time.monotonic() + timeout
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"nginx exited with code {self.process.returncode}:\n{self._log()}"
                 )
             try:
-                with opener.open(url, timeout=1) as reply:
+                with open_local(url, timeout=1) as reply:
                     served = int(reply.read().decode().strip())
             except (OSError, ValueError, urllib.error.URLError):
                 served = None

@@ -15,13 +15,12 @@ import socket
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
+from grpclab.local_http import open_local
 from grpclab.xds.istio import (
     API_VERSIONS,
     Endpoint,
@@ -42,8 +41,6 @@ SANDBOX_ZONE = "zone-a"
 CLIENT_LOCALITY = (SANDBOX_REGION, SANDBOX_ZONE)
 GRPC_APP_PROTOCOLS = ("grpc", "http2", "kubernetes.io/h2c")
 ACK_TIMEOUT_S = 10.0
-# The admin API is on loopback: a laptop's $http_proxy must not get these requests.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 EMULATION_NOTE = (
     "Istio's sidecar is emulated here by Envoy configured from the same DestinationRule "
     "and VirtualService; on kind it is Istio."
@@ -259,7 +256,7 @@ class MeshAddon:
     def _admin(self, path: str) -> dict[str, Any]:
         if self.envoy is None:
             raise RuntimeError("the sidecar has not started: call target(..., via='mesh') first")
-        with _DIRECT.open(self.envoy.admin_url(path), timeout=5) as reply:
+        with open_local(self.envoy.admin_url(path), timeout=5) as reply:
             return json.loads(reply.read())
 
     def stop(self) -> None:

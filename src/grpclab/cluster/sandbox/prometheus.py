@@ -16,11 +16,11 @@ import shutil
 import socket
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.processes import MissingBinaryError, ProcessLauncher
+from grpclab.local_http import open_local
 
 JOB = "pods"  # the scrape job's name, the same as on kind
 METRICS_PORT_NAME = "metrics"
@@ -158,7 +158,7 @@ class PrometheusAddon:
                     f"Prometheus exited with code {self.process.returncode}:\n{log[-2000:]}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as reply:
+                with open_local(f"{self.url}/-/ready", timeout=1) as reply:
                     if reply.status == 200:
                         return
             except (urllib.error.URLError, OSError):
