@@ -194,6 +194,13 @@ def service_target(
 VIAS = ("dns", "clusterip", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway")
 
 
+def check_via(via: str) -> str:
+    """`via` itself when it is one of VIAS; ValueError naming the known ones otherwise."""
+    if via not in VIAS:
+        raise ValueError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
+    return via
+
+
 class KubeTarget(str):
     """A target string that remembers which `via` made it.
 
@@ -205,10 +212,8 @@ class KubeTarget(str):
     via: str
 
     def __new__(cls, value: str, via: str) -> KubeTarget:
-        if via not in VIAS:
-            raise ValueError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
         made = super().__new__(cls, value)
-        made.via = via
+        made.via = check_via(via)
         return made
 
 
@@ -219,8 +224,7 @@ def client_pod_metadata(via: str) -> tuple[dict[str, str], dict[str, str]]:
     and 05 label `production`) would otherwise give every client a proxy, and a "ClusterIP"
     run would silently be balanced per request by the client's sidecar.
     """
-    if via not in VIAS:
-        raise ValueError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
+    check_via(via)
     labels = {"sidecar.istio.io/inject": "true" if via in ("mesh", "xds") else "false"}
     annotations = {"linkerd.io/inject": "enabled" if via == "linkerd" else "disabled"}
     if via in ("mesh", "xds"):
@@ -888,8 +892,7 @@ class KubeCluster(Cluster):
         "ingress"/"traefik"/"gateway": the controller's Service that routes to `service`.
         """
         namespace = namespace or self.namespace
-        if via not in VIAS:
-            raise ValueError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
+        check_via(via)
         try:
             obj = self._core.read_namespaced_service(service, namespace)
         except Exception as error:
@@ -910,7 +913,7 @@ class KubeCluster(Cluster):
             if via == "clusterip" and is_headless(obj):
                 raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")
             return KubeTarget(service_target(service, namespace, number, via), via)
-        host = f"{service}.{namespace}.{CLUSTER_DOMAIN}:{number}"
+        host = service_target(service, namespace, number, "clusterip")  # the plain DNS name
         if via in ("mesh", "linkerd"):
             return KubeTarget(host, via)
         if via == "xds":
@@ -932,9 +935,7 @@ class KubeCluster(Cluster):
             gateway, front_port = gateway_listener(routes, gateways, service, namespace)
             front_namespace = ENVOY_GATEWAY_NAMESPACE
             front_name = self._envoy_gateway_service(gateway, namespace)
-        return KubeTarget(
-            f"dns:///{front_name}.{front_namespace}.{CLUSTER_DOMAIN}:{front_port}", via
-        )
+        return KubeTarget(service_target(front_name, front_namespace, front_port, "dns"), via)
 
     def run_load(
         self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
@@ -963,27 +964,13 @@ class KubeCluster(Cluster):
                     raise
 
     def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
-        namespace = namespace or self.namespace
-        obj = self._read_pod(pod, namespace)
-        command = fault_exec_command(server_address(obj), fault)
-        try:
-            out = self._exec(pod, server_containers(obj)[0].name, command, namespace)
-        except KubeError as error:
-            raise KubeError(f"set_fault on pod {namespace}/{pod}: {error}") from None
+        out = self._admin_exec(
+            pod, namespace, lambda at: fault_exec_command(at, fault), "set_fault"
+        )
         return json.loads(out.strip().splitlines()[-1])
 
     def crash_pod(self, pod: str, namespace: str | None = None) -> None:
-        namespace = namespace or self.namespace
-        obj = self._read_pod(pod, namespace)
-        try:
-            self._exec(
-                pod,
-                server_containers(obj)[0].name,
-                crash_exec_command(server_address(obj)),
-                namespace,
-            )
-        except KubeError as error:
-            raise KubeError(f"crash_pod on pod {namespace}/{pod}: {error}") from None
+        self._admin_exec(pod, namespace, crash_exec_command, "crash_pod")
 
     def install_addon(self, name: str) -> str:
         """Install a pinned add-on into this cluster's context (see cluster/addons/)."""
@@ -1097,6 +1084,22 @@ class KubeCluster(Cluster):
         argv = port_forward_command(resource, port, namespace, context, self._kubeconfig)
         self._forwards[key] = start_port_forward(argv)
         return self._forwards[key][1]
+
+    def _admin_exec(
+        self,
+        pod: str,
+        namespace: str | None,
+        command_for: Callable[[str], list[str]],
+        action: str,
+    ) -> str:
+        """Run `command_for(server address)` in the pod's server container; its stdout."""
+        namespace = namespace or self.namespace
+        obj = self._read_pod(pod, namespace)
+        command = command_for(server_address(obj))
+        try:
+            return self._exec(pod, server_containers(obj)[0].name, command, namespace)
+        except KubeError as error:
+            raise KubeError(f"{action} on pod {namespace}/{pod}: {error}") from None
 
     def _exec(self, pod: str, container: str, command: list[str], namespace: str) -> str:
         """stdout of `command` run in one container of a pod; KubeError with stderr on failure."""

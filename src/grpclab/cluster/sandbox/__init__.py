@@ -301,9 +301,7 @@ class Sandbox(Cluster):
 
         self._check_up()
         with self._lock:
-            runtime = self._pods.get(pod)
-            if runtime is None or runtime.namespace != (namespace or self.namespace):
-                raise KeyError(f'pod "{pod}" not found in namespace {namespace or self.namespace}')
+            runtime = self._pod_runtime(pod, namespace)
             address = f"{runtime.ip}:{runtime.grpc_port}"
         with grpc.insecure_channel(address, options=LOCAL_ONLY) as channel:
             reply = admin_pb2_grpc.AdminStub(channel).SetFault(admin_pb2.Fault(**fault), timeout=5)
@@ -314,11 +312,10 @@ class Sandbox(Cluster):
     def crash_pod(self, pod: str, namespace: str | None = None) -> None:
         """SIGKILL the pod's server process; the sandbox's kubelet restarts it in place."""
         self._check_up()
-        namespace = namespace or self.namespace
         with self._lock:
-            runtime = self._pods.get(pod)
-            if runtime is None or runtime.namespace != namespace or runtime.process is None:
-                raise KeyError(f'pod "{pod}" not found in namespace {namespace}')
+            runtime = self._pod_runtime(pod, namespace)
+            if runtime.process is None:  # between a crash and its restart: nothing to kill
+                raise KeyError(f'pod "{pod}" not found in namespace {runtime.namespace}')
             os.kill(runtime.process.pid, signal.SIGKILL)
 
     def local_address(
@@ -328,9 +325,7 @@ class Sandbox(Cluster):
         self._check_up()
         namespace = namespace or self.namespace
         with self._lock:
-            runtime = self._pods.get(pod)
-            if runtime is None or runtime.namespace != namespace:
-                raise KeyError(f'pod "{pod}" not found in namespace {namespace}')
+            runtime = self._pod_runtime(pod, namespace)
             address = _address(runtime)
             declared = runtime.container.get("ports", [])
         number = address.ports.get(str(port))
@@ -447,6 +442,14 @@ class Sandbox(Cluster):
         self._generation += 1
         if obj["kind"] == "Service" and key[1:] in self._cluster_ips:
             self.block.give_back_service_ip(self._cluster_ips.pop(key[1:]))
+
+    def _pod_runtime(self, pod: str, namespace: str | None) -> PodRuntime:
+        """The pod's runtime (the caller holds the lock); KeyError when it is not there."""
+        namespace = namespace or self.namespace
+        runtime = self._pods.get(pod)
+        if runtime is None or runtime.namespace != namespace:
+            raise KeyError(f'pod "{pod}" not found in namespace {namespace}')
+        return runtime
 
     def _deployment(self, name: str, namespace: str) -> dict:
         obj = self._objects.get(("Deployment", namespace, name))
