@@ -28,7 +28,6 @@ from grpclab.load import LoadSpec
 from grpclab.xds.gateway import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "cluster" / "manifests" / "base"
 INGRESS = ROOT / "cluster" / "manifests" / "ingress" / "ingress-nginx.yaml"
 HOST = "grpc.example.com"
 
@@ -133,14 +132,6 @@ def test_missing_nginx_says_how_to_install_it(monkeypatch):
 
 
 # --- real nginx, real TLS -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lab():
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
-        sandbox.wait_ready("grpc-server", timeout=60)
-        yield sandbox
 
 
 @pytest.fixture(scope="module")

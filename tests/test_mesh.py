@@ -18,14 +18,6 @@ ISTIO = ROOT / "cluster" / "manifests" / "istio"
 CLUSTER_NAME = "outbound|50051||grpc-server.production.svc.cluster.local"
 
 
-@pytest.fixture(scope="module")
-def lab():
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
-        sandbox.wait_ready("grpc-server", timeout=60)
-        yield sandbox
-
-
 @pytest.fixture()
 def mesh(lab):
     """The sidecar's target for grpc-server, in a labelled namespace, with no Istio objects."""

@@ -21,14 +21,6 @@ XDS = ROOT / "cluster" / "manifests" / "xds"
 TARGET = "xds:///grpc-server.production.svc.cluster.local:50051"
 
 
-@pytest.fixture(scope="module")
-def lab():
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
-        sandbox.wait_ready("grpc-server", timeout=60)
-        yield sandbox
-
-
 @pytest.fixture()
 def target(lab):
     yield lab.target("grpc-server", via="xds")
