@@ -201,10 +201,10 @@ def base_title(title: str) -> str:
 
 
 def expected_live_charts(path: Path) -> int:
-    """How many grpclab charts the notebook makes (each DistributionChart/TimelineChart call)."""
+    """How many grpclab charts the notebook makes (a Playground holds one)."""
     notebook = nbformat.read(path, as_version=4)
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    return len(re.findall(r"\b(?:DistributionChart|TimelineChart)\(", code))
+    return len(re.findall(r"\b(?:DistributionChart|TimelineChart|Playground)\(", code))
 
 
 def count_websocket_bytes(page) -> dict[str, int]:

@@ -51,6 +51,9 @@ export default {
     const title = String(model.get("figure").layout?.title?.text ?? "").split("<br>")[0];
     const views = (globalThis.__grpclabCharts ||= {});
     views[title] ||= { started: true, ready: false, draws: 0, points: 0 };
+    const t0 = performance.now();
+    const log = (what) =>
+      console.debug(`grpclab chart ${title}: ${what} after ${Math.round(performance.now() - t0)} ms`);
     let Plotly;
     try {
       Plotly = await loadPlotly(model);
@@ -72,6 +75,7 @@ export default {
       }
     });
     sizes.observe(el);
+    log("plotly.js loaded");
     let drawing = null;
     let again = false;
     const draw = async () => {
@@ -97,11 +101,13 @@ export default {
     const onChange = () => shown && void draw();
     model.on("change:figure", onChange);
     await inPage;
+    log("in the page");
     shown = true;
     await draw();
     // Tell the kernel (and a test reading the page) that this view has drawn.
     el.dataset.grpclabReady = "true";
     model.send({ event: "rendered" });
+    log("drawn");
     return () => {
       sizes.disconnect();
       model.off("change:figure", onChange);
