@@ -212,7 +212,7 @@ def service_target(
     raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
 
 
-VIAS = ("dns", "clusterip", "addresses", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway")
+VIAS = ("dns", "clusterip", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway", "addresses")
 
 
 def check_via(via: str) -> str:
