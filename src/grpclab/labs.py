@@ -13,7 +13,6 @@ import functools
 import math
 import re
 import shutil
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import yaml
 from grpclab import checks
 from grpclab.cluster import Cluster
 from grpclab.cluster.manifests import kubectl_ref, load_objects
-from grpclab.drills import during_load
+from grpclab.drills import DrillError, drill
 from grpclab.load import LoadResult, LoadSpec
 
 if TYPE_CHECKING:
@@ -800,33 +799,24 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     # miss them all by luck.)
     for pod in pods:
         cluster.set_fault(pod, added_latency_ms=limits["latency_ms"])
-    clock: dict[str, float] = {}
-
-    def anchor(snapshot: LoadResult) -> None:  # the load's clock, as during_load reads it
-        clock.setdefault("t0", time.perf_counter() - snapshot.elapsed_s)
-
-    def kill() -> None:
-        clock["killed_at_s"] = time.perf_counter() - clock["t0"]
-        cluster.delete_pod(victim)
-
     try:
-        result = during_load(cluster, spec, kill_at_s, kill, on_progress=anchor)
-    finally:
-        for pod in cluster.pods({"app": DEPLOYMENT}):
-            if pod.name != victim and pod.ready:
-                cluster.set_fault(pod.name, added_latency_ms=0)
-    killed_at = clock.get("killed_at_s")
-    if killed_at is None:
+        run = drill(cluster, spec, kill_at_s, lambda: cluster.delete_pod(victim))
+    except DrillError as error:
         items.append(
             rules.item(
                 "kill",
                 False,
-                "the pod was never deleted: the run ended first",
+                str(error),
                 f"a deletion {kill_at_s:g} s into the run",
-                "this is not about your files: run the check again",
+                "no call completed, or the run ended first: look at print(lab.pods())",
             )
         )
-        raise _Stop
+        raise _Stop from None
+    finally:
+        for pod in cluster.pods({"app": DEPLOYMENT}):
+            if pod.name != victim and pod.ready:
+                cluster.set_fault(pod.name, added_latency_ms=0)
+    result, killed_at = run.result, run.action_started_s
     width = checks.bucket_width(result)
     before = sum(
         b["per_pod"].get(victim, 0)
@@ -840,7 +830,10 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             f"{victim} deleted {killed_at:.1f} s in, after serving {before} calls in the "
             "second before",
             f"a deletion about {kill_at_s:g} s in, of a pod that was serving",
-            "this is not about your files: run the check again",
+            "the deleted pod carried no calls just before: a client that sends every call "
+            "to one pod (pick_first) never meets the kill. Keep a policy that uses every pod"
+            if before == 0
+            else "the deletion came late, which is not about your files: run the check again",
         )
     )
     env = _deployment_env(files / "deployment.yaml")
