@@ -409,12 +409,13 @@ def check_rules(lab: str | int, folder: str | Path) -> list[CheckItem]:
         measured = "; ".join(problems[:4]) + (
             f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
         )
+        allowed = rule.allowed().replace("`", "")  # printed as plain text
         items.append(
             CheckItem(
                 rules_item_name(rule),
                 not problems,
                 measured or "as the rules allow",
-                f"{rule.name}: {rule.allowed()}; the rest as in starter/{rule.name}",
+                f"{rule.name}: {allowed}; the rest as in starter/{rule.name}",
                 f"{rule.why}. Compare your file with starter/{rule.name} and put back the rest",
             )
         )
