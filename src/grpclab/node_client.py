@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
@@ -85,6 +86,13 @@ def problem() -> str | None:
     return f"{found[0]}: {found[1]}" if found else None
 
 
+def require() -> None:
+    """Raise NodeClientMissing, which names the fix, when the Node client cannot run here."""
+    found = problem()
+    if found:
+        raise NodeClientMissing(found)
+
+
 def versions() -> str:
     """Which node runs the client and which gRPC packages it has (package-lock.json)."""
     lock = json.loads((CLIENT_DIR / "package-lock.json").read_text())["packages"]
@@ -140,9 +148,7 @@ def run(specs: Mapping[str, LoadSpec], alternative_resolver: bool = True) -> dic
     alternative_resolver=False sets GRPC_NODE_USE_ALTERNATIVE_RESOLVER=false, to show
     what a grpc-js client does with a dns://SERVER/name target without it.
     """
-    missing = problem()
-    if missing:
-        raise NodeClientMissing(missing)
+    require()
     jobs = [to_job(name, spec) for name, spec in specs.items()]
     env = {**os.environ, RESOLVER_ENV: "true" if alternative_resolver else "false"}
     done = subprocess.run(
@@ -160,3 +166,20 @@ def run(specs: Mapping[str, LoadSpec], alternative_resolver: bool = True) -> dic
         )
     results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
     return {name: NodeResult(**results[name], done=True) for name in specs}
+
+
+def side_by_side(
+    pods: list[str], title: str, python: LoadResult, node: LoadResult, width: int = 460
+) -> Any:
+    """Two DistributionCharts in a row: the Python client's counts, then the Node client's."""
+    import ipywidgets
+
+    from grpclab.widgets import DistributionChart
+
+    figures = []
+    for language, result in (("Python", python), ("Node", node)):
+        chart = DistributionChart(pods, f"{title}: {language}")
+        chart.figure.layout.width = width
+        chart.update(result)
+        figures.append(chart.figure)
+    return ipywidgets.HBox(figures)
