@@ -19,6 +19,7 @@ from typing import Any
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.preflight import MissingTool
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 CLIENT = CLIENT_DIR / "client.js"
@@ -30,14 +31,6 @@ RUN_TIMEOUT_S = 300.0
 # The LoadSpec fields client.js understands; any other field set away from its default is
 # refused rather than silently ignored.
 SUPPORTED = frozenset({"target", "rpcs", "concurrency", "lb_policy", "deadline_s"})
-
-
-class NodeClientMissing(RuntimeError):
-    """Node, npm or the installed client is missing; the message says what to install."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of a traceback: the fix is the whole story.
-        return [f"{type(self).__name__}: {self}"]
 
 
 @dataclass
@@ -87,10 +80,10 @@ def problem() -> str | None:
 
 
 def require() -> None:
-    """Raise NodeClientMissing, which names the fix, when the Node client cannot run here."""
+    """Raise MissingTool, which names the fix, when the Node client cannot run here."""
     found = problem()
     if found:
-        raise NodeClientMissing(found)
+        raise MissingTool(f"This notebook runs a Node.js gRPC client. {found}.")
 
 
 def versions() -> str:
