@@ -36,7 +36,7 @@ def test_l4_sticks_to_one_pod_round_robin_spreads_and_kube_proxy_has_memory(lab)
     lineup = compare.prepare(lab, MANIFESTS, only=["l4", "round_robin"], out=lambda _: None)
     assert [s.key for s in lineup.solutions()] == ["l4", "round_robin"] and not lineup.skipped
     rows, direct = compare.measure_steady(
-        lineup, rounds=2, latency_s=0.3, spread_rpcs=300, out=lambda _: None
+        lineup, rounds=2, latency_s=0.3, spread_rpcs=600, out=lambda _: None
     )
     compare.measure_memory(lineup, rows)
 
