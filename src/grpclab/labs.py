@@ -409,12 +409,13 @@ def check_rules(lab: str | int, folder: str | Path) -> list[CheckItem]:
         measured = "; ".join(problems[:4]) + (
             f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
         )
+        allowed = rule.allowed().replace("`", "")  # printed as plain text
         items.append(
             CheckItem(
                 rules_item_name(rule),
                 not problems,
                 measured or "as the rules allow",
-                f"{rule.name}: {rule.allowed()}; the rest as in starter/{rule.name}",
+                f"{rule.name}: {allowed}; the rest as in starter/{rule.name}",
                 f"{rule.why}. Compare your file with starter/{rule.name} and put back the rest",
             )
         )
@@ -628,7 +629,7 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "no cluster IP: DNS answers with each ready pod's address"
             if headless
             else "it has a cluster IP: DNS answers with that one virtual address",
-            f"{config.service} with clusterIP: None",
+            f"no cluster IP: DNS answers with each of the {len(pods)} pods' addresses",
             "a ClusterIP Service has one virtual IP, and kube-proxy picks a pod once per "
             "connection, not per call. Which kind of Service makes DNS answer with every "
             "ready pod instead? (the README's hint 2)",
@@ -643,7 +644,8 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     if not headless:
         spread_hint = (
             "your client resolves one address, the Service's cluster IP, and kube-proxy "
-            "picks a pod once per connection, not per call: make the Service headless first"
+            "picks a pod once per connection, not per call. Fix the Service first (the check "
+            "about DNS above)"
         )
     elif config.service_config is None and config.lb_policy in (None, "pick_first"):
         spread_hint = (
