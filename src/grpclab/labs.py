@@ -629,7 +629,7 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "no cluster IP: DNS answers with each ready pod's address"
             if headless
             else "it has a cluster IP: DNS answers with that one virtual address",
-            f"{config.service} with clusterIP: None",
+            f"no cluster IP: DNS answers with each of the {len(pods)} pods' addresses",
             "a ClusterIP Service has one virtual IP, and kube-proxy picks a pod once per "
             "connection, not per call. Which kind of Service makes DNS answer with every "
             "ready pod instead? (the README's hint 2)",
@@ -644,7 +644,8 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     if not headless:
         spread_hint = (
             "your client resolves one address, the Service's cluster IP, and kube-proxy "
-            "picks a pod once per connection, not per call: make the Service headless first"
+            "picks a pod once per connection, not per call. Fix the Service first (the check "
+            "about DNS above)"
         )
     elif config.service_config is None and config.lb_policy in (None, "pick_first"):
         spread_hint = (
