@@ -206,14 +206,19 @@ def test_a_displayed_chart_is_replaced_by_a_saved_figure_when_its_run_ends():
         display(chart)
         chart.update(snapshot({PODS[0]: 3}))  # running: the live view stays
         chart.update(snapshot({PODS[0]: 9}, done=True))
+        chart.update(snapshot({PODS[0]: 10}, done=True))  # a change after the end
         chart.update(snapshot({PODS[0]: 1}))  # another run into the same chart: live again
-    live, final, again = captured.outputs
+    live, final, between, changed, again = captured.outputs
     assert WIDGET_MIME in live.data and live.data["text/plain"] == repr(chart)
     display_id = live.transient["display_id"]
     assert final.update and final.transient["display_id"] == display_id
     assert WIDGET_MIME not in final.data and final.data["text/plain"] == repr(chart)
     figure = final.data[PLOTLY_MIME]
     assert figure["data"][0]["y"] == [9, 0, 0] and "(done)" in figure["layout"]["title"]["text"]
+    # JupyterLab's plotly renderer draws a figure once: a text output in between makes it
+    # draw the changed one.
+    assert between.update and list(between.data) == ["text/plain"]
+    assert changed.update and changed.data[PLOTLY_MIME]["data"][0]["y"] == [10, 0, 0]
     assert again.update and WIDGET_MIME in again.data
 
 

@@ -236,6 +236,11 @@ class _LiveChart:
         if self._handle is None:
             return
         if done:
+            if self._shows_static:
+                # JupyterLab's plotly renderer ignores a new figure once it has drawn one
+                # (jupyterlab-plotly's renderModel returns early): a text output in between
+                # makes it draw the new figure afresh (a mark added after the run, say).
+                self._handle.update({"text/plain": repr(self)}, raw=True)
             self._handle.update({PLOTLY_MIME: state, "text/plain": repr(self)}, raw=True)
             self._shows_static = True
         elif self._shows_static:  # a new run into a finished chart: live again
@@ -426,7 +431,9 @@ class TimelineChart(_LiveChart):
         peak = max((max(r, default=0) for r in rates.values()), default=0)
         # Headroom above the lines for the rows of mark labels.
         rows = max(len(self.marks), 1)
-        self.figure.layout.yaxis.range = [0, max(1, peak) / (1 - self.MARK_ROW * rows - 0.05)]
+        top = max(1, peak) / (1 - self.MARK_ROW * rows - 0.05)
+        # A little below 0, so that a pod that serves nothing is a line, not the axis.
+        self.figure.layout.yaxis.range = [-0.03 * top, top]
         self.figure.layout.title = self._heading(result)
 
 

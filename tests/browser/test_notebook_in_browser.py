@@ -186,6 +186,7 @@ READ_GRAPHS = """
       index,
       title: (graph.layout && graph.layout.title && graph.layout.title.text) || '',
       live: Boolean(graph.closest('.grpclab-chart')),
+      notes: ((graph.layout && graph.layout.annotations) || []).map(a => a.text),
       traces: (graph.data || []).map(t => ({
         type: t.type, name: t.name || '', points: Array.from(t.y || []).length,
       })),
@@ -291,6 +292,10 @@ def chart_problems(path: Path, run: dict) -> list[str]:
         playground = "(playground)" in title  # no run until a learner clicks Run
         if not playground and (run_state is None or run_state.group(3) != "done"):
             problems.append(f"chart {graph['index']} {base_title(title)!r} has no (done) subtitle")
+        if any(note.startswith("scale to") for note in graph["notes"]) and not any(
+            note in ("new pods serving", "the new pods served nothing") for note in graph["notes"]
+        ):
+            problems.append(f"{base_title(title)!r}: a scale-up timeline without its pickup mark")
         view = run["live_views"].get(base_title(title))
         if view is None:
             problems.append(f"{base_title(title)!r}: its live view never reached the page")
@@ -318,6 +323,7 @@ def test_every_chart_draws_live_and_is_saved_with_its_final_run(browser, jupyter
             "websocket_bytes_sent": run["websocket"]["sent"],
             "charts": len(run["graphs"]),
             "live_views": run["live_views"],
+            "notes": {base_title(g["title"]): g["notes"] for g in run["graphs"] if g["notes"]},
         }
         print(f"browser {path.stem}: {json.dumps(report[path.stem])}")
         found = chart_problems(path, run)
