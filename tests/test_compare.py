@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 
 import grpclab
@@ -262,3 +263,24 @@ def test_a_lesson_that_does_not_hold_fails_and_names_the_row():
     comparison.rows["gateway"].max_min = 3.0
     with pytest.raises(AssertionError, match="spread calls evenly.*not for Envoy Gateway"):
         comparison.lessons()
+
+
+def test_the_notebooks_own_cells_run_on_a_kind_shaped_result(capsys):
+    """Notebook 10's cells after the measurements, run as they are stored, on a kind result."""
+    notebook = nbformat.read(REPO / "notebooks" / "10-compare-solutions.ipynb", as_version=4)
+    cells = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    after_crash = next(i for i, source in enumerate(cells) if "measure_crash" in source) + 1
+    # The max-age cell and lab.down() talk to a cluster; the rest only read the rows.
+    reading = [s for s in cells[after_crash:] if "measure_max_age" not in s and "lab.down" not in s]
+    assert any("lessons()" in source for source in reading), "the lessons cell moved"
+    comparison = kind_shaped()
+    lineup = compare.Lineup(KubeCluster.__new__(KubeCluster), {}, comparison.skipped, [], MANIFESTS)
+    namespace = {"compare": compare, "rows": comparison.rows, "direct": comparison.direct}
+    namespace["lineup"] = lineup
+    for source in reading:
+        exec(compile(source, "notebook 10", "exec"), namespace)  # noqa: S102
+    printed = capsys.readouterr().out
+    assert f"Istio sidecar: {NOT_MEASURED}" in printed  # the memory cell
+    assert f"  {NOT_MEASURED}: ClusterIP (L4), Istio sidecar" in printed  # the lessons cell
+    assert "skipped: Linkerd proxy" in printed  # the summary
+    assert NOT_MEASURED in namespace["comparison"]._repr_html_()  # the table cell

@@ -231,6 +231,11 @@ def _matches(pattern: tuple[str, ...], path: Path_, prefix: bool) -> bool:
     return all(want in ("*", key) for want, (key, _) in zip(pattern, path, strict=False))
 
 
+def allows(allowed: Iterable[str], path: Path_) -> bool:
+    """Whether a rule's allow-list (paths, with [*]) covers `path` or a place above it."""
+    return any(_matches(_pattern(text), path, prefix=True) for text in allowed)
+
+
 def _show_value(value: Any) -> str:
     if value is _MISSING:
         return "absent"
@@ -242,12 +247,11 @@ def changed_fields(
     shipped: Any, yours: Any, may_change: Iterable[str], values: Mapping[str, Iterable[Any]]
 ) -> list[str]:
     """What `yours` changes of `shipped` outside the `may_change` paths, and values not allowed."""
-    allowed = [_pattern(text) for text in may_change]
     before, after = leaves(shipped), leaves(yours)
     problems = []
     for path in [*before, *(p for p in after if p not in before)]:
         old, new = before.get(path, _MISSING), after.get(path, _MISSING)
-        if old == new or any(_matches(pattern, path, prefix=True) for pattern in allowed):
+        if old == new or allows(may_change, path):
             continue
         if old is _MISSING:
             problems.append(f"{show_path(path)} is added ({_show_value(new)})")
@@ -274,6 +278,12 @@ def _words(items: list[str]) -> str:
 def _one_of(values: Iterable[Any]) -> str:
     shown = [f"`{value}`" for value in values]
     return f"only {shown[0]}" if len(shown) == 1 else f"one of {_words(shown)}"
+
+
+@functools.cache
+def _shipped_objects(path: Path) -> dict[str, dict[str, Any]]:
+    """A starter file's objects by "Kind/name"; the repository's files do not change."""
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
 
 
 @dataclass(frozen=True)
@@ -325,7 +335,7 @@ class FileRule:
             objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
         except ValueError as error:
             return [str(error)]
-        starter = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(shipped)}
+        starter = _shipped_objects(shipped)
         held = _words([f"{ref.split('/')[0]} {ref.split('/', 1)[1]}" for ref in self.objects])
         problems = []
         extra = [ref for ref in objects if ref not in self.objects]
@@ -540,35 +550,6 @@ def _grace_period(path: Path) -> float:
     return 30.0
 
 
-def _client(files: Path, items: list[CheckItem]) -> ClientConfig:
-    try:
-        return read_client_config(files / CLIENT_FILE)
-    except LabFilesError as error:
-        items.append(
-            CheckItem(
-                "client.yaml is valid", False, str(error), "a valid client.yaml", _FIX_FILE_HINT
-            )
-        )
-        raise _Stop from None
-
-
-def _spec(config: ClientConfig, cluster: Cluster, items: list[CheckItem], **load) -> LoadSpec:
-    try:
-        return config.load_spec(cluster, **load)
-    except (KeyError, ValueError) as error:
-        items.append(
-            CheckItem(
-                "the client finds its Service",
-                False,
-                str(error).strip("'\""),
-                f"a Service {config.service} with a port {config.port}",
-                f"client.yaml's service, port and via must name a Service that your files "
-                f"(or the lab's) create, such as service: {config.service}",
-            )
-        )
-        raise _Stop from None
-
-
 def _ready(
     cluster: Cluster, rules: LabRules, key: str, wanted: Mapping[str, int], items: list[CheckItem]
 ) -> dict[str, list[str]]:
@@ -618,7 +599,7 @@ _NOT_READY_HINT = (
 
 def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    config = _client(files, items)
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
     service = live_service(cluster, {"metadata": {"name": config.service}, "spec": {}})
     headless = service is not None and _headless(service)
@@ -635,7 +616,7 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "ready pod instead? (the README's hint 2)",
         )
     )
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=limits["run_s"])
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"])
     # Each run on new connections: spreading connections at random can look even once by
     # luck; spreading calls is even every time.
     runs = [cluster.run_load(spec) for _ in range(int(limits["runs"]))]
@@ -696,9 +677,9 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 
 def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    config = _client(files, items)
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     before = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=limits["run_s"], concurrency=4)
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=4)
     from grpclab.widgets import run_with_scale  # plotly and ipywidgets: only when needed
 
     added = int(limits["scale_to"] - limits["pods"])
@@ -791,10 +772,10 @@ def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 
 def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    config = _client(files, items)
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
     victim = pods[0]
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=limits["run_s"], concurrency=8)
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=8)
     kill_at_s = limits["kill_at_s"]
     # Real handlers take time: with 50 ms per call, calls are in flight on the pod when it
     # goes, every time. (The demo's calls take well under a millisecond, so a kill could
