@@ -45,8 +45,9 @@ KNOWN = {
     # Notebook 00 prints Envoy's version from the sandbox's own lookup; a machine tool,
     # grpclab.preflight.envoy_path(None), gives the same path without the back door.
     ("notebooks/00-setup.ipynb#", "imports grpclab.cluster.sandbox.processes"),
-    # Notebook 07 reads the sandbox's own xDS server to show what a proxyless client gets;
-    # on kind that is istiod. Until the interface offers it, these are known.
+    # Notebook 07 drives grpclab's own xDS control plane (its resources, NACKs, stopping it)
+    # and runs on the sandbox only, as the README's Backends section says; on kind,
+    # notebook 10 measures Istio's proxyless gRPC instead.
     ("notebooks/07-xds-proxyless.ipynb#", "uses lab.xds, which Cluster does not have"),
     ("notebooks/07-xds-proxyless.ipynb#", "uses lab.addons, which Cluster does not have"),
 }
