@@ -145,9 +145,11 @@ def sandbox_state(lab) -> dict:
         # Names, not readiness: a probe may time out on a busy machine at any moment.
         "pods": {p.name for p in lab.pods()},
         "free pod and Service IPs": lab.block.free(),
-        # Less those of pods already on their way out, which end whenever their grace does.
+        # Processes other than the pods' own (kube-proxy, add-ons, and any a refused apply
+        # would leak); a pod's process may restart or end with its grace at any moment, and
+        # the pods themselves are compared by name above.
         "processes": {pid for pid, p in lab.launcher.children.items() if p.poll() is None}
-        - {p.process.pid for p in lab._pods.values() if p.terminating and p.process},
+        - {p.process.pid for p in lab._pods.values() if p.process},
         "kube-proxy listeners": sorted(
             json.dumps(item["local_address"], sort_keys=True)
             for item in listeners["listener_statuses"]
