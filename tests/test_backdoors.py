@@ -37,11 +37,6 @@ MACHINE_TOOLS = {
 }
 # Where the check stands today, known and named; anything else it finds fails the test.
 KNOWN = {
-    # Issue 14: notebook 10's comparison (compare.py) is being moved onto the interface by
-    # its own change; until it lands, these are the only back doors left.
-    ("compare.py", "branches on the backend: lab.backend"),
-    ("compare.py", "uses lab.addons, which Cluster does not have"),
-    ("compare.py", "uses lab.kube_proxy, which Cluster does not have"),
     # Notebook 00 prints Envoy's version from the sandbox's own lookup; a machine tool,
     # grpclab.preflight.envoy_path(None), gives the same path without the back door.
     ("notebooks/00-setup.ipynb#", "imports grpclab.cluster.sandbox.processes"),

@@ -9,6 +9,7 @@ cluster: those cases run against NoCluster, which fails the test if the check to
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 from collections.abc import Callable
@@ -544,6 +545,67 @@ def test_every_shipped_file_keeps_to_the_rules(number, files):
     items = check_rules(number, lab_dir(number) / files)
     assert [item.name for item in items] == [rules_item_name(r) for r in rules(number).files]
     assert all(item.passed for item in items), [item.measured for item in items]
+
+
+def _set(obj: Any, path: tuple, value: Any) -> None:
+    """Set the leaf at `path` (as grpclab.labs.leaves names it) in `obj`."""
+    *parents, (last, _) = path
+    for key, item in parents:
+        if item:
+            named = [each for each in obj if each.get("name") == key]
+            obj = named[0] if named else obj[int(key)]
+        else:
+            obj = obj[key]
+    obj[last] = value
+
+
+def _other(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, list):
+        return [*value, value[0]]
+    return f"{value}-x"
+
+
+@pytest.mark.parametrize("number", sorted(LABS))
+def test_every_shipped_field_outside_the_allow_list_is_caught(number, tmp_path):
+    """The rules hold in principle: change any one shipped value they do not allow, and the
+    file fails, naming that field."""
+    starter = lab_dir(number) / "starter"
+    checked = 0
+    for rule in rules(number).files:
+        source = starter / rule.name
+        shipped = [yaml.safe_load(source.read_text())] if rule.is_client else docs(source)
+        for index, obj in enumerate(shipped):
+            allowed = (
+                rule.may_change
+                if rule.is_client
+                else rule.objects[f"{obj['kind']}/{obj['metadata']['name']}"]["may_change"]
+            )
+            for path, value in grpclab.labs.leaves(obj).items():
+                shown = grpclab.labs.show_path(path)
+                if grpclab.labs.allows(allowed, path):
+                    continue
+                changed = copy.deepcopy(shipped)
+                _set(changed[index], path, _other(value))
+                shutil.rmtree(tmp_path / "work", ignore_errors=True)
+                shutil.copytree(starter, tmp_path / "work")
+                if rule.is_client:
+                    (tmp_path / "work" / rule.name).write_text(yaml.safe_dump(changed[0]))
+                else:
+                    write_docs(tmp_path / "work" / rule.name, changed)
+                [item] = [i for i in check_rules(number, tmp_path / "work") if not i.passed]
+                assert item.name == rules_item_name(rule), shown
+                if str(tmp_path) in item.measured:
+                    pass  # the schema refused it already, naming the file and line
+                elif shown in ("kind", "metadata.name"):  # another object, then
+                    assert "it also holds" in item.measured, (shown, item.measured)
+                else:
+                    assert shown in item.measured, (shown, item.measured)
+                checked += 1
+    assert checked >= 5, checked
 
 
 @pytest.mark.parametrize("number", sorted(LABS))

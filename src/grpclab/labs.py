@@ -231,6 +231,11 @@ def _matches(pattern: tuple[str, ...], path: Path_, prefix: bool) -> bool:
     return all(want in ("*", key) for want, (key, _) in zip(pattern, path, strict=False))
 
 
+def allows(allowed: Iterable[str], path: Path_) -> bool:
+    """Whether a rule's allow-list (paths, with [*]) covers `path` or a place above it."""
+    return any(_matches(_pattern(text), path, prefix=True) for text in allowed)
+
+
 def _show_value(value: Any) -> str:
     if value is _MISSING:
         return "absent"
@@ -242,12 +247,11 @@ def changed_fields(
     shipped: Any, yours: Any, may_change: Iterable[str], values: Mapping[str, Iterable[Any]]
 ) -> list[str]:
     """What `yours` changes of `shipped` outside the `may_change` paths, and values not allowed."""
-    allowed = [_pattern(text) for text in may_change]
     before, after = leaves(shipped), leaves(yours)
     problems = []
     for path in [*before, *(p for p in after if p not in before)]:
         old, new = before.get(path, _MISSING), after.get(path, _MISSING)
-        if old == new or any(_matches(pattern, path, prefix=True) for pattern in allowed):
+        if old == new or allows(may_change, path):
             continue
         if old is _MISSING:
             problems.append(f"{show_path(path)} is added ({_show_value(new)})")
@@ -274,6 +278,12 @@ def _words(items: list[str]) -> str:
 def _one_of(values: Iterable[Any]) -> str:
     shown = [f"`{value}`" for value in values]
     return f"only {shown[0]}" if len(shown) == 1 else f"one of {_words(shown)}"
+
+
+@functools.cache
+def _shipped_objects(path: Path) -> dict[str, dict[str, Any]]:
+    """A starter file's objects by "Kind/name"; the repository's files do not change."""
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
 
 
 @dataclass(frozen=True)
@@ -325,7 +335,7 @@ class FileRule:
             objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
         except ValueError as error:
             return [str(error)]
-        starter = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(shipped)}
+        starter = _shipped_objects(shipped)
         held = _words([f"{ref.split('/')[0]} {ref.split('/', 1)[1]}" for ref in self.objects])
         problems = []
         extra = [ref for ref in objects if ref not in self.objects]
