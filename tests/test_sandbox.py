@@ -136,7 +136,14 @@ def test_scale_adds_and_removes_pods(lab):
 
 
 def sandbox_state(lab) -> dict:
-    """What a refused apply must not change: objects, pods, free IPs, processes, listeners."""
+    """What a refused apply must not change: objects, pods, free IPs, processes, listeners.
+
+    First it waits for pods that an earlier test scaled away to finish terminating: they
+    give their IPs back whenever their grace ends.
+    """
+    deadline = time.monotonic() + 30
+    while any(p.terminating for p in list(lab._pods.values())) and time.monotonic() < deadline:
+        time.sleep(0.1)
     with open_local(lab.kube_proxy.admin_url("/listeners?format=json"), timeout=10) as reply:
         listeners = json.load(reply)
     return {
