@@ -103,13 +103,44 @@ def workflow_steps() -> list[dict]:
 
 
 def test_the_workflow_runs_the_readme_commands_on_kind():
-    runs = [step["run"] for step in workflow_steps() if "run" in step]
-    assert "make kind-up" in runs
-    assert "GRPCLAB_BACKEND=kind make test-contract" in runs
-    assert "GRPCLAB_BACKEND=kind make test-notebooks" in runs
+    runs = "\n".join(step["run"] for step in workflow_steps() if "run" in step)
+    assert "make kind-up" in runs.splitlines()
+    assert "make test-contract" in runs
+    assert "pytest tests/test_notebooks.py -k" in runs
     # YAML 1.1 reads the bare key `on` as True.
     triggers = workflow().get("on", workflow().get(True))
     assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
+
+
+def test_the_workflow_runs_every_notebook_once_in_a_matrix_of_jobs():
+    job = workflow()["jobs"]["kind"]
+    groups = [entry.get("notebooks") for entry in job["strategy"]["matrix"]["include"]]
+    assert None in groups  # the contract suite's own job
+    named = [stem.strip() for group in groups if group for stem in group.split(" or ")]
+    stems = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    assert sorted(named) == stems, "each notebook in exactly one matrix group"
+    assert job["strategy"]["fail-fast"] is False
+
+
+def test_the_workflow_collects_diagnostics_on_failure_timeout_and_cancel():
+    job = workflow()["jobs"]["kind"]
+    suite = next(step for step in job["steps"] if step.get("name", "").startswith("Tests on kind"))
+    # A hung suite fails at its own limit, leaving the job time for the diagnostics.
+    assert suite["timeout-minutes"] + 10 <= job["timeout-minutes"]
+    collect, upload = job["steps"][-2:]
+    assert "kind-diagnostics.sh" in collect["run"]
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    for step in (collect, upload):
+        assert step["if"] == "failure() || cancelled()"
+    script = (CLUSTER / "kind-diagnostics.sh").read_text()
+    for command in ("get events -A", "describe pod", "logs", "kind export logs"):
+        assert command in script, command
+
+
+def test_the_workflow_checks_that_coredns_does_not_cache_cluster_local():
+    runs = "\n".join(step["run"] for step in workflow_steps() if "run" in step)
+    assert "disable success cluster.local" in runs and "disable denial cluster.local" in runs
+    assert "coredns-no-cluster-cache.sh" in (CLUSTER / "kind-up.sh").read_text()
 
 
 def test_the_workflow_pins_its_actions_and_the_kind_release_of_the_node_image():
