@@ -297,15 +297,24 @@ def test_a_load_container_that_cannot_be_created_fails_at_once_with_the_reason(a
         lab.down()
 
 
-def test_a_failed_job_is_reported_by_its_condition(api):
+@pytest.mark.parametrize(
+    ("reason", "delete"),
+    [
+        ("DeadlineExceeded", None),
+        # A failed clean-up after the failure must not replace it (smaller findings).
+        ("BackoffLimitExceeded", status(500, "InternalError", "etcd is down")),
+    ],
+)
+def test_a_failed_job_is_reported_by_its_condition_whatever_its_delete_does(api, reason, delete):
     state, kubeconfig = api
-    failed = {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-                              "message": "Job was active longer than its deadline"}]}  # fmt: skip
-    state.route, _ = job_route(None, job_status=failed)
+    failed = {"conditions": [{"type": "Failed", "status": "True", "reason": reason,
+                              "message": "the Job controller's message"}]}  # fmt: skip
+    state.route, deleted = job_route(None, job_status=failed, delete=delete)
     lab = connect(kubeconfig, start_timeout=600)
     try:
-        with pytest.raises(kube.KubeError, match=r"the Job failed \(DeadlineExceeded"):
+        with pytest.raises(kube.KubeError, match=rf"the Job failed \({reason}: the Job"):
             lab.run_load(spec())
+        assert deleted
     finally:
         lab.down()
 
@@ -322,22 +331,6 @@ def test_an_unschedulable_load_pod_gives_up_after_the_start_timeout_with_the_eve
         message = str(raised.value)
         assert "did not start in 0 s: pod load-x unschedulable: 0/4 nodes" in message
         assert "Pod/load-x: FailedScheduling" in message
-    finally:
-        lab.down()
-
-
-def test_a_failed_job_delete_does_not_hide_why_the_run_failed(api):
-    state, kubeconfig = api
-    failed = {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                              "message": "Job has reached its backoff limit"}]}  # fmt: skip
-    state.route, deleted = job_route(
-        None, job_status=failed, delete=status(500, "InternalError", "etcd is down")
-    )
-    lab = connect(kubeconfig)
-    try:
-        with pytest.raises(kube.KubeError, match="BackoffLimitExceeded"):
-            lab.run_load(spec())
-        assert deleted
     finally:
         lab.down()
 
