@@ -46,7 +46,7 @@ def test_without_the_resolver_variable_a_dns_target_fails_and_an_address_list_st
     specs = {
         "dns": LoadSpec(lab.target("grpc-server-headless"), rpcs=50, lb_policy="round_robin"),
         "addresses": LoadSpec(
-            lab.target("grpc-server-headless", via="addresses"), rpcs=300, lb_policy="round_robin"
+            lab.target("grpc-server-headless", via="addresses"), rpcs=600, lb_policy="round_robin"
         ),
     }
     results = node_client.run(specs, alternative_resolver=False)

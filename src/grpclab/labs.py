@@ -550,35 +550,6 @@ def _grace_period(path: Path) -> float:
     return 30.0
 
 
-def _client(files: Path, items: list[CheckItem]) -> ClientConfig:
-    try:
-        return read_client_config(files / CLIENT_FILE)
-    except LabFilesError as error:
-        items.append(
-            CheckItem(
-                "client.yaml is valid", False, str(error), "a valid client.yaml", _FIX_FILE_HINT
-            )
-        )
-        raise _Stop from None
-
-
-def _spec(config: ClientConfig, cluster: Cluster, items: list[CheckItem], **load) -> LoadSpec:
-    try:
-        return config.load_spec(cluster, **load)
-    except (KeyError, ValueError) as error:
-        items.append(
-            CheckItem(
-                "the client finds its Service",
-                False,
-                str(error).strip("'\""),
-                f"a Service {config.service} with a port {config.port}",
-                f"client.yaml's service, port and via must name a Service that your files "
-                f"(or the lab's) create, such as service: {config.service}",
-            )
-        )
-        raise _Stop from None
-
-
 def _ready(
     cluster: Cluster, rules: LabRules, key: str, wanted: Mapping[str, int], items: list[CheckItem]
 ) -> dict[str, list[str]]:
@@ -628,7 +599,7 @@ _NOT_READY_HINT = (
 
 def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    config = _client(files, items)
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
     service = live_service(cluster, {"metadata": {"name": config.service}, "spec": {}})
     headless = service is not None and _headless(service)
@@ -645,7 +616,7 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "ready pod instead? (the README's hint 2)",
         )
     )
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=limits["run_s"])
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"])
     # Each run on new connections: spreading connections at random can look even once by
     # luck; spreading calls is even every time.
     runs = [cluster.run_load(spec) for _ in range(int(limits["runs"]))]
@@ -706,9 +677,9 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 
 def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    config = _client(files, items)
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     before = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=limits["run_s"], concurrency=4)
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=4)
     from grpclab.widgets import run_with_scale  # plotly and ipywidgets: only when needed
 
     added = int(limits["scale_to"] - limits["pods"])
@@ -801,10 +772,10 @@ def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 
 def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    config = _client(files, items)
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
     victim = pods[0]
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=limits["run_s"], concurrency=8)
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=8)
     kill_at_s = limits["kill_at_s"]
     # Real handlers take time: with 50 ms per call, calls are in flight on the pod when it
     # goes, every time. (The demo's calls take well under a millisecond, so a kill could

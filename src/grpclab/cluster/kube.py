@@ -922,7 +922,7 @@ def run_streamed(
     while True:
         with arrived:
             if len(lines) == said:
-                arrived.wait(timeout=1.0)
+                arrived.wait(timeout=min(1.0, quiet_s / 2))
             fresh = lines[said:]
         for line in fresh:
             say(f"{what}: {line}")
