@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
@@ -69,3 +70,23 @@ def crash_pod_during_load(
 ) -> LoadResult:
     """Crash `pod` (SIGKILL) at_s seconds into the load; returns what the clients saw."""
     return during_load(lab, spec, at_s, lambda: lab.crash_pod(pod, namespace), on_progress)
+
+
+def use_mesh_rules(
+    lab: Cluster, folder: Path, destination_rule: str | None, virtual_service: str | None
+) -> None:
+    """Leave just these rule files of `folder` applied; None leaves no object of that kind.
+
+    With neither, Istio's defaults apply: LEAST_REQUEST, and two retries on
+    connect-failure, refused-stream, unavailable, cancelled and HTTP 503.
+    """
+    # Every rule file in cluster/manifests/istio/ names its object grpc-server, so deleting
+    # by the plain file removes whichever is there. The rule goes first, so a sidecar never
+    # carries one row's outlier ejections into the next.
+    lab.delete(folder / "destinationrule.yaml")
+    if destination_rule:
+        lab.apply(folder / destination_rule)
+    if virtual_service:
+        lab.apply(folder / virtual_service)
+    else:
+        lab.delete(folder / "virtualservice.yaml")
