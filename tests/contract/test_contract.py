@@ -122,6 +122,18 @@ def test_a_fault_on_one_pod_fails_its_calls_only(cluster):
         cluster.set_fault(faulty, no_such_knob=1)
 
 
+def test_the_addresses_target_lists_the_ready_pods_and_round_robin_reaches_each(cluster):
+    pods = cluster.wait_ready(DEPLOYMENT, timeout=ROLLOUT_TIMEOUT)
+    target = cluster.target("grpc-server", via="addresses")
+    assert target.startswith("ipv4:"), target
+    listed = [address.rsplit(":", 1) for address in target.removeprefix("ipv4:").split(",")]
+    assert sorted(ip for ip, _ in listed) == sorted(p.ip for p in pods)
+    assert {port for _, port in listed} == {"50051"}
+    result = cluster.run_load(LoadSpec(target, rpcs=300, concurrency=8, lb_policy="round_robin"))
+    assert result.failed == 0 and set(result.per_pod) == {p.name for p in pods}
+    checks.assert_even(result, [p.name for p in pods], max_ratio=1.2)
+
+
 def test_target_strings_name_the_service_in_cluster_dns(cluster):
     ns = cluster.namespace
     dns = cluster.target("grpc-server-headless", via="dns")

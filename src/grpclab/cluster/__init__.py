@@ -80,8 +80,10 @@ class Cluster(ABC):
     ) -> str:
         """The gRPC target string that reaches `service` on this backend.
 
-        via: "dns" (the Service's DNS name), "clusterip" (its virtual IP), or a way a
-        feature adds, such as a mesh sidecar.
+        via: "dns" (the Service's DNS name), "clusterip" (its virtual IP), "addresses"
+        (`ipv4:ip:port,...`, the ready pods from its EndpointSlice at the time of the call,
+        for clients that cannot use the cluster's DNS; it does not follow scale-ups), or a
+        way a feature adds, such as a mesh sidecar.
         """
 
     @abstractmethod

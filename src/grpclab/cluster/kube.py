@@ -170,6 +170,27 @@ def service_port(service: Any, port: int | str) -> int:
     raise KeyError(f"service {service.metadata.name} has no port {port!r} (it has {have})")
 
 
+def ready_addresses(slices: list[dict[str, Any]], service: Any, number: int) -> str:
+    """`ipv4:ip:port,...`: the ready pods of one Service port, from EndpointSlices (as dicts)."""
+    port_name = next(p.name or "" for p in service.spec.ports if int(p.port) == number)
+    found = []
+    for item in slices:
+        labels = item["metadata"].get("labels") or {}
+        if labels.get("kubernetes.io/service-name") != service.metadata.name:
+            continue
+        if item.get("addressType") != "IPv4":
+            continue
+        ports = [p["port"] for p in item.get("ports") or [] if (p.get("name") or "") == port_name]
+        for endpoint in item.get("endpoints") or []:
+            # A missing `ready` condition means ready (the EndpointSlice API's rule).
+            if ports and (endpoint.get("conditions") or {}).get("ready") is not False:
+                found += [f"{address}:{ports[0]}" for address in endpoint["addresses"]]
+    if not found:
+        meta = service.metadata
+        raise ValueError(f"service {meta.namespace}/{meta.name} has no ready endpoints")
+    return "ipv4:" + ",".join(sorted(set(found)))
+
+
 def is_headless(service: Any) -> bool:
     return service.spec.cluster_ip == "None"
 
@@ -191,7 +212,7 @@ def service_target(
     raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
 
 
-VIAS = ("dns", "clusterip", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway")
+VIAS = ("dns", "clusterip", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway", "addresses")
 
 
 def check_via(via: str) -> str:
@@ -887,6 +908,7 @@ class KubeCluster(Cluster):
         """An in-cluster target for the load Job; see KubeTarget for what `via` changes.
 
         "dns"/"clusterip": the Service's name, through the client's balancer or the cluster IP.
+        "addresses": `ipv4:` with the pod IPs of its ready EndpointSlice endpoints, for now.
         "mesh"/"linkerd": the Service's name, with the client's Istio or Linkerd proxy.
         "xds": `xds:///name...` for proxyless gRPC with Istio's gRPC agent.
         "ingress"/"traefik"/"gateway": the controller's Service that routes to `service`.
@@ -909,6 +931,9 @@ class KubeCluster(Cluster):
                     f"deployment {addon_namespace}/{deployment}: install_addon(lab, {addon!r}) "
                     f"from grpclab.cluster.controllers (cluster/addons/{addon}.sh)"
                 )
+        if via == "addresses":
+            slices = self._list("discovery.k8s.io/v1", "EndpointSlice", namespace)
+            return KubeTarget(ready_addresses(slices, obj, number), via)
         if via in ("dns", "clusterip"):
             if via == "clusterip" and is_headless(obj):
                 raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")

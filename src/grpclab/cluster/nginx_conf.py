@@ -36,6 +36,10 @@ BACKEND_PROTOCOLS = ("HTTP", "GRPC")
 UPSTREAM_KEEPALIVE = 320
 # ingress-nginx serves its status and config endpoints on this port; so does the sandbox.
 STATUS_PORT = 10246
+# nginx 1.25.1 added the `http2 on;` directive and deprecated `listen ... http2`, which it
+# then warns about on every load (https://nginx.org/en/docs/http/ngx_http_v2_module.html).
+# Older versions (Debian 12's 1.22) know only the listen parameter.
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
 _SIZE = re.compile(r"\d+[kKmMgG]?")
 
 
@@ -227,8 +231,21 @@ def render_config(
     http_port: int,
     prefix: Path,
     generation: int,
+    nginx_version: tuple[int, ...] = HTTP2_DIRECTIVE_SINCE,
 ) -> str:
-    """The whole nginx.conf for `servers`; `certificates` maps a Secret to its PEM files."""
+    """The whole nginx.conf for `servers`; `certificates` maps a Secret to its PEM files.
+
+    `nginx_version` picks the HTTP/2 syntax that version takes without a warning.
+    """
+    directive = tuple(nginx_version) >= HTTP2_DIRECTIVE_SINCE
+
+    def listen(port: int, tls: bool, default: bool = False) -> str:
+        """The listen line of an HTTP/2 server, and `http2 on;` where the version has it."""
+        params = " ssl" if tls else ""
+        params += "" if directive else " http2"
+        params += " default_server" if default else ""
+        return f"listen {ip}:{port}{params};" + (" http2 on;" if directive else "")
+
     upstreams: dict[str, Backend] = {}
     for server in servers:
         for location in server.locations:
@@ -266,10 +283,10 @@ def render_config(
     # Default servers: a name nobody configured gets 404, and over TLS the controller's own
     # self-signed certificate, so a client checking names refuses the connection.
     lines += [
-        f"  server {{ listen {ip}:{https_port} ssl http2 default_server;",
+        f"  server {{ {listen(https_port, tls=True, default=True)}",
         f"    ssl_certificate {fake_cert}; ssl_certificate_key {fake_key};",
         "    return 404; }",
-        f"  server {{ listen {ip}:{http_port} http2 default_server; return 404; }}",
+        f"  server {{ {listen(http_port, tls=False, default=True)} return 404; }}",
     ]
     for server in servers:
         name = server.host or "_"
@@ -278,7 +295,7 @@ def render_config(
             cert_file, key_file = cert or fake_certificate
             lines += [
                 f"  server {{  # {name} over TLS",
-                f"    listen {ip}:{https_port} ssl http2;",
+                f"    {listen(https_port, tls=True)}",
                 f"    server_name {name};",
                 f"    ssl_certificate {cert_file};",
                 f"    ssl_certificate_key {key_file};",
@@ -286,7 +303,7 @@ def render_config(
                 "  }",
             ]
         redirect = server in tls_hosts and all(loc.options.ssl_redirect for loc in server.locations)
-        lines += [f"  server {{  # {name} without TLS", f"    listen {ip}:{http_port} http2;"]
+        lines += [f"  server {{  # {name} without TLS", f"    {listen(http_port, tls=False)}"]
         lines.append(f"    server_name {name};")
         if redirect:
             # ssl-redirect: a host with TLS is not served in clear text.

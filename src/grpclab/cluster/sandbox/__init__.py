@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -262,6 +262,8 @@ class Sandbox(Cluster):
                         f"service {namespace}/{service} is headless: it has no cluster IP"
                     )
                 return f"{ip}:{number}"
+            if via == "addresses":
+                return _ready_addresses(obj, number, self._view().endpoints[(namespace, service)])
             addons = list(self.addons.values())
         # Istio's sidecar and proxyless xDS join on first use: a sandbox that never asks for
         # them runs nothing extra.
@@ -277,7 +279,7 @@ class Sandbox(Cluster):
             found = addon.target(service, number, namespace, via)
             if found is not None:
                 return found
-        owned = ", ".join(["dns", "clusterip", *sorted(self.addons)])
+        owned = ", ".join(["dns", "clusterip", "addresses", *sorted(self.addons)])
         raise ValueError(f"via={via!r} is not a way to reach a Service here (known: {owned})")
 
     def run_load(
@@ -794,6 +796,24 @@ def _service_port(service: Mapping[str, Any], port: int | str) -> int:
             return item["port"]
     names = ", ".join(f"{p.get('name', '')}={p['port']}" for p in service["spec"]["ports"])
     raise KeyError(f"service {service['metadata']['name']} has no port {port!r} (it has {names})")
+
+
+def _ready_addresses(
+    service: Mapping[str, Any], number: int, ready: Sequence[EndpointAddress]
+) -> str:
+    """`ipv4:ip:port,...`: the ready pods behind one Service port, as its EndpointSlice has them."""
+    item = next(p for p in service["spec"]["ports"] if p["port"] == number)
+    wanted = item.get("targetPort", number)
+    # A numeric targetPort need not be declared in the pod; a named one must be.
+    found = [
+        f"{b.ip}:{wanted if isinstance(wanted, int) else b.ports[wanted]}"
+        for b in ready
+        if isinstance(wanted, int) or wanted in b.ports
+    ]
+    if not found:
+        meta = service["metadata"]
+        raise ValueError(f"service {meta['namespace']}/{meta['name']} has no ready endpoints")
+    return "ipv4:" + ",".join(found)
 
 
 def _pod_view(pod: PodRuntime) -> Pod:

