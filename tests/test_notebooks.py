@@ -68,7 +68,8 @@ def test_next_links_lead_through_every_notebook_in_order_to_the_cleanup():
     names = [path.name for path in PATH_NOTEBOOKS]
     assert names[-1] == "99-cleanup.ipynb", names
     links = {path.name: next_link(read(path)) for path in PATH_NOTEBOOKS[:-1]}
-    assert links == dict(zip(names, names[1:])), "each Next must link the following notebook"
+    expected = dict(zip(names[:-1], names[1:], strict=True))
+    assert links == expected, "each Next must link the following notebook"
 
 
 @pytest.mark.parametrize("path", PATH_NOTEBOOKS, ids=lambda p: p.stem)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.xds.dumps import dumped_virtual_host
 
 
 def during_load(
@@ -90,3 +91,10 @@ def use_mesh_rules(
         lab.apply(folder / virtual_service)
     else:
         lab.delete(folder / "virtualservice.yaml")
+
+
+def sidecar_retry_on(lab: Cluster, host: str) -> str:
+    """When the client's sidecar retries calls to `host` (host:port): the retry_on of the
+    route it uses, from its own config dump; "none" when the route has no retry policy."""
+    route = dumped_virtual_host(lab.mesh_config_dump(), host)["routes"][0]["route"]
+    return route.get("retry_policy", {}).get("retry_on", "none")
