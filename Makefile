@@ -17,7 +17,14 @@ export UV_LINK_MODE ?= copy
 	$(UV) sync --frozen
 	touch $@
 
-setup: .venv/.synced  ## install the Python environment (uv, from uv.lock)
+# The Node client of notebook 11, from its package-lock.json, when node and npm are on PATH.
+NODE_CLIENT := $(if $(and $(shell command -v node),$(shell command -v npm)),clients/node/node_modules/.package-lock.json)
+
+clients/node/node_modules/.package-lock.json: clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+setup: .venv/.synced $(NODE_CLIENT)  ## install the Python environment (uv, from uv.lock) and the Node client
 
 lab: setup  ## open the tutorial in JupyterLab on the sandbox backend
 	$(RUN) jupyter lab --ServerApp.ip=127.0.0.1 notebooks/00-setup.ipynb

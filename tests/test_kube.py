@@ -57,9 +57,14 @@ READY = re.compile(r"grpclab\.server ready pod=(\S+) ip=(\S+) port=(\d+)")
 # -- manifests and the files around them --------------------------------------------------
 
 
+# kind.yaml configures kind itself; it is not a Kubernetes object. The GatewayClass is
+# cluster-scoped add-on set-up that only kubectl applies (envoy-gateway.sh); grpclab's own
+# apply does not take GatewayClasses, and test_the_envoy_gateway_class_... checks it.
+NOT_FOR_APPLY = {"kind.yaml", "envoy-gateway-class.yaml"}
+
+
 def manifest_files() -> list[Path]:
-    # kind.yaml configures kind itself; it is not a Kubernetes object.
-    return sorted(p for p in CLUSTER.rglob("*.yaml") if p.name != "kind.yaml")
+    return sorted(p for p in CLUSTER.rglob("*.yaml") if p.name not in NOT_FOR_APPLY)
 
 
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(CLUSTER)))
@@ -77,7 +82,7 @@ def test_kind_config_pins_a_node_image_of_the_validated_kubernetes_version():
     config = yaml.safe_load((CLUSTER / "kind.yaml").read_text())
     assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert config["name"] == kube.KIND_CLUSTER
-    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker", "worker"]
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker", "worker", "worker"]
     pinned = re.compile(r"kindest/node:v(\d+\.\d+)\.\d+@sha256:[0-9a-f]{64}")
     for node in config["nodes"]:
         match = pinned.fullmatch(node["image"])

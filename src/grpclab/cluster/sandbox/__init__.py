@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
+from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, Component, ManifestSource, Pod
 from grpclab.cluster.manifests import (
     ManifestError,
     check_sandbox_support,
@@ -357,6 +357,13 @@ class Sandbox(Cluster):
         from grpclab.cluster.sandbox.catalog import addon_for_via, installed
 
         return installed(self, addon_for_via(self, "mesh"))
+
+    def component(self, name: str) -> Component:
+        """What plays `name` here (Envoy for kube-proxy, say) and its resident memory now."""
+        from grpclab.cluster.sandbox.components import component
+
+        self._check_up()
+        return component(self, name)
 
     def prometheus_url(self) -> str:
         """The sandbox's Prometheus (started on first use), scraping every pod's metrics port."""
