@@ -1341,3 +1341,16 @@ def test_diagnostics_describe_the_failing_pods_and_only_those(tmp_path):
     assert described == ["pending", "unready", "restarted"]
     logged = sorted(p.name for p in (tmp_path / "out" / "logs").glob("*.log"))
     assert "p_ok.log" in logged and "p_job.log" in logged
+
+
+def test_nbval_ignores_the_kube_notes_so_checked_cells_compare_on_kind(capsys):
+    from nbval.plugin import get_sanitize_patterns
+
+    kube.Waiting("deployment production/grpc-server", after_s=0).update("1/3 ready")
+    cell = "3 pods ready\n" + capsys.readouterr().out + "done\n"
+    assert cell.count(kube.NOTE_PREFIX) == 1
+    for regex, replace in get_sanitize_patterns(
+        (REPO / "tests" / "nbval_sanitize.cfg").read_text()
+    ):
+        cell = re.sub(regex, replace, cell)
+    assert cell == "3 pods ready\ndone\n"
