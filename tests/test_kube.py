@@ -283,6 +283,23 @@ def test_the_namespace_override_moves_every_namespaced_object_and_renames_the_na
     assert {o["metadata"].get("namespace") for o in objects} >= {"production", "grpclab-monitoring"}
 
 
+def test_the_namespace_override_moves_the_service_names_inside_mesh_rules():
+    objects = [
+        *load_objects(CLUSTER / "manifests" / "istio" / "virtualservice.yaml"),
+        *load_objects(CLUSTER / "manifests" / "istio" / "destinationrule.yaml"),
+        *load_objects(CLUSTER / "manifests" / "linkerd" / "service-profile.yaml"),
+    ]
+    text = json.dumps(objects)
+    assert "grpc-server.production.svc.cluster.local" in text
+    moved = json.dumps(kube.override_namespace(objects, "alice"))
+    assert "production" not in moved
+    assert moved.count("grpc-server.alice.svc.cluster.local") == text.count(
+        "grpc-server.production.svc.cluster.local"
+    )
+    # Moving nowhere changes nothing.
+    assert kube.override_namespace(objects, "production") == objects
+
+
 def test_the_namespace_override_merges_namespace_labels_and_follows_discovery():
     objects = [
         {
