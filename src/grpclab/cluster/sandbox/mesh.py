@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -216,7 +215,8 @@ class MeshAddon:
                 self.ip,
                 self._sandbox.work_dir,
             )
-            print(EMULATION_NOTE, file=sys.stderr)
+            # A note for the learner, not an error: stdout, not a red stderr block.
+            print(EMULATION_NOTE)
         self._push(wait=True)
         if not self._sandbox.xds.wait_acked(self.node_id, self._versions, ACK_TIMEOUT_S):
             raise RuntimeError("the mesh sidecar (Envoy) did not take its config in time")
