@@ -166,8 +166,21 @@ def check_sandbox_support(objects: Sequence[Mapping[str, Any]], source_label: st
         else:
             problem = next(checker(obj), None)
         if problem is not None:
-            origin = getattr(obj, "origin", None) or _Origin(source_label, index)
-            raise _error(obj, origin, problem.reason, problem.field, detail=problem.hint)
+            raise refusal(obj, source_label, index, problem.reason, problem.field, problem.hint)
+
+
+def refusal(
+    obj: Mapping[str, Any],
+    source_label: str,
+    index: int,
+    reason: str,
+    field: Sequence[Any],
+    detail: str | None = None,
+) -> ManifestError:
+    """A ManifestError about `obj`, at its own file and line when `load_objects` read it,
+    else at `source_label` and its position `index` there."""
+    origin = getattr(obj, "origin", None) or _Origin(source_label, index)
+    return _error(obj, origin, reason, field, detail=detail)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -1094,6 +1107,9 @@ def override_namespace(
     merged_namespace: dict[str, Any] | None = None
     for original in objects:
         obj = json.loads(json.dumps(original))  # deep copy; manifests are plain JSON data
+        if isinstance(original, ManifestObject):  # errors still name its file and line
+            obj = ManifestObject(obj)
+            obj.origin = original.origin
         metadata = obj.setdefault("metadata", {})
         if obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1":
             metadata["name"] = namespace
