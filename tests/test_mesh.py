@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import grpclab
 from grpclab import checks, drills
@@ -71,6 +72,22 @@ def test_a_headless_service_cannot_be_reached_through_the_sidecar(lab, mesh):
             lab.target("grpc-server-headless", via="mesh")
     finally:
         lab.delete(ROOT / "cluster" / "manifests" / "headless" / "service-headless.yaml")
+
+
+def test_a_port_that_declares_no_grpc_protocol_is_refused_and_the_reason_is_right(lab, mesh):
+    service = yaml.safe_load((BASE / "service-clusterip.yaml").read_text())
+    service["metadata"]["name"] = "grpc-server-undeclared"
+    port = service["spec"]["ports"][0]
+    port["name"] = "tcp-main"
+    del port["appProtocol"]
+    lab.apply(service)
+    try:
+        # Istio itself would sniff HTTP/2 here (its Protocol Selection page); the sandbox's
+        # sidecar cannot, and says so rather than claim that Istio would fall back to TCP.
+        with pytest.raises(ValueError, match="not declared gRPC. Istio's sidecars would detect"):
+            lab.target("grpc-server-undeclared", 50051, via="mesh")
+    finally:
+        lab.delete(service)
 
 
 def test_round_robin_through_the_sidecar_spreads_one_channel_evenly(lab, mesh):
