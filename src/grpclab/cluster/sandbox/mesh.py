@@ -105,9 +105,9 @@ def service_port_problem(view: ClusterView, service: str, port: int, namespace: 
     spec_port = next(p for p in obj["spec"]["ports"] if p["port"] == port)
     if not is_grpc_port(spec_port):
         return (
-            f"port {port} of service {namespace}/{service} is not declared gRPC, so Istio "
-            "would treat it as opaque TCP and balance connections, not calls: name it "
-            "grpc (or grpc-...) or set appProtocol: grpc"
+            f"port {port} of service {namespace}/{service} is not declared gRPC. Istio's "
+            "sidecars would detect HTTP/2 on it; the sandbox's sidecar does not detect, so "
+            "declare it: name it grpc (or grpc-...) or set appProtocol: grpc"
         )
     return None
 
