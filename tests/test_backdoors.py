@@ -14,15 +14,14 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import nbformat
 import pytest
+from support import REPO
 
 from grpclab.cluster import Cluster
 
-ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src" / "grpclab"
+SRC = REPO / "src" / "grpclab"
 SANDBOX_PACKAGE = "grpclab.cluster.sandbox"
 BACKEND_CLASSES = {"Sandbox", "KubeCluster"}
 # The backends themselves, and connect(), which chooses one: they may know the backend.
@@ -138,7 +137,7 @@ def source_files() -> Iterator[tuple[str, ast.AST, bool]]:
         if relative.startswith("cluster/sandbox/") or relative in BACKENDS:
             continue
         yield relative, ast.parse(path.read_text(), str(path)), False
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type == "code":

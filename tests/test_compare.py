@@ -16,15 +16,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from support import MANIFESTS, REPO
 
 import grpclab
 from grpclab import compare
 from grpclab.cluster import NOT_MEASURED, Cluster, Component
 from grpclab.cluster.kube import KubeCluster
 from grpclab.cluster.sandbox.components import tree_rss_kb
-
-REPO = Path(__file__).resolve().parents[1]
-MANIFESTS = REPO / "cluster" / "manifests"
 
 
 @pytest.fixture(scope="module")

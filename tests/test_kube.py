@@ -44,16 +44,12 @@ from kubernetes.client import (
     V1ServicePort,
     V1ServiceSpec,
 )
+from support import CLUSTER, REPO, parse_ready
 
 import grpclab
 from grpclab.cluster import kube
 from grpclab.cluster.manifests import KUBERNETES_VERSION, load_objects
 from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, build_parser, run, spec_from_args
-
-REPO = Path(__file__).resolve().parents[1]
-CLUSTER = REPO / "cluster"
-READY = re.compile(r"grpclab\.server ready pod=(\S+) ip=(\S+) port=(\d+)")
-
 
 # -- manifests and the files around them --------------------------------------------------
 
@@ -673,9 +669,9 @@ def running_demo_server(folder: Path, pod_name: str) -> Iterator[subprocess.Pope
         )
     try:
         for line in proc.stdout:
-            match = READY.search(line)
-            if match:
-                proc.address = f"127.0.0.1:{match.group(3)}"  # type: ignore[attr-defined]
+            ready = parse_ready(line)
+            if ready:
+                proc.address = f"127.0.0.1:{ready.port}"  # type: ignore[attr-defined]
                 yield proc
                 break
         else:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from support import HEADLESS, base_sandbox
 
-import grpclab
 from grpclab import checks, node_client, preflight
 from grpclab.cluster import Cluster
 from grpclab.load import LoadSpec
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "cluster" / "manifests"
 NODE_MISSING = node_client.problem()
 needs_node = pytest.mark.skipif(NODE_MISSING is not None, reason=f"{NODE_MISSING}")
 
@@ -20,10 +18,7 @@ needs_node = pytest.mark.skipif(NODE_MISSING is not None, reason=f"{NODE_MISSING
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Cluster]:
     """A sandbox with the ClusterIP and the headless Service of notebooks 02 and 03."""
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(MANIFESTS / "base")
-        sandbox.apply(MANIFESTS / "headless" / "service-headless.yaml")
-        sandbox.wait_ready("grpc-server", timeout=60)
+    with base_sandbox(HEADLESS) as sandbox:
         yield sandbox
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
 PATH_NOTEBOOKS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))

@@ -11,13 +11,13 @@ import os
 import time
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import yaml
 from dnslib import QTYPE, DNSRecord
+from support import BASE
 
 import grpclab
 from grpclab._generated import admin_pb2, admin_pb2_grpc
@@ -25,8 +25,6 @@ from grpclab.cluster.sandbox import Sandbox
 from grpclab.cluster.sandbox.pods import PodRuntime, ProbeState, due_probes, record_result
 from grpclab.load import LoadSpec
 
-REPO = Path(__file__).resolve().parents[1]
-BASE = REPO / "cluster" / "manifests" / "base"
 TEMPLATE = yaml.safe_load((BASE / "deployment.yaml").read_text())
 GRPC_PROBE = {"grpc": {"port": 50051}, "periodSeconds": 1}
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")

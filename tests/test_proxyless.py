@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support import BASE, ISTIO, REPO
 
 import grpclab
 from grpclab import checks, drills
@@ -14,10 +15,7 @@ from grpclab.load import LoadSpec
 from grpclab.widgets import run_with_scale
 from grpclab.xds import CLUSTER
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "cluster" / "manifests" / "base"
-ISTIO = ROOT / "cluster" / "manifests" / "istio"
-XDS = ROOT / "cluster" / "manifests" / "xds"
+XDS = REPO / "cluster" / "manifests" / "xds"
 TARGET = "xds:///grpc-server.production.svc.cluster.local:50051"
 
 

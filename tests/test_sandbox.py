@@ -9,9 +9,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+from support import BAD_MANIFESTS as BAD
+from support import BASE, HEADLESS, REPO, base_sandbox
 
 import grpclab
 from grpclab import checks
@@ -21,18 +22,10 @@ from grpclab.cluster.sandbox import Sandbox, SandboxDownError
 from grpclab.load import LoadSpec
 from grpclab.local_http import open_local
 
-REPO = Path(__file__).resolve().parents[1]
-BASE = REPO / "cluster" / "manifests" / "base"
-HEADLESS = REPO / "cluster" / "manifests" / "headless" / "service-headless.yaml"
-BAD = REPO / "tests" / "fixtures" / "manifests" / "bad"
-
 
 @pytest.fixture(scope="module")
 def lab():
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
-        sandbox.apply(HEADLESS)
-        sandbox.wait_ready("grpc-server", timeout=60)
+    with base_sandbox(HEADLESS) as sandbox:
         yield sandbox
 
 

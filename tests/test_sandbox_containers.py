@@ -7,16 +7,15 @@ Each case is one a learner may write, with what kind would do with it.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import grpc
 import pytest
 import yaml
+from support import REPO
 
 import grpclab
 from grpclab._generated import demo_pb2, demo_pb2_grpc
 
-REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = REPO / "cluster" / "manifests" / "base" / "00-namespace.yaml"
 BASE_DEPLOYMENT = yaml.safe_load((REPO / "cluster/manifests/base/deployment.yaml").read_text())
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
