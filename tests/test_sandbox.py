@@ -12,7 +12,7 @@ import time
 
 import pytest
 from support import BAD_MANIFESTS as BAD
-from support import BASE, HEADLESS, REPO, base_sandbox
+from support import BASE, HEADLESS, REPO, base_sandbox, wait_until
 
 import grpclab
 from grpclab import checks
@@ -134,27 +134,37 @@ def sandbox_state(lab) -> dict:
     First it waits for pods that an earlier test scaled away to finish terminating: they
     give their IPs back whenever their grace ends.
     """
-    deadline = time.monotonic() + 30
-    while any(p.terminating for p in list(lab._pods.values())) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: not any(p.terminating for p in list(lab._pods.values())),
+        lambda: f"earlier pods to finish terminating: {lab.pods()}",
+    )
     with open_local(lab.kube_proxy.admin_url("/listeners?format=json"), timeout=10) as reply:
         listeners = json.load(reply)
-    return {
-        "objects": dict(lab._objects),
-        "cluster IPs": dict(lab._cluster_ips),
-        # Names, not readiness: a probe may time out on a busy machine at any moment.
-        "pods": {p.name for p in lab.pods()},
-        "free pod and Service IPs": lab.block.free(),
-        # Processes other than the pods' own (kube-proxy, add-ons, and any a refused apply
-        # would leak); a pod's process may restart or end with its grace at any moment, and
-        # the pods themselves are compared by name above.
-        "processes": {pid for pid, p in lab.launcher.children.items() if p.poll() is None}
-        - {p.process.pid for p in lab._pods.values() if p.process},
-        "kube-proxy listeners": sorted(
-            json.dumps(item["local_address"], sort_keys=True)
-            for item in listeners["listener_statuses"]
-        ),
-    }
+    # One moment for all of the rest: the controller and the probes change it under this lock.
+    with lab._lock:
+        return {
+            "objects": dict(lab._objects),
+            "cluster IPs": dict(lab._cluster_ips),
+            # Names, not readiness: a probe may time out on a busy machine at any moment.
+            "pods": {p.name for p in lab.pods()},
+            "free pod and Service IPs": lab.block.free(),
+            # Processes other than the pods' own (kube-proxy, add-ons, and any a refused
+            # apply would leak); a pod's process may restart or end with its grace at any
+            # moment, and the pods themselves are compared by name above.
+            "processes": {pid for pid, p in lab.launcher.children.items() if p.poll() is None}
+            - {p.process.pid for p in lab._pods.values() if p.process},
+            "kube-proxy listeners": sorted(
+                json.dumps(item["local_address"], sort_keys=True)
+                for item in listeners["listener_statuses"]
+            ),
+        }
+
+
+def controller_rounds(lab, rounds: int = 2) -> None:
+    """Wait until the sandbox's controller has run `rounds` more rounds, however slow."""
+    for _ in range(rounds):
+        lab._wake.set()  # the controller clears it as a round begins
+        wait_until(lambda: not lab._wake.is_set(), "a round of the sandbox's controller")
 
 
 @pytest.mark.parametrize("bad_file", sorted(BAD.glob("*.y*ml")), ids=lambda p: p.name)
@@ -188,7 +198,7 @@ def test_an_apply_the_data_plane_refuses_consumes_nothing(lab, monkeypatch):
     before = sandbox_state(lab)
     with pytest.raises(RuntimeError, match="refused a Service"):
         lab.apply(good + "---\n" + deployment)
-    time.sleep(0.5)  # a few controller rounds: any pod it wrongly started would show now
+    controller_rounds(lab)  # any pod it wrongly started would show now
     assert sandbox_state(lab) == before
 
 
