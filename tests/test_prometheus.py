@@ -7,7 +7,7 @@ import math
 import urllib.request
 
 import pytest
-from support import HEADLESS, base_sandbox
+from support import HEADLESS, base_sandbox, wait_until
 
 import grpclab
 from grpclab import checks, monitoring
@@ -72,12 +72,7 @@ def test_the_targets_follow_the_pods(lab):
     gone = (set(pods) - set(remaining)).pop()
     targets_file = json.loads(lab.addons["prometheus"].targets_file.read_text())
     assert {entry["labels"]["pod"] for entry in targets_file} == set(remaining)
-    import time
-
-    deadline = time.monotonic() + 20
-    while gone in active_targets(lab) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert gone not in active_targets(lab)
+    wait_until(lambda: gone not in active_targets(lab), f"Prometheus to drop {gone}", 20)
 
 
 def test_evenness_from_prometheus_drops_from_l4_to_round_robin(lab):

@@ -105,13 +105,14 @@ def test_a_killed_pod_process_is_restarted_and_turns_ready(lab):
     victim = ready_pod_names(lab)[0]
     pid = lab._pods[victim].process.pid
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pod = next(p for p in lab.pods() if p.name == victim)
-        if pod.restarts == 1 and pod.ready:
-            break
-        time.sleep(0.1)
-    assert pod.restarts == 1 and pod.ready, pod
+
+    def victim_pod():
+        return next(p for p in lab.pods() if p.name == victim)
+
+    wait_until(
+        lambda: victim_pod().restarts == 1 and victim_pod().ready,
+        lambda: f"{victim} restarted once and ready: {victim_pod()}",
+    )
 
 
 def test_a_deleted_pod_is_replaced_by_a_new_ready_pod(lab):
@@ -358,10 +359,10 @@ def test_no_process_outlives_an_owner_killed_with_sigkill():
     finally:
         owner.kill()
         owner.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
-        time.sleep(0.1)
-    assert not [pid for pid in children if _alive(pid)]
+    wait_until(
+        lambda: not any(_alive(pid) for pid in children),
+        lambda: f"the sandbox's children to end: {[p for p in children if _alive(p)]} live",
+    )
 
 
 def _alive(pid: int) -> bool:
