@@ -26,7 +26,15 @@ else
 endif
 	touch $@
 
-setup: .venv/.synced  ## install the Python environment (uv, from uv.lock; offline from a wheelhouse)
+# The Node client of notebook 11, from its package-lock.json, when node and npm are on PATH;
+# not when installing offline from a wheelhouse (npm ci needs the npm registry).
+NODE_CLIENT := $(if $(WHEELHOUSE),,$(if $(and $(shell command -v node),$(shell command -v npm)),clients/node/node_modules/.package-lock.json))
+
+clients/node/node_modules/.package-lock.json: clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+setup: .venv/.synced $(NODE_CLIENT)  ## install the Python environment (uv, from uv.lock; offline from a wheelhouse) and the Node client
 
 lab: setup  ## open the tutorial in JupyterLab on the sandbox backend
 	$(RUN) jupyter lab --ServerApp.ip=127.0.0.1 notebooks/00-setup.ipynb

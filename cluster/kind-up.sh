@@ -31,10 +31,33 @@ else
   kind create cluster --config cluster/kind.yaml --wait 120s
 fi
 
+k() { kubectl --context "${CONTEXT}" "$@"; }
+step() { echo "kind-up: [$((SECONDS))s] $*"; }
+
+# A cluster made from an older cluster/kind.yaml lacks the zone-b node the xDS notebook needs.
+if [ -z "$(k get nodes -l topology.kubernetes.io/zone=zone-b -o name 2>/dev/null)" ]; then
+  fail "cluster ${CLUSTER} has no node in zone-b: it was made from an older cluster/kind.yaml. Recreate it: make kind-down && make kind-up"
+fi
+
+step "building ${IMAGE}"
 # Docker's layer cache makes a rebuild without changes take a second or two.
 docker build --file cluster/Dockerfile --tag "${IMAGE}" .
-# kind skips nodes that already have this exact image.
+step "loading ${IMAGE} into the nodes (kind skips nodes that have this exact image)"
 kind load docker-image "${IMAGE}" --name "${CLUSTER}"
 
-kubectl --context "${CONTEXT}" wait --for=condition=Ready nodes --all --timeout=180s
-echo "kind-up: ready. Context ${CONTEXT}; use it with GRPCLAB_BACKEND=kind."
+step "waiting for every node to be Ready"
+k wait --for=condition=Ready nodes --all --timeout=180s
+
+# CoreDNS must answer for cluster.local from its live view, not from a 30 s cache (see
+# cluster/coredns-no-cluster-cache.sh). Restarted only when the Corefile changed.
+corefile="$(k -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}')"
+patched="$(bash cluster/coredns-no-cluster-cache.sh <<<"${corefile}")"
+if [ "${patched}" != "${corefile}" ]; then
+  step "CoreDNS: no cache for cluster.local"
+  k -n kube-system create configmap coredns --from-file=Corefile=/dev/stdin \
+    --dry-run=client -o yaml <<<"${patched}" \
+    | k apply --server-side --force-conflicts --field-manager=grpclab -f -
+  k -n kube-system rollout restart deployment/coredns
+fi
+k -n kube-system rollout status deployment/coredns --timeout=120s
+step "ready. Context ${CONTEXT}; use it with GRPCLAB_BACKEND=kind."

@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Envoy Gateway, the Gateway API implementation built on Envoy, from its OCI Helm chart. The
-# chart also brings the Gateway API CRDs when they are missing (Helm skips existing CRDs).
-# v1.3 supports Gateway API v1.2.1 and Kubernetes 1.29-1.32.
-# Source: https://gateway.envoyproxy.io/v1.3/install/install-helm/
+# Envoy Gateway, the Gateway API implementation built on Envoy, from its OCI Helm chart, and
+# the GatewayClass "envoy" that grpclab's Gateway names (envoy-gateway-class.yaml). The chart
+# also brings the Gateway API CRDs when they are missing (Helm skips existing CRDs).
+# v1.3 supports Gateway API v1.2.1 and Kubernetes 1.29-1.32 (its compatibility matrix).
+# Install steps (v1.3 docs): helm install, wait for the Deployment to be Available, then a
+# GatewayClass as the quickstart's; https://gateway.envoyproxy.io/v1.3/install/install-helm/
 # shellcheck source=cluster/addons/common.sh
 source "$(dirname "$0")/common.sh"
 
-VERSION=v1.3.2
+VERSION=v1.3.3
+NAMESPACE=envoy-gateway-system
+CLASS_MANIFEST="$(dirname "$0")/envoy-gateway-class.yaml"
 need helm "Install Helm 3 (3.8 or later, for OCI charts): https://helm.sh/docs/intro/install/"
 
-installed="$(deployment_tag envoy-gateway-system envoy-gateway envoy-gateway)"
+installed="$(deployment_tag "${NAMESPACE}" envoy-gateway envoy-gateway)"
 if [ "${installed}" = "${VERSION}" ]; then
   say "Envoy Gateway ${VERSION} is already installed"
-  exit 0
-fi
-if [ -n "${installed}" ]; then
+elif [ -n "${installed}" ]; then
   say "Envoy Gateway ${installed} is installed; grpclab pins ${VERSION}. Leaving it as it is."
-  exit 0
+else
+  say "installing Envoy Gateway ${VERSION}"
+  helm_ install eg oci://docker.io/envoyproxy/gateway-helm --version "${VERSION}" \
+    --namespace "${NAMESPACE}" --create-namespace
 fi
-say "installing Envoy Gateway ${VERSION}"
-helm_ install eg oci://docker.io/envoyproxy/gateway-helm --version "${VERSION}" \
-  --namespace envoy-gateway-system --create-namespace
-kube -n envoy-gateway-system wait --timeout=5m deployment/envoy-gateway --for=condition=Available
+say "waiting for deployment/envoy-gateway to be Available"
+kube -n "${NAMESPACE}" wait --timeout=5m deployment/envoy-gateway --for=condition=Available
+# Every run (also when Envoy Gateway was already there): the class is what makes a Gateway
+# work, and applying it again changes nothing.
+say "applying GatewayClass envoy"
+kube apply --server-side --field-manager=grpclab -f "${CLASS_MANIFEST}"
+say "waiting for GatewayClass envoy to be Accepted by the controller"
+kube wait --timeout=2m gatewayclass/envoy --for=condition=Accepted
 say "installed"

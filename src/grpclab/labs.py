@@ -1,17 +1,20 @@
 """Graded labs: replay the learner's files from labs/NN-topic/ on a cluster, say what passed.
 
-A lab folder holds `starter/` (the files as handed out), `solution/`, and `work/`: the
-learner's copy of `starter/`, which the notebook makes and the learner edits. `check_lab`
-applies the manifests of one of these folders, drives load with its `client.yaml`, and
-judges the result with grpclab.checks, following the steps of the lab's README.
+A lab folder holds `starter/` (the files as handed out), `solution/`, `rules.yaml` and
+`work/`: the learner's copy of `starter/`, which the notebook makes and the learner edits.
+`check_lab` first holds the files to the lab's rules (which objects and fields are the
+learner's to change; an allow-list against the shipped starter), then applies them,
+drives load with `client.yaml`, and measures what the lab teaches with grpclab.checks.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +22,8 @@ import yaml
 
 from grpclab import checks
 from grpclab.cluster import Cluster
-from grpclab.cluster.manifests import load_objects
-from grpclab.drills import during_load
+from grpclab.cluster.manifests import kubectl_ref, load_objects
+from grpclab.drills import DrillError, drill
 from grpclab.load import LoadResult, LoadSpec
 
 if TYPE_CHECKING:
@@ -30,16 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "cluster" / "manifests"
 LABS_DIR = REPO / "labs"
 CLIENT_FILE = "client.yaml"
+RULES_FILE = "rules.yaml"
 DEPLOYMENT = "grpc-server"
 V2_DEPLOYMENT = "grpc-server-v2"
-
-MAX_RATIO = 1.2  # lab 01: the busiest pod serves at most this many times the idlest
-# Lab 01 judges the spread after the channel's first half second: until every subchannel
-# is connected, round_robin rotates over the ones that are, which is not the learner's doing.
-CONNECT_S = 0.5
-PICKUP_WITHIN_S = 5.0  # lab 02: a new pod serves within this long of being Ready
-SCALE_TO = 5  # lab 02: 3 -> 5 replicas
-SERVER_LATENCY_MS = 50  # lab 03: each call's time in the handler while the pod is deleted
 DEFAULT_DNS_COOL_DOWN_MS = 30_000  # grpc.dns_min_time_between_resolutions_ms when unset
 
 
@@ -126,12 +122,13 @@ def read_client_config(path: str | Path) -> ClientConfig:
 
 @dataclass
 class CheckItem:
-    """One graded statement about the learner's cluster, with what was measured."""
+    """One graded statement about the learner's cluster: what was measured against what."""
 
     name: str
     passed: bool
     measured: str
-    hint: str = ""  # what to try next; printed only when the item failed
+    expected: str = ""  # the value that would pass, in the terms of `measured`
+    hint: str = ""  # what to look at next; printed only when the item failed
 
 
 @dataclass
@@ -151,12 +148,18 @@ class LabResult:
         return [item for item in self.items if not item.passed]
 
     def report(self) -> str:
-        """The text `check_lab` prints: one line per item, a hint under each failure."""
+        """What `check_lab` prints: a line per item; measured, expected and next under a failure."""
         lines = [f"lab {self.lab} · {self.title}"]
         for item in self.items:
-            lines.append(f"  {'ok  ' if item.passed else 'FAIL'}  {item.name}: {item.measured}")
-            if not item.passed and item.hint:
-                lines.append(f"        hint: {item.hint}")
+            if item.passed:
+                lines.append(f"  ok    {item.name}: {item.measured}")
+                continue
+            lines.append(f"  FAIL  {item.name}")
+            lines.append(f"        measured: {item.measured}")
+            if item.expected:
+                lines.append(f"        expected: {item.expected}")
+            if item.hint:
+                lines.append(f"        next: {item.hint}")
         if self.passed:
             lines.append(f"lab {self.lab}: PASSED ({len(self.items)} of {len(self.items)} checks)")
         else:
@@ -172,32 +175,328 @@ class LabResult:
 
 
 class _Stop(Exception):
-    """A prerequisite failed (files, rollout): the items after it cannot be measured."""
+    """A prerequisite failed (rules, files, rollout): the items after it cannot be measured."""
+
+
+# --- the rules: what the learner may change -------------------------------------------------
+#
+# A path names one place in an object: `spec.template.spec.containers[grpc-server].env`.
+# A list whose items are mappings with distinct names is indexed by name (`env[POD_IP]`), any
+# other list of mappings by position (`rules[0]`); `[*]` in a rule matches any item or key.
+# A mapping key with a dot in it is written in brackets: `channel_options[grpc.x_y]`.
+
+Path_ = tuple[tuple[str, bool], ...]  # (key, is a list item) from the top of the object
+_MISSING = object()
+_SEGMENT = re.compile(r"\[([^\]]*)\]|([^.\[\]]+)")
+
+
+def _pattern(text: str) -> tuple[str, ...]:
+    return tuple(bracketed or plain for bracketed, plain in _SEGMENT.findall(text))
+
+
+def show_path(path: Path_) -> str:
+    """A path as the rules write it: `spec.template.spec.containers[grpc-server].env`."""
+    text = ""
+    for key, item in path:
+        if item or "." in key:
+            text += f"[{key}]"
+        else:
+            text += f".{key}" if text else key
+    return text
+
+
+def leaves(value: Any, path: Path_ = ()) -> dict[Path_, Any]:
+    """Every scalar (or list of scalars) in `value` by its path; empty and null ones left out."""
+    if isinstance(value, Mapping):
+        found: dict[Path_, Any] = {}
+        for key, item in value.items():
+            found.update(leaves(item, (*path, (str(key), False))))
+        return found
+    if isinstance(value, list) and value and all(isinstance(i, Mapping) for i in value):
+        names = [item.get("name") for item in value]
+        named = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+        keys = names if named else [str(index) for index in range(len(value))]
+        found = {}
+        for key, item in zip(keys, value, strict=True):
+            found.update(leaves(item, (*path, (str(key), True))))
+        return found
+    if value is None or value == [] or value == {}:
+        return {}
+    return {path: value}
+
+
+def _matches(pattern: tuple[str, ...], path: Path_, prefix: bool) -> bool:
+    if len(pattern) > len(path) or (not prefix and len(pattern) != len(path)):
+        return False
+    return all(want in ("*", key) for want, (key, _) in zip(pattern, path, strict=False))
+
+
+def allows(allowed: Iterable[str], path: Path_) -> bool:
+    """Whether a rule's allow-list (paths, with [*]) covers `path` or a place above it."""
+    return any(_matches(_pattern(text), path, prefix=True) for text in allowed)
+
+
+def _show_value(value: Any) -> str:
+    if value is _MISSING:
+        return "absent"
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def changed_fields(
+    shipped: Any, yours: Any, may_change: Iterable[str], values: Mapping[str, Iterable[Any]]
+) -> list[str]:
+    """What `yours` changes of `shipped` outside the `may_change` paths, and values not allowed."""
+    before, after = leaves(shipped), leaves(yours)
+    problems = []
+    for path in [*before, *(p for p in after if p not in before)]:
+        old, new = before.get(path, _MISSING), after.get(path, _MISSING)
+        if old == new or allows(may_change, path):
+            continue
+        if old is _MISSING:
+            problems.append(f"{show_path(path)} is added ({_show_value(new)})")
+        elif new is _MISSING:
+            problems.append(f"{show_path(path)} is removed (shipped: {_show_value(old)})")
+        else:
+            problems.append(
+                f"{show_path(path)} changed (shipped: {_show_value(old)}; "
+                f"yours: {_show_value(new)})"
+            )
+    for text, options in values.items():
+        options = list(options)
+        for path, value in after.items():
+            if _matches(_pattern(text), path, prefix=False) and value not in options:
+                listed = ", ".join(str(option) for option in options)
+                problems.append(f"{show_path(path)} is {value}; it must be one of {listed}")
+    return problems
+
+
+def _words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _one_of(values: Iterable[Any]) -> str:
+    shown = [f"`{value}`" for value in values]
+    return f"only {shown[0]}" if len(shown) == 1 else f"one of {_words(shown)}"
+
+
+@functools.cache
+def _shipped_objects(path: Path) -> dict[str, dict[str, Any]]:
+    """A starter file's objects by "Kind/name"; the repository's files do not change."""
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
+
+
+@dataclass(frozen=True)
+class FileRule:
+    """One file the learner edits: the objects it may hold and what of them may change."""
+
+    name: str
+    why: str
+    may_change: tuple[str, ...] = ()  # client.yaml: its fields
+    objects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "Kind/name" ->
+
+    @property
+    def is_client(self) -> bool:
+        return self.name == CLIENT_FILE
+
+    def allowed(self) -> str:
+        """What the learner may change here, as the README says it."""
+        if self.is_client:
+            return "only " + _words([f"`{text}`" for text in self.may_change])
+        parts = []
+        for ref, rule in self.objects.items():
+            kind, name = ref.split("/", 1)
+            values = rule.get("values", {})
+            fields = [
+                f"`{text}`" + (f" ({_one_of(values[text])})" if text in values else "")
+                for text in rule["may_change"]
+            ]
+            fields += [
+                f"`{text}` ({_one_of(values[text])})"
+                for text in values
+                if text not in rule["may_change"]
+            ]
+            parts.append(f"in the {kind} `{name}`, only {_words(fields)}")
+        return "; ".join(parts)
+
+    def problems(self, folder: Path, shipped: Path) -> list[str]:
+        """Everything in `folder/name` that breaks this rule; `shipped`: the starter file."""
+        path = folder / self.name
+        if not path.exists():
+            return [f"{self.name}: not found (run the notebook's first cell, which makes work/)"]
+        if self.is_client:
+            try:
+                yours = asdict(read_client_config(path))
+            except LabFilesError as error:
+                return [str(error)]
+            found = changed_fields(asdict(read_client_config(shipped)), yours, self.may_change, {})
+            return [f"{self.name}: {problem}" for problem in found]
+        try:
+            objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
+        except ValueError as error:
+            return [str(error)]
+        starter = _shipped_objects(shipped)
+        held = _words([f"{ref.split('/')[0]} {ref.split('/', 1)[1]}" for ref in self.objects])
+        problems = []
+        extra = [ref for ref in objects if ref not in self.objects]
+        if extra:
+            problems.append(
+                f"{self.name} may only hold the {held}; it also holds {', '.join(extra)}"
+            )
+        for ref, rule in self.objects.items():
+            if ref not in objects:
+                problems.append(f"{self.name} must hold the {held}; it has no {ref}")
+                continue
+            found = changed_fields(
+                starter[ref], objects[ref], rule["may_change"], rule.get("values", {})
+            )
+            problems += [f"{ref}: {problem}" for problem in found]
+        return problems
+
+
+@dataclass(frozen=True)
+class LabRules:
+    """A lab's rules table (labs/NN-x/rules.yaml): files, limits and what passing means."""
+
+    files: tuple[FileRule, ...]
+    limits: Mapping[str, float]
+    passes_when: Mapping[str, str]  # check key -> the check's name, with limits filled in
+
+    @classmethod
+    def read(cls, path: Path) -> LabRules:
+        data = yaml.safe_load(path.read_text())
+        files = tuple(
+            FileRule(
+                name,
+                " ".join(str(rule["why"]).split()),
+                tuple(rule.get("may_change", ())),
+                rule.get("objects", {}),
+            )
+            for name, rule in data["files"].items()
+        )
+        limits = data["limits"]
+        passes = {key: text.format(**limits) for key, text in data["passes_when"].items()}
+        return cls(files, limits, passes)
+
+    @property
+    def manifests(self) -> tuple[str, ...]:
+        return tuple(rule.name for rule in self.files if not rule.is_client)
+
+    def item(self, key: str, passed: bool, measured: str, expected: str, hint: str) -> CheckItem:
+        return CheckItem(self.passes_when[key], passed, measured, expected, hint)
+
+    def you_edit(self) -> str:
+        """The README's "You edit" line."""
+        files = "; ".join(f"`work/{rule.name}`: {rule.allowed()}" for rule in self.files)
+        return (
+            f"- **You edit:** {files}. Everything else stays as shipped in `starter/`: the "
+            "check refuses a file that changes more, before it sends a call."
+        )
+
+    def passes_when_text(self) -> str:
+        """The README's "Passes when" list."""
+        return "\n".join(
+            ["- **Passes when:** your files keep to the rules above, and"]
+            + [f"  - {text}" for text in self.passes_when.values()]
+        )
+
+
+def rules_item_name(rule: FileRule) -> str:
+    return f"{rule.name} changes only what the lab lets you change"
+
+
+def check_rules(lab: str | int, folder: str | Path) -> list[CheckItem]:
+    """One item per file the learner edits: does `folder`'s copy keep to the lab's rules?
+
+    Offline: nothing here touches a cluster. The shipped starter/ in the repository (not
+    the learner's copy of it) is what each file is compared with.
+    """
+    info = lab_info(lab)
+    starter = LABS_DIR / info.folder / "starter"
+    items = []
+    for rule in info.rules.files:
+        problems = rule.problems(Path(folder), starter / rule.name)
+        measured = "; ".join(problems[:4]) + (
+            f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+        )
+        allowed = rule.allowed().replace("`", "")  # printed as plain text
+        items.append(
+            CheckItem(
+                rules_item_name(rule),
+                not problems,
+                measured or "as the rules allow",
+                f"{rule.name}: {allowed}; the rest as in starter/{rule.name}",
+                f"{rule.why}. Compare your file with starter/{rule.name} and put back the rest",
+            )
+        )
+    return items
 
 
 # --- applying the learner's files ---------------------------------------------------------------
 
 
-def apply_files(cluster: Cluster, paths: Iterable[Path]) -> list[str]:
-    """Apply each file in order, replacing a Service whose clusterIP cannot change in place.
+def _headless(service: Mapping[str, Any]) -> bool:
+    spec = service.get("spec") or {}
+    return spec.get("clusterIP") == "None" or (spec.get("clusterIPs") or [None])[0] == "None"
 
-    `kubectl apply` refuses to turn a ClusterIP Service headless (or back): the field is
-    immutable. Like `kubectl replace --force`, this deletes that file's Services and
-    applies it again.
+
+def service_needs_replacing(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
+    """Whether `desired` must replace the `live` Service: it turns it headless, or back.
+
+    Neither way works in place. Going headless, the API server refuses:
+    `spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set`. Going back, it
+    keeps "None" where the update leaves clusterIP empty (patchAllocatedValues in
+    kubernetes' pkg/registry/core/service/storage/alloc.go), so the Service stays headless.
+    """
+    if live is None or desired.get("kind") != "Service":
+        return False
+    return _headless(live) != _headless(desired)
+
+
+def live_service(cluster: Cluster, desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The live Service named as `desired`, as far as the Cluster interface shows it.
+
+    Its spec.clusterIP is "None" when `target(via="clusterip")` says it is headless, and
+    otherwise the address that target gives (on kind, the name that resolves to it). None
+    when there is no such Service, or it lacks the desired first port.
+    """
+    ports = (desired.get("spec") or {}).get("ports") or [{"port": "grpc"}]
+    name = desired["metadata"]["name"]
+    try:
+        address = cluster.target(name, ports[0]["port"], via="clusterip")
+    except KeyError:
+        return None
+    except ValueError:  # both backends: "service ... is headless: it has no cluster IP"
+        cluster_ip = "None"
+    else:
+        cluster_ip = str(address).rsplit(":", 1)[0]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"clusterIP": cluster_ip},
+    }
+
+
+def apply_files(cluster: Cluster, paths: Iterable[Path]) -> list[str]:
+    """Apply each file in order, replacing a Service that turns headless or back.
+
+    Like `kubectl replace --force`, such a Service is deleted and applied again; which
+    ones is decided from the live and desired objects (service_needs_replacing).
     """
     lines: list[str] = []
     for path in paths:
-        try:
-            lines += cluster.apply(path)
-        except Exception as error:
-            if "immutable" not in str(error):
-                raise
-            services = [o for o in load_objects(path) if o["kind"] == "Service"]
-            if not services:
-                raise
-            cluster.delete(services)
-            replaced = cluster.apply(path)
-            lines += [line.replace(" created", " replaced") for line in replaced]
+        replace = [
+            obj
+            for obj in load_objects(path)
+            if obj["kind"] == "Service" and service_needs_replacing(live_service(cluster, obj), obj)
+        ]
+        if replace:
+            cluster.delete(replace)
+        refs = {kubectl_ref(obj) for obj in replace}
+        for line in cluster.apply(path):
+            ref = line.split(" ", 1)[0]
+            lines.append(line.replace(" created", " replaced") if ref in refs else line)
     return lines
 
 
@@ -209,10 +508,23 @@ class Lab:
     folder: str
     title: str
     given: tuple[Path, ...]  # applied first, never edited by the learner
-    manifests: tuple[str, ...]  # the learner's manifests, by file name, in order
-    run: Callable[[Cluster, Path, list[CheckItem]], None]
+    run: Callable[[Cluster, Path, LabRules, list[CheckItem]], None]
     deployments: tuple[str, ...] = (DEPLOYMENT,)
     controllers: tuple[str, ...] = ()  # add-ons the lab's objects need (install_addon names)
+
+    @property
+    def rules(self) -> LabRules:
+        return _rules(self.folder)
+
+    @property
+    def manifests(self) -> tuple[str, ...]:
+        """The learner's manifests, by file name, in the order they are applied."""
+        return self.rules.manifests
+
+
+@functools.cache
+def _rules(folder: str) -> LabRules:
+    return LabRules.read(LABS_DIR / folder / RULES_FILE)
 
 
 def _objects(path: Path) -> list[Mapping[str, Any]]:
@@ -238,35 +550,26 @@ def _grace_period(path: Path) -> float:
     return 30.0
 
 
-def _headless(path: Path, service: str) -> bool | None:
-    for obj in _objects(path):
-        if obj["kind"] == "Service" and obj["metadata"]["name"] == service:
-            return obj["spec"].get("clusterIP") == "None"
-    return None
-
-
-def _client(files: Path, items: list[CheckItem]) -> ClientConfig:
-    try:
-        return read_client_config(files / CLIENT_FILE)
-    except LabFilesError as error:
-        items.append(CheckItem("client.yaml is valid", False, str(error), _FIX_FILE_HINT))
-        raise _Stop from None
-
-
-def _spec(config: ClientConfig, cluster: Cluster, items: list[CheckItem], **load) -> LoadSpec:
-    try:
-        return config.load_spec(cluster, **load)
-    except (KeyError, ValueError) as error:
-        items.append(
-            CheckItem(
-                "the client finds its Service",
-                False,
-                str(error).strip("'\""),
-                f"client.yaml's service, port and via must name a Service that your files "
-                f"(or the lab's) create, such as service: {config.service}",
-            )
+def _ready(
+    cluster: Cluster, rules: LabRules, key: str, wanted: Mapping[str, int], items: list[CheckItem]
+) -> dict[str, list[str]]:
+    """The ready pods of each Deployment in `wanted`; an item says if the counts are as shipped."""
+    pods = {name: [pod.name for pod in cluster.wait_ready(name)] for name in wanted}
+    passed = all(len(pods[name]) == count for name, count in wanted.items())
+    items.append(
+        rules.item(
+            key,
+            passed,
+            ", ".join(f"{len(pods[name])} pods of {name} ready" for name in wanted),
+            ", ".join(f"{count} pods of {name}" for name, count in wanted.items()),
+            "the lab's Deployments are given as shipped: print(lab.pods()) lists what runs, "
+            "and pods that do not belong there come from something you applied by hand "
+            "(lab.delete it, or restart the kernel and run the notebook from the top)",
         )
-        raise _Stop from None
+    )
+    if not passed:
+        raise _Stop
+    return pods
 
 
 def _after(result: LoadResult, since_s: float) -> dict[str, int]:
@@ -285,27 +588,45 @@ def _failed_calls(result: LoadResult) -> str:
 
 
 _FIX_FILE_HINT = "the message names the file, the object and the field to fix"
+_NOT_READY_HINT = (
+    "a pod never became Ready: print(lab.pods()) lists the pods with their phase and "
+    "restarts; a pod that restarts is one whose server exits"
+)
 
 
 # --- lab 01: fix the imbalance -------------------------------------------------------------------
 
 
-def _run_lab01(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
-    config = _client(files, items)
-    pods = [pod.name for pod in cluster.wait_ready(DEPLOYMENT)]
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=2)
-    # Two runs, each on new connections: spreading connections at random can look even
-    # once by luck; spreading calls is even every time.
-    runs = [cluster.run_load(spec) for _ in range(2)]
-    served = [checks.pods_that_served(run) for run in runs]
-    ratios = [checks.max_min_ratio(_after(run, CONNECT_S), pods) for run in runs]
-    headless = _headless(files / "service.yaml", config.service)
-    single_address = config.via == "clusterip" or (config.via == "dns" and headless is False)
-    if single_address:
+def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    limits = rules.limits
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
+    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    service = live_service(cluster, {"metadata": {"name": config.service}, "spec": {}})
+    headless = service is not None and _headless(service)
+    items.append(
+        rules.item(
+            "headless",
+            headless,
+            "no cluster IP: DNS answers with each ready pod's address"
+            if headless
+            else "it has a cluster IP: DNS answers with that one virtual address",
+            f"no cluster IP: DNS answers with each of the {len(pods)} pods' addresses",
+            "a ClusterIP Service has one virtual IP, and kube-proxy picks a pod once per "
+            "connection, not per call. Which kind of Service makes DNS answer with every "
+            "ready pod instead? (the README's hint 2)",
+        )
+    )
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"])
+    # Each run on new connections: spreading connections at random can look even once by
+    # luck; spreading calls is even every time.
+    runs = [cluster.run_load(spec) for _ in range(int(limits["runs"]))]
+    served = [sum(1 for pod in pods if run.per_pod.get(pod, 0) > 0) for run in runs]
+    others = sorted({pod for run in runs for pod in run.per_pod if pod not in pods})
+    if not headless:
         spread_hint = (
             "your client resolves one address, the Service's cluster IP, and kube-proxy "
-            "picks a pod once per connection, not per call. Which kind of Service makes DNS "
-            "answer with every ready pod instead?"
+            "picks a pod once per connection, not per call. Fix the Service first (the check "
+            "about DNS above)"
         )
     elif config.service_config is None and config.lb_policy in (None, "pick_first"):
         spread_hint = (
@@ -314,35 +635,39 @@ def _run_lab01(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
             "spreads calls over all addresses."
         )
     else:
-        spread_hint = "compare your files with the README's steps 2 and 3."
+        spread_hint = "compare your files with the README's steps 2 and 3"
     items.append(
-        CheckItem(
-            "every pod served calls, in both runs",
-            all(count == len(pods) for count in served),
-            " and ".join(f"{count} of {len(pods)} pods" for count in served),
+        rules.item(
+            "every_pod",
+            all(count == len(pods) for count in served) and not others,
+            " and ".join(f"{count} of {len(pods)} pods" for count in served)
+            + (f"; also pods not of {DEPLOYMENT}: {', '.join(others)}" if others else ""),
+            f"{len(pods)} of {len(pods)} pods in each run, and no other",
             spread_hint,
         )
     )
-    if single_address and config.channels > 1:
-        spread_hint = (
-            "more channels spread connections, not calls: each connection lands on a pod "
-            "at random, so the split changes from run to run. " + spread_hint
-        )
+    ratios = [checks.max_min_ratio(_after(run, limits["connect_s"]), pods) for run in runs]
     items.append(
-        CheckItem(
-            f"max/min calls per pod at most {MAX_RATIO}, in both runs (after {CONNECT_S:g} s)",
-            all(ratio <= MAX_RATIO for ratio in ratios),
-            " and ".join("inf (a pod got none)" if math.isinf(r) else f"{r:.2f}" for r in ratios),
+        rules.item(
+            "even",
+            all(ratio <= limits["max_ratio"] for ratio in ratios),
+            "max/min "
+            + " and ".join("inf (a pod got none)" if math.isinf(r) else f"{r:.2f}" for r in ratios),
+            f"max/min at most {limits['max_ratio']} in each run",
             spread_hint,
         )
     )
     failed = sum(run.failed for run in runs)
+    codes = sorted({code for run in runs for code in run.errors})
     items.append(
-        CheckItem(
-            "no call failed",
+        rules.item(
+            "no_failure",
             failed == 0,
-            f"{failed} of {sum(run.total for run in runs)} calls failed",
-            "look at the error codes with print(lab.run_load(spec).errors)",
+            f"{failed} of {sum(run.total for run in runs)} calls failed"
+            + (f" ({', '.join(codes)})" if codes else ""),
+            "0 failed calls",
+            "the status codes say why; notebook 02's table shows them per pod, and "
+            "print(lab.pods()) shows a pod that is not ready",
         )
     )
 
@@ -350,44 +675,55 @@ def _run_lab01(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
 # --- lab 02: new pods get traffic --------------------------------------------------------------
 
 
-def _run_lab02(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
-    config = _client(files, items)
-    before = cluster.wait_ready(DEPLOYMENT)
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=15, concurrency=4)
+def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    limits = rules.limits
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
+    before = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=4)
     from grpclab.widgets import run_with_scale  # plotly and ipywidgets: only when needed
 
+    added = int(limits["scale_to"] - limits["pods"])
     try:
-        scale = run_with_scale(cluster, spec, SCALE_TO, at_s=2, deployment=DEPLOYMENT)
+        scale = run_with_scale(
+            cluster, spec, int(limits["scale_to"]), at_s=limits["scale_at_s"], deployment=DEPLOYMENT
+        )
     except TimeoutError as error:
         items.append(
-            CheckItem(
-                f"the scale-up to {SCALE_TO} replicas completes",
+            rules.item(
+                "scale",
                 False,
                 str(error),
-                "the new pods did not become Ready: print(lab.pods()) and lab.logs(pod) say why",
+                f"{added} new pods Ready",
+                _NOT_READY_HINT,
             )
         )
         raise _Stop from None
     finally:
         cluster.scale(DEPLOYMENT, len(before))  # back to the file's replicas
+    new = [pod for pod in scale.new_pods if pod not in before]
     left_s = scale.result.elapsed_s - scale.ready_at_s
     items.append(
-        CheckItem(
-            f"the new pods were Ready with {PICKUP_WITHIN_S:g} s of the run left",
-            left_s >= PICKUP_WITHIN_S and len(scale.new_pods) == SCALE_TO - len(before),
-            f"{len(scale.new_pods)} new pods Ready {scale.ready_at_s:.1f} s into a "
-            f"{scale.result.elapsed_s:.0f} s run",
+        rules.item(
+            "scale",
+            len(new) == added
+            and scale.ready_at_s >= scale.scaled_at_s
+            and left_s >= limits["pickup_within_s"],
+            f"{len(new)} new pods, Ready {scale.ready_at_s:.1f} s into the run "
+            f"({left_s:.1f} s of it left)",
+            f"{added} new pods, Ready with at least {limits['pickup_within_s']:g} s left",
             "the pods took long to start: is the machine very busy? Run the check again.",
         )
     )
+    if not new:
+        raise _Stop
     pickups = {
-        pod: checks.pickup_time(scale.result, [pod], since_s=scale.ready_at_s)
-        for pod in scale.new_pods
+        pod: checks.pickup_time(scale.result, [pod], since_s=scale.ready_at_s) for pod in new
     }
     env = _deployment_env(files / "deployment.yaml")
     cool_down = config.channel_options.get(
         "grpc.dns_min_time_between_resolutions_ms", DEFAULT_DNS_COOL_DOWN_MS
     )
+    within = limits["pickup_within_s"]
     if "GRPC_MAX_CONNECTION_AGE_MS" not in env:
         hint = (
             "round_robin balances over the addresses it resolved, and the client resolves "
@@ -395,7 +731,7 @@ def _run_lab02(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
             "setting makes connections end after a while? (the demo server reads it from an "
             "environment variable; see the README)"
         )
-    elif int(cool_down) > PICKUP_WITHIN_S * 1000:
+    elif int(cool_down) > within * 1000:
         hint = (
             f"connections now close, but the client waits {int(cool_down) / 1000:g} s "
             "between two DNS lookups (grpc.dns_min_time_between_resolutions_ms, 30 s by "
@@ -404,25 +740,27 @@ def _run_lab02(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
     else:
         hint = (
             "a connection lives up to the server's maximum age before the client looks "
-            f"again: choose an age that leaves room within {PICKUP_WITHIN_S:g} s."
+            f"again: choose an age that leaves room within {within:g} s."
         )
-    late = {pod: t for pod, t in pickups.items() if t is None or t > PICKUP_WITHIN_S}
+    late = {pod: t for pod, t in pickups.items() if t is None or t > within}
     items.append(
-        CheckItem(
-            f"every new pod served within {PICKUP_WITHIN_S:g} s of becoming Ready",
+        rules.item(
+            "pickup",
             not late,
             ", ".join(
-                "never served" if t is None else f"served {t:.1f} s after Ready"
-                for t in pickups.values()
+                f"{pod} never served" if t is None else f"{pod} served {t:.1f} s after Ready"
+                for pod, t in pickups.items()
             ),
+            f"each new pod's first call within {within:g} s of Ready",
             hint,
         )
     )
     items.append(
-        CheckItem(
-            "no call failed",
+        rules.item(
+            "no_failure",
             scale.result.failed == 0,
             _failed_calls(scale.result),
+            "0 failed calls",
             "calls fail when a connection closes under them: give calls in flight time to "
             "finish after the server's GOAWAY (GRPC_MAX_CONNECTION_AGE_GRACE_MS)",
         )
@@ -432,23 +770,55 @@ def _run_lab02(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
 # --- lab 03: survive a pod kill --------------------------------------------------------------
 
 
-def _run_lab03(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
-    config = _client(files, items)
-    pods = [pod.name for pod in cluster.wait_ready(DEPLOYMENT)]
+def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    limits = rules.limits
+    config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
+    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
     victim = pods[0]
-    spec = _spec(config, cluster, items, rpcs=None, duration_s=6, concurrency=8)
-    kill_at_s = 2.0
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=8)
+    kill_at_s = limits["kill_at_s"]
     # Real handlers take time: with 50 ms per call, calls are in flight on the pod when it
     # goes, every time. (The demo's calls take well under a millisecond, so a kill could
     # miss them all by luck.)
     for pod in pods:
-        cluster.set_fault(pod, added_latency_ms=SERVER_LATENCY_MS)
+        cluster.set_fault(pod, added_latency_ms=limits["latency_ms"])
     try:
-        result = during_load(cluster, spec, kill_at_s, lambda: cluster.delete_pod(victim))
+        run = drill(cluster, spec, kill_at_s, lambda: cluster.delete_pod(victim))
+    except DrillError as error:
+        items.append(
+            rules.item(
+                "kill",
+                False,
+                str(error),
+                f"a deletion {kill_at_s:g} s into the run",
+                "no call completed, or the run ended first: look at print(lab.pods())",
+            )
+        )
+        raise _Stop from None
     finally:
         for pod in cluster.pods({"app": DEPLOYMENT}):
             if pod.name != victim and pod.ready:
                 cluster.set_fault(pod.name, added_latency_ms=0)
+    result, killed_at = run.result, run.action_started_s
+    width = checks.bucket_width(result)
+    before = sum(
+        b["per_pod"].get(victim, 0)
+        for b in result.timeline
+        if killed_at - 1 <= b["t"] < killed_at - width / 2
+    )
+    items.append(
+        rules.item(
+            "kill",
+            kill_at_s - width <= killed_at <= kill_at_s + 1 and before > 0,
+            f"{victim} deleted {killed_at:.1f} s in, after serving {before} calls in the "
+            "second before",
+            f"a deletion about {kill_at_s:g} s in, of a pod that was serving",
+            "the deleted pod carried no calls just before: a client that sends every call "
+            "to one pod (pick_first) never meets the kill. Keep a policy that uses every pod"
+            if before == 0
+            else "the deletion came late, which is not about your files: run the check again",
+        )
+    )
     env = _deployment_env(files / "deployment.yaml")
     no_drain = env.get("GRPCLAB_NO_DRAIN", "").strip().lower() in ("1", "true", "yes", "on")
     drain_s = float(env.get("GRPCLAB_DRAIN_DELAY_S", 1)) + float(
@@ -471,21 +841,37 @@ def _run_lab03(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
             "NOT_SERVING at once (see the README)."
         )
     items.append(
-        CheckItem(
-            f"no call failed while pod {victim} was deleted",
-            checks.lost_requests(result) == 0,
-            _failed_calls(result),
-            hint,
+        rules.item("no_failure", result.failed == 0, _failed_calls(result), "0 failed calls", hint)
+    )
+    drained = checks.drain_time(result, victim, since_s=killed_at)
+    items.append(
+        rules.item(
+            "left",
+            drained is not None and drained <= limits["stop_within_s"],
+            "it still served at the end of the run"
+            if drained is None
+            else f"its last call {drained:.1f} s after the deletion",
+            f"its last call within {limits['stop_within_s']:g} s of the deletion",
+            "a deleted pod must go: your server keeps serving long after SIGTERM. Keep its "
+            "drain short (GRPCLAB_DRAIN_DELAY_S, GRPCLAB_DRAIN_GRACE_S), and let the client "
+            "learn of it (healthCheckConfig)",
         )
     )
-    after = [b for b in result.timeline if b["t"] >= kill_at_s + 1.0]
-    served_after = sum(sum(b["per_pod"].values()) for b in after)
+    served_after = sum(
+        count
+        for bucket in result.timeline
+        if bucket["t"] >= killed_at
+        for pod, count in bucket["per_pod"].items()
+        if pod != victim
+    )
     items.append(
-        CheckItem(
-            "the other pods kept serving after the deletion",
-            served_after > 0,
-            f"{served_after} calls served from {kill_at_s + 1:g} s on",
-            "no call was served after the deletion: look at the errors in the result",
+        rules.item(
+            "after",
+            served_after >= limits["min_calls_after"],
+            f"{served_after} calls served by the other pods from {killed_at:.1f} s on",
+            f"at least {limits['min_calls_after']:g} calls",
+            "few calls were served after the deletion: look at the failed calls' status "
+            "codes, and at print(lab.pods())",
         )
     )
     cluster.wait_ready(DEPLOYMENT)  # the replacement pod, so a second check starts from 3
@@ -524,28 +910,36 @@ def gateway_spec(cluster: Cluster, tls: TlsBundle, method: str, **load: Any) -> 
     )
 
 
-def _run_lab04(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
-    v1 = {pod.name for pod in cluster.wait_ready(DEPLOYMENT)}
-    v2 = {pod.name for pod in cluster.wait_ready(V2_DEPLOYMENT)}
+def _run_lab04(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    limits = rules.limits
+    wanted = {DEPLOYMENT: limits["v1_pods"], V2_DEPLOYMENT: limits["v2_pods"]}
+    ready = _ready(cluster, rules, "pods", wanted, items)
     tls = gateway_tls(cluster)
     runs: dict[str, LoadResult] = {}
     try:
         for method in ("SayHello", "GetUser"):
-            runs[method] = cluster.run_load(gateway_spec(cluster, tls, method, rpcs=300))
+            spec = gateway_spec(cluster, tls, method, rpcs=int(limits["calls"]))
+            runs[method] = cluster.run_load(spec)
     except ValueError as error:
         items.append(
-            CheckItem(
-                "the route attaches to the Gateway grpc-gateway",
+            rules.item(
+                "attach",
                 False,
                 str(error),
-                "parentRefs must name grpc-gateway and hostnames must include "
-                f"{GATEWAY_HOST} (or be left out)",
+                "the route on the Gateway grpc-gateway, for the host grpc.example.com",
+                "parentRefs and hostnames stay as shipped; every backendRef names "
+                "grpc-server or grpc-server-v2 on port 50051",
             )
         )
         raise _Stop from None
-    wanted = {"SayHello": ("v1", v1, V2_DEPLOYMENT), "GetUser": ("v2", v2, DEPLOYMENT)}
-    for method, (version, pods, other) in wanted.items():
+    items.append(rules.item("attach", True, "calls reach the Gateway's route", "", ""))
+    versions = {
+        "SayHello": ("say_hello", "v1", DEPLOYMENT),
+        "GetUser": ("get_user", "v2", V2_DEPLOYMENT),
+    }
+    for method, (key, version, mine) in versions.items():
         result = runs[method]
+        pods = set(ready[mine])
         elsewhere = sum(count for pod, count in result.per_pod.items() if pod not in pods)
         if result.failed:
             hint = (
@@ -564,11 +958,12 @@ def _run_lab04(cluster: Cluster, files: Path, items: list[CheckItem]) -> None:
                 "method there. Match GetUser by its method name alone."
             )
         items.append(
-            CheckItem(
-                f"{method} is served by {version} only ({len(pods)} pods), with no failure",
-                result.failed == 0 and elsewhere == 0 and result.ok > 0,
-                f"{result.ok - elsewhere} of {result.total} calls on {version}, "
-                f"{elsewhere} on {other}, {result.failed} failed",
+            rules.item(
+                key,
+                result.failed == 0 and elsewhere == 0 and result.ok == limits["calls"],
+                f"{result.ok - elsewhere} of {result.total} calls on {version} ({mine}), "
+                f"{elsewhere} elsewhere, {result.failed} failed",
+                f"{limits['calls']:g} of {limits['calls']:g} calls on {version}, none failed",
                 hint,
             )
         )
@@ -589,7 +984,6 @@ LABS: dict[str, Lab] = {
                 _BASE / "deployment.yaml",
                 _BASE / "service-clusterip.yaml",
             ),
-            ("service.yaml",),
             _run_lab01,
         ),
         Lab(
@@ -597,7 +991,6 @@ LABS: dict[str, Lab] = {
             "02-new-pods-get-traffic",
             "new pods get traffic",
             (_BASE / "00-namespace.yaml", MANIFESTS / "headless" / "service-headless.yaml"),
-            ("deployment.yaml",),
             _run_lab02,
         ),
         Lab(
@@ -605,7 +998,6 @@ LABS: dict[str, Lab] = {
             "03-survive-a-pod-kill",
             "survive a pod kill",
             (_BASE / "00-namespace.yaml", MANIFESTS / "headless" / "service-headless.yaml"),
-            ("deployment.yaml",),
             _run_lab03,
         ),
         Lab(
@@ -620,7 +1012,6 @@ LABS: dict[str, Lab] = {
                 MANIFESTS / "ingress" / "service-v2.yaml",
                 MANIFESTS / "ingress" / "gateway.yaml",
             ),
-            ("grpcroute.yaml",),
             _run_lab04,
             deployments=(DEPLOYMENT, V2_DEPLOYMENT),
             controllers=("envoy-gateway",),
@@ -668,10 +1059,15 @@ def apply_lab_files(
 
 
 def _grade(info: Lab, cluster: Cluster, lab_dir: Path, files: str, items: list[CheckItem]) -> None:
+    items += check_rules(info.number, lab_dir / files)
+    if not all(item.passed for item in items):
+        raise _Stop  # a file that breaks the rules never reaches the cluster
     try:
         lines = apply_lab_files(info.number, lab_dir, cluster, files)
     except Exception as error:
-        items.append(CheckItem("your files apply", False, str(error), _FIX_FILE_HINT))
+        items.append(
+            CheckItem("your files apply", False, str(error), "every object applies", _FIX_FILE_HINT)
+        )
         raise _Stop from None
     changed = [line for line in lines if line.endswith((" created", " configured", " replaced"))]
     items.append(CheckItem("your files apply", True, "; ".join(changed) or "nothing changed"))
@@ -684,11 +1080,12 @@ def _grade(info: Lab, cluster: Cluster, lab_dir: Path, files: str, items: list[C
                 "the rollout completes",
                 False,
                 str(error).splitlines()[0],
-                "a pod never became Ready; print(lab.pods()) and lab.logs(pod) say why",
+                "every pod Ready within 90 s",
+                _NOT_READY_HINT,
             )
         )
         raise _Stop from None
-    info.run(cluster, lab_dir / files, items)
+    info.run(cluster, lab_dir / files, info.rules, items)
 
 
 def check_lab(
@@ -696,7 +1093,9 @@ def check_lab(
 ) -> LabResult:
     """Replay `lab_dir/files` (the learner's work/ by default) on `cluster` and grade it.
 
-    Prints one line per check, with a hint under each failure, unless `quiet`.
+    The lab's rules come first: a file that changes more than they allow fails here, and
+    nothing is applied. Prints one line per check, with what to do under each failure,
+    unless `quiet`.
     """
     info = lab_info(lab)
     folder = Path(lab_dir) / files
@@ -715,6 +1114,7 @@ def check_lab(
                 "the check ran to the end",
                 False,
                 f"{type(error).__name__}: {error}",
+                "the check to run to its end",
                 "this is not about your files: run the check again; if it happens again, "
                 "restart the kernel and run the notebook from the top",
             )

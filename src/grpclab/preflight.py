@@ -328,6 +328,15 @@ def require_prometheus() -> None:
         )
 
 
+def check_node() -> Finding:
+    from grpclab import node_client
+
+    found = node_client.missing()
+    if found:
+        return Finding("Node client", WARN, f"{found[0]}: only notebook 11 needs it", found[1])
+    return Finding("Node client", OK, f"{node_client.versions()} (notebook 11)")
+
+
 def check_mini_sandbox(timeout_s: float = 20.0) -> Finding:
     """Start a real sandbox with one pod, call it through kube-proxy and DNS, stop it."""
     from grpclab.cluster.manifests import load_objects
@@ -414,7 +423,7 @@ def run_checks(envoy: str | None = None, sandbox: bool = True) -> list[Finding]:
         check_pod_ports(),
         check_address_blocks(),
     ]
-    findings = [*needed, check_jupyter_port(), check_nginx(), check_prometheus()]
+    findings = [*needed, check_jupyter_port(), check_nginx(), check_prometheus(), check_node()]
     if os.environ.get("GRPCLAB_BACKEND", "sandbox") == "kind":
         findings += check_kind_tools()
     if not sandbox:

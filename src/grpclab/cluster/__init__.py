@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 ManifestSource = str | Path | Mapping[str, Any] | list[Mapping[str, Any]]
 BACKENDS = ("sandbox", "kind", "kubeconfig")
 DEFAULT_NAMESPACE = "production"
+NOT_MEASURED = "not measured on this backend"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,25 @@ class Pod:
     phase: str  # Pending, Running, Succeeded, Failed, Terminating
     restarts: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Component:
+    """What plays one component of the calls' path on this backend (`Cluster.component`).
+
+    name: "kube-proxy", or an add-on's name as install_addon takes it ("istio", "linkerd",
+    "ingress-nginx", "envoy-gateway").
+    stand_in: "" when the real component carries the calls; otherwise what plays it here,
+    in a few words ("Envoy tcp_proxy"). A stand-in reproduces how the real one picks pods
+    and learns endpoints, not its memory or its speed.
+    memory_mb: resident memory of the component's data-plane process(es) now; None when this
+    backend does not measure it (memory_note then says so).
+    """
+
+    name: str
+    stand_in: str = ""
+    memory_mb: float | None = None
+    memory_note: str = NOT_MEASURED
 
 
 class Cluster(ABC):
@@ -125,6 +145,26 @@ class Cluster(ABC):
         """
 
     @abstractmethod
+    def logs(self, pod: str, namespace: str | None = None, tail: int = 20) -> str:
+        """The last `tail` lines that the pod's server printed, as `kubectl logs --tail`.
+
+        KeyError when the pod is not there.
+        """
+
+    @abstractmethod
+    def install_addon(self, name: str) -> str:
+        """Install (once) the controller add-on `name` (an Ingress controller, a Gateway, a
+        mesh); returns what the install says about what now runs.
+
+        On a real cluster this is the real controller (cluster/addons/<name>.sh); in the
+        sandbox a stand-in, which says whether it is the real data plane or an emulation.
+        """
+
+    def describe_addon(self, name: str) -> str:
+        """What the controller add-on `name` serves now, in words."""
+        return f"{name}: the real controller on {self.backend}; inspect it with its own tools"
+
+    @abstractmethod
     def mesh_config_dump(self) -> dict[str, Any]:
         """The Envoy config dump (/config_dump as JSON) of a meshed client's sidecar.
 
@@ -132,6 +172,14 @@ class Cluster(ABC):
         Envoy, or on a real cluster the istio-proxy of a client pod in the namespace. Read
         clusters and routes out of it with grpclab.xds.dumps.
         """
+
+    def component(self, name: str) -> Component:
+        """What plays `name` (kube-proxy or an add-on) here, and its memory if measured.
+
+        A real cluster runs the real components; unless a backend measures their memory,
+        the answer says it is not measured rather than guessing.
+        """
+        return Component(name)
 
     def prometheus_url(self) -> str:
         """The HTTP address of a Prometheus that scrapes every pod's `metrics` port."""

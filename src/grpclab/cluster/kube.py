@@ -10,17 +10,18 @@ everything that is sent; `KubeCluster` sends it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import logging
 import os
-import queue
 import secrets
 import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,22 @@ PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "istio-init", "lin
 IMAGE_PULL_ERRORS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
 )
+# Waiting reasons from which a container does not start without a change to the pod spec
+# (the kubelet retries, but the same spec fails the same way).
+CONTAINER_CREATE_ERRORS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff"}
+)
+# How long a load Job may take to get its load container running (scheduling, image pulls,
+# sidecar start) before the run is given up: a Job that cannot start says so in this time,
+# not after the whole load timeout.
+JOB_START_TIMEOUT_S = 90.0
+# Pods the library itself runs next to the learner's: the load Job's and the mesh client's.
+# `pods()` leaves them out, as the sandbox (where load runs in this process) has none.
+LOAD_POD_LABEL = ("app.kubernetes.io/name", "grpclab-load")
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+# Lines the kube backend prints while it waits (add-on output, slow rollouts, Job starts)
+# start with this, so that they are easy to tell from a cell's own output.
+NOTE_PREFIX = "[kube] "
 # Hints for kinds a cluster does not serve until an add-on brings their CRDs.
 ADDON_FOR_GROUP = {
     "networking.istio.io": "istio",
@@ -94,8 +111,66 @@ ADDONS = (
 )
 
 
+log = logging.getLogger(__name__)
+
+
 class KubeError(RuntimeError):
     """The cluster refused or could not do what was asked; the message says what and where."""
+
+
+def _api_exception() -> type[Exception]:
+    """The kubernetes client's ApiException (imported late: the client takes seconds to load).
+
+    The dynamic client's errors (NotFoundError, ForbiddenError, ...) are subclasses of it.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    return ApiException
+
+
+def _note(text: str) -> None:
+    """A learner note: on stdout, so that it shows in the notebook cell as it happens."""
+    print(f"{NOTE_PREFIX}{text}", flush=True)
+
+
+class Waiting:
+    """Says what a wait is waiting for, once it has lasted `after_s`; quiet for short waits.
+
+    `update(state)` prints "<what>: <state> (<n> s)" when the state changes or `every_s`
+    has passed since the last line; `finish(state)` prints a last line only if any was printed.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        after_s: float = 5.0,
+        every_s: float = 15.0,
+        say: Callable[[str], None] = _note,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.what, self.after_s, self.every_s = what, after_s, every_s
+        self._say, self._clock = say, clock
+        self._start = clock()
+        self._last_state: str | None = None
+        self._last_said: float | None = None
+
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    def update(self, state: str) -> None:
+        now, elapsed = self._clock(), self.elapsed()
+        if elapsed < self.after_s:
+            self._last_state = state
+            return
+        changed = state != self._last_state or self._last_said is None
+        if changed or now - (self._last_said or now) >= self.every_s:
+            self._say(f"{self.what}: {state} ({elapsed:.0f} s)")
+            self._last_said = now
+        self._last_state = state
+
+    def finish(self, state: str) -> None:
+        if self._last_said is not None:
+            self._say(f"{self.what}: {state} after {self.elapsed():.0f} s")
 
 
 # -- pure functions: what is sent, and how replies are read ------------------------------
@@ -158,6 +233,124 @@ def progress_deadline_exceeded(deployment: Any) -> str | None:
         if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
             return condition.message or "progress deadline exceeded"
     return None
+
+
+def _controlled_by(obj: Any, owner_uid: str | None) -> bool:
+    refs = obj.metadata.owner_references or []
+    return owner_uid is not None and any(ref.uid == owner_uid and ref.controller for ref in refs)
+
+
+def current_replicaset(deployment: Any, replicasets: Iterable[Any]) -> Any | None:
+    """The ReplicaSet of the Deployment's current revision, or None while it has none yet.
+
+    A selector matches more than one Deployment's pods (notebook 08 runs two Deployments
+    whose pods share `app: grpc-server`), and during a rollout the old ReplicaSet's pods
+    match too. The Deployment controller writes the current ReplicaSet's revision into
+    the Deployment's own `deployment.kubernetes.io/revision` annotation.
+    """
+    revision = (deployment.metadata.annotations or {}).get(REVISION_ANNOTATION)
+    if revision is None:
+        return None
+    for replicaset in replicasets:
+        if _controlled_by(replicaset, deployment.metadata.uid) and (
+            (replicaset.metadata.annotations or {}).get(REVISION_ANNOTATION) == revision
+        ):
+            return replicaset
+    return None
+
+
+def replicaset_pods(replicaset: Any, pods: Iterable[Any]) -> list[Any]:
+    """The pods among `pods` that `replicaset` controls."""
+    return [pod for pod in pods if _controlled_by(pod, replicaset.metadata.uid)]
+
+
+def is_tool_pod(labels: Mapping[str, str]) -> bool:
+    """A pod grpclab runs beside the learner's (a load Job's, the mesh client)."""
+    key, value = LOAD_POD_LABEL
+    return labels.get(key) == value or labels.get("app") == MESH_CLIENT
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStart:
+    """Where a load Job's start stands: its running pod, a failure, or what it waits for."""
+
+    pod: str | None = None  # the pod whose load container runs (or has run)
+    failure: str | None = None  # it cannot start; the reason, in the cluster's words
+    waiting: str = "no pod yet"  # what it waits for meanwhile
+
+
+def job_start(job: Any, pods: Sequence[Any], image: str) -> JobStart:
+    """Read a load Job and its pods: started, failed to start, or still waiting (and on what).
+
+    Failures are the states that do not pass by waiting: the Job's Failed condition
+    (deadline, backoff limit), a pod that failed before its load container ran, an image
+    that cannot be pulled, and container-create errors (a missing Secret or ConfigMap, a
+    bad command). An unschedulable pod or one whose containers are being created is
+    waiting; the caller's start timeout ends that.
+    """
+    for condition in (job.status.conditions if job is not None and job.status else None) or []:
+        if condition.type == "Failed" and condition.status == "True":
+            return JobStart(failure=f"the Job failed ({condition.reason}: {condition.message})")
+    waiting = "no pod yet (the Job controller has not created it)"
+    for pod in pods:
+        status = pod.status
+        statuses = [
+            *((status.init_container_statuses if status else None) or []),
+            *((status.container_statuses if status else None) or []),
+        ]
+        for item in statuses:
+            state = item.state
+            if item.name == LOAD_CONTAINER and state and (state.running or state.terminated):
+                return JobStart(pod=pod.metadata.name)
+            reason = state.waiting.reason if state and state.waiting else None
+            message = (state.waiting.message or "") if state and state.waiting else ""
+            if reason in IMAGE_PULL_ERRORS:
+                return JobStart(
+                    failure=f"container {item.name}: image {item.image or image} cannot be "
+                    f"pulled ({reason}: {message}). On kind, `make kind-up` builds the demo "
+                    "image and loads it into the nodes."
+                )
+            if reason in CONTAINER_CREATE_ERRORS:
+                return JobStart(failure=f"container {item.name} cannot start ({reason}: {message})")
+        phase = status.phase if status else None
+        if phase == "Failed":
+            why = (status.reason or "") + (f": {status.message}" if status.message else "")
+            return JobStart(failure=f"pod {pod.metadata.name} failed before the load ran ({why})")
+        scheduled = next(
+            (c for c in (status.conditions if status else None) or [] if c.type == "PodScheduled"),
+            None,
+        )
+        if scheduled is not None and scheduled.status == "False":
+            waiting = f"pod {pod.metadata.name} unschedulable: {scheduled.message}"
+        else:
+            reasons = [
+                f"{item.name} {item.state.waiting.reason}"
+                for item in statuses
+                if item.state and item.state.waiting and item.state.waiting.reason
+            ]
+            waiting = f"pod {pod.metadata.name} {phase or 'Pending'}" + (
+                f" ({', '.join(reasons)})" if reasons else ""
+            )
+    return JobStart(waiting=waiting)
+
+
+def crashed_since(before: Any, after: Any) -> bool:
+    """Whether the server container of a V1Pod `after` restarted or died since `before`."""
+
+    def server_statuses(pod: Any) -> dict[str, Any]:
+        names = {c.name for c in server_containers(pod)}
+        items = (pod.status.container_statuses if pod.status else None) or []
+        return {s.name: s for s in items if s.name in names}
+
+    if after.metadata.uid != before.metadata.uid:
+        return True  # a new pod of the same name (a StatefulSet's) replaced it
+    old = server_statuses(before)
+    for name, status in server_statuses(after).items():
+        if (status.restart_count or 0) > (old[name].restart_count or 0 if name in old else 0):
+            return True
+        if status.state and (status.state.terminated or status.state.waiting):
+            return True
+    return False
 
 
 def service_port(service: Any, port: int | str) -> int:
@@ -382,34 +575,33 @@ def start_port_forward(
     process = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        # One pipe, always read: kubectl writes an error line to stderr for every failed
+        # connection, and a full pipe nobody reads would stall the forward.
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # a Ctrl-C in the notebook must not end the forward
     )
-    lines: queue.Queue[str | None] = queue.Queue()
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    found: dict[str, str] = {}
+    settled = threading.Event()
 
     def pump() -> None:
-        # kubectl prints a line per connection for as long as it runs; keep reading so that
-        # it never blocks on a full pipe.
+        # kubectl prints a line per connection for as long as it runs; keep reading (and
+        # keep only the last few lines) so that it never blocks on a full pipe.
         for line in process.stdout or []:
-            lines.put(line.strip())
-        lines.put(None)
+            tail.append(line.strip())
+            if "address" not in found and (address := forwarded_address(line.strip())):
+                found["address"] = address
+                settled.set()
+        settled.set()  # kubectl exited
 
     threading.Thread(target=pump, name="grpclab-port-forward", daemon=True).start()
-    address = None
-    deadline = time.monotonic() + timeout
-    while address is None:
-        try:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if line is None:  # kubectl exited
-            break
-        address = forwarded_address(line)
+    settled.wait(timeout)
+    address = found.get("address")
     if address is None:
         _stop_process(process)
         # kubectl repeats its client-side retries first; its last line is the verdict.
-        error = (process.stderr.read() if process.stderr else "").strip().splitlines()
+        error = [line for line in tail if line and forwarded_address(line) is None]
         command = " ".join(a for a in argv if a != "--address" and a != "127.0.0.1")
         raise KubeError(
             f"{command} failed: {error[-1] if error else f'no forwarding line in {timeout:.0f} s'}"
@@ -641,15 +833,16 @@ def crash_exec_command(address: str, python: str = "python") -> list[str]:
 
 
 def server_address(pod: Any) -> str:
-    """pod IP and gRPC port of the demo server in a V1Pod (port named "grpc", else 50051)."""
-    port = GRPC_PORT
-    for container in server_containers(pod):
-        for item in container.ports or []:
-            if item.name == "grpc":
-                port = item.container_port
-    # The server binds its pod IP (env POD_IP), not loopback; meshes leave pod-local
-    # traffic alone, so this reaches the server directly.
-    return f"{pod.status.pod_ip}:{port}"
+    """pod IP and gRPC port of the demo server in a V1Pod, where its flags and env say."""
+    from kubernetes.client import ApiClient
+
+    from grpclab.cluster.containers import listening_ports
+
+    container = ApiClient().sanitize_for_serialization(server_containers(pod)[0])
+    ports = listening_ports(container) or {"grpc": GRPC_PORT}
+    # The server listens on every interface of its pod; meshes leave pod-local traffic
+    # alone, so this reaches the server directly.
+    return f"{pod.status.pod_ip}:{ports['grpc']}"
 
 
 def server_containers(pod: Any) -> list[Any]:
@@ -686,25 +879,95 @@ def addons_dir() -> Path:
     )
 
 
-def install_addon(name: str, context: str | None = None, timeout: float = 900.0) -> str:
-    """Run cluster/addons/<name>.sh (idempotent, pinned version); returns what it printed."""
+def run_streamed(
+    argv: list[str],
+    what: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 900.0,
+    say: Callable[[str], None] = _note,
+    quiet_s: float = 15.0,
+) -> tuple[int, str]:
+    """Run `argv`, passing each line of its output to `say` as it comes; (exit code, output).
+
+    stdout and stderr are one stream, so the lines keep their order. When the command is
+    silent for `quiet_s` (a `kubectl wait`, a Helm install), `say` hears that it still
+    runs and for how long. At `timeout` the command's process group is ended (it runs in
+    a session of its own, so helm or istioctl under it stop too) and KubeError is raised.
+    """
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+        env=None if env is None else dict(env),
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    arrived = threading.Condition()
+
+    def pump() -> None:
+        for line in process.stdout or []:
+            with arrived:
+                lines.append(line.rstrip("\n"))
+                arrived.notify()
+        with arrived:
+            arrived.notify()
+
+    reader = threading.Thread(target=pump, name="grpclab-streamed", daemon=True)
+    reader.start()
+    start = time.monotonic()
+    said, last_line_at = 0, start
+    while True:
+        with arrived:
+            if len(lines) == said:
+                arrived.wait(timeout=min(1.0, quiet_s / 2))
+            fresh = lines[said:]
+        for line in fresh:
+            say(f"{what}: {line}")
+        said += len(fresh)
+        now = time.monotonic()
+        if fresh:
+            last_line_at = now
+        elif now - last_line_at >= quiet_s:
+            say(f"{what}: still running ({now - start:.0f} s)")
+            last_line_at = now
+        if process.poll() is not None and not reader.is_alive():
+            break
+        if now - start > timeout:
+            _stop_group(process)
+            raise KubeError(
+                f"{what} did not finish in {timeout:.0f} s; its last lines:\n"
+                + "\n".join(lines[-20:])
+            )
+    reader.join()
+    with arrived:
+        for line in lines[said:]:
+            say(f"{what}: {line}")
+    return process.wait(), "\n".join(lines).strip()
+
+
+def install_addon(
+    name: str,
+    context: str | None = None,
+    timeout: float = 900.0,
+    say: Callable[[str], None] = _note,
+) -> str:
+    """Run cluster/addons/<name>.sh (idempotent, pinned version); returns what it printed.
+
+    Its lines show as they come (`say`, stdout by default): an Istio or Linkerd install
+    takes minutes, and a silent cell looks hung.
+    """
     if name not in ADDONS:
         raise ValueError(f"unknown add-on {name!r}; known: {', '.join(ADDONS)}")
     script = addons_dir() / f"{name}.sh"
     env = dict(os.environ)
     if context:
         env["GRPCLAB_KUBE_CONTEXT"] = context
-    done = subprocess.run(
-        ["bash", str(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    output = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        raise KubeError(f"add-on {name} failed (exit {done.returncode}):\n{output}")
+    code, output = run_streamed(["bash", str(script)], f"add-on {name}", env, timeout, say)
+    if code != 0:
+        raise KubeError(f"add-on {name} failed (exit {code}):\n{output}")
     return output
 
 
@@ -727,6 +990,7 @@ class KubeCluster(Cluster):
         kubeconfig: str | None = None,
         load_timeout: float = 600.0,
         poll_interval: float = 0.5,
+        start_timeout: float = JOB_START_TIMEOUT_S,
     ) -> None:
         from kubernetes import client, config
 
@@ -738,6 +1002,7 @@ class KubeCluster(Cluster):
         self._kubeconfig = kubeconfig
         self.load_timeout = load_timeout
         self.poll_interval = poll_interval
+        self.start_timeout = start_timeout
         if backend == "kind" and context is None:
             context = KIND_CONTEXT
         try:
@@ -789,8 +1054,7 @@ class KubeCluster(Cluster):
         missing = {
             obj["metadata"]["name"]
             for resource, obj in planned
-            if obj["kind"] == "Namespace"
-            and self._get(resource, obj["metadata"]["name"], None) is None
+            if obj["kind"] == "Namespace" and self._get(resource, obj, label) is None
         }
         for resource, obj in planned:
             if obj.get("metadata", {}).get("namespace") in missing:
@@ -798,8 +1062,7 @@ class KubeCluster(Cluster):
             self._server_side_apply(resource, obj, label, dry_run=True)
         lines = []
         for resource, obj in planned:
-            namespace = obj["metadata"].get("namespace")
-            before = self._get(resource, obj["metadata"]["name"], namespace)
+            before = self._get(resource, obj, label)
             after = self._server_side_apply(resource, obj, label, dry_run=False)
             if after is None:  # a Namespace we may use but not change
                 lines.append(f"{kubectl_ref(obj)} unchanged (exists; not ours to change)")
@@ -816,7 +1079,7 @@ class KubeCluster(Cluster):
             name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
             try:
                 resource.delete(name=name, namespace=namespace, propagation_policy="Background")
-            except Exception as error:
+            except _api_exception() as error:
                 if _status(error) == 404:
                     lines.append(f"{kubectl_ref(obj)} not found (skipped)")
                     continue
@@ -836,7 +1099,13 @@ class KubeCluster(Cluster):
         items = self._core.list_namespaced_pod(
             namespace or self.namespace, label_selector=label_selector
         ).items
-        return sorted((pod_from_model(p) for p in items), key=lambda p: p.name)
+        pods = (pod_from_model(p) for p in items)
+        # The load Job's pod lingers a moment after a run: it is grpclab's, not the learner's,
+        # and the sandbox (which runs load in this process) has no such pod either.
+        asked_for_tools = is_tool_pod(dict(selector or {}))
+        return sorted(
+            (p for p in pods if asked_for_tools or not is_tool_pod(p.labels)), key=lambda p: p.name
+        )
 
     def wait_ready(
         self,
@@ -848,6 +1117,7 @@ class KubeCluster(Cluster):
         namespace = namespace or self.namespace
         deadline = time.monotonic() + timeout
         last: tuple[int, int] | None = None
+        waiting = Waiting(f"deployment {namespace}/{deployment}")
         while True:
             obj = self._read_deployment(deployment, namespace)
             ready, desired, done = rollout_status(obj)
@@ -860,13 +1130,12 @@ class KubeCluster(Cluster):
                     f"deployment {namespace}/{deployment}: {stuck}\n" + self._report(obj)
                 )
             if done:
-                selector = obj.spec.selector.match_labels or {}
-                live = [
-                    p for p in self.pods(selector, namespace) if p.ready and p.phase == "Running"
-                ]
+                live = self._current_pods(obj)
                 # The pod list can trail the Deployment status by a moment; wait until it agrees.
-                if len(live) == desired:
+                if live is not None and len(live) == desired:
+                    waiting.finish(f"{desired}/{desired} ready")
                     return live
+            waiting.update(f"{ready}/{desired} ready")
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"deployment {namespace}/{deployment}: {ready}/{desired} ready after "
@@ -882,7 +1151,7 @@ class KubeCluster(Cluster):
             self._apps.patch_namespaced_deployment_scale(
                 deployment, namespace, {"spec": {"replicas": replicas}}
             )
-        except Exception as error:
+        except _api_exception() as error:
             if _status(error) == 404:
                 raise KeyError(
                     f'deployment "{deployment}" not found in namespace {namespace}'
@@ -893,7 +1162,7 @@ class KubeCluster(Cluster):
         namespace = namespace or self.namespace
         try:
             self._core.delete_namespaced_pod(name, namespace)
-        except Exception as error:
+        except _api_exception() as error:
             if _status(error) == 404:
                 raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
             raise
@@ -917,7 +1186,7 @@ class KubeCluster(Cluster):
         check_via(via)
         try:
             obj = self._core.read_namespaced_service(service, namespace)
-        except Exception as error:
+        except _api_exception() as error:
             if _status(error) == 404:
                 raise KeyError(f'service "{service}" not found in namespace {namespace}') from None
             raise
@@ -978,15 +1247,24 @@ class KubeCluster(Cluster):
         deadline = time.monotonic() + self.load_timeout
         self._batch.create_namespaced_job(self.namespace, manifest)
         try:
-            return self._follow_job(name, deadline, on_progress)
-        finally:
+            result = self._follow_job(name, deadline, on_progress)
+        except BaseException:
+            # The run's own error is the one to see; a failed clean-up only goes to the log
+            # (ttlSecondsAfterFinished removes the Job anyway).
             try:
-                self._batch.delete_namespaced_job(
-                    name, self.namespace, propagation_policy="Background"
-                )
-            except Exception as error:
-                if _status(error) != 404:
-                    raise
+                self._delete_job(name)
+            except Exception:
+                log.warning("could not delete load Job %s/%s", self.namespace, name, exc_info=True)
+            raise
+        self._delete_job(name)
+        return result
+
+    def _delete_job(self, name: str) -> None:
+        try:
+            self._batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
+        except _api_exception() as error:
+            if _status(error) != 404:
+                raise
 
     def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
         out = self._admin_exec(
@@ -995,11 +1273,38 @@ class KubeCluster(Cluster):
         return json.loads(out.strip().splitlines()[-1])
 
     def crash_pod(self, pod: str, namespace: str | None = None) -> None:
-        self._admin_exec(pod, namespace, crash_exec_command, "crash_pod")
+        namespace = namespace or self.namespace
+        before = self._read_pod(pod, namespace)
+        try:
+            self._admin_exec(pod, namespace, crash_exec_command, "crash_pod")
+        except KubeError:
+            # The server exits 50 ms after its reply, and the runtime then kills what else
+            # runs in the container, the exec'd client among them: its exit code can be the
+            # kill's. What counts is whether the server went down.
+            # The kubelet reports the exit within a second or two.
+            deadline = time.monotonic() + 10
+            while not crashed_since(before, self._read_pod(pod, namespace)):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(self.poll_interval)
 
     def install_addon(self, name: str) -> str:
         """Install a pinned add-on into this cluster's context (see cluster/addons/)."""
         return install_addon(name, None if self.context == "in-cluster" else self.context)
+
+    def logs(self, pod: str, namespace: str | None = None, tail: int = 20) -> str:
+        """The last lines of the pod's server container log (`kubectl logs --tail`)."""
+        namespace = namespace or self.namespace
+        obj = self._read_pod(pod, namespace)
+        try:
+            text = self._core.read_namespaced_pod_log(
+                pod, namespace, container=server_containers(obj)[0].name, tail_lines=tail
+            )
+        except Exception as error:
+            if _status(error) is None:
+                raise
+            raise KubeError(f"logs of pod {namespace}/{pod}: {api_error_message(error)}") from None
+        return text.rstrip("\n")
 
     def local_address(
         self, pod: str, port: int | str = "grpc", namespace: str | None = None
@@ -1085,17 +1390,25 @@ class KubeCluster(Cluster):
     def _read_pod(self, name: str, namespace: str) -> Any:
         try:
             return self._core.read_namespaced_pod(name, namespace)
-        except Exception as error:
+        except _api_exception() as error:
             if _status(error) == 404:
                 raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
             raise
 
     def _deployment_exists(self, name: str, namespace: str) -> bool:
+        """Whether an add-on's Deployment is there. A 403 is not an answer: it is raised."""
         try:
             self._apps.read_namespaced_deployment(name, namespace)
-        except Exception as error:
-            if _status(error) in (403, 404):
+        except _api_exception() as error:
+            if _status(error) == 404:
                 return False
+            if _status(error) == 403:
+                raise KubeError(
+                    f"cannot tell whether deployment {namespace}/{name} exists: your "
+                    f"credentials may not read deployments in {namespace} (403: "
+                    f"{api_error_message(error)}). Ask the cluster's admin whether the add-on "
+                    "is installed."
+                ) from None
             raise
         return True
 
@@ -1189,12 +1502,25 @@ class KubeCluster(Cluster):
         )
         return [(resources[(o["apiVersion"], o["kind"])], o) for o in moved]
 
-    def _get(self, resource: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
+    def _get(self, resource: Any, obj: Mapping[str, Any], label: str) -> dict[str, Any] | None:
+        """The live object `obj` names, None when there is none (404).
+
+        403 on a Namespace means it exists but is the instructor's (one namespace per
+        attendee): {} stands for "exists, not readable". Any other 403 is raised.
+        """
+        name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
         try:
             return resource.get(name=name, namespace=namespace).to_dict()
-        except Exception as error:
-            if _status(error) in (403, 404):
+        except _api_exception() as error:
+            if _status(error) == 404:
                 return None
+            if _status(error) == 403 and obj["kind"] == "Namespace":
+                return {}
+            if _status(error) == 403:
+                raise KubeError(
+                    f"{label}: {kubectl_ref(obj)}: no permission to read it (403): "
+                    + api_error_message(error)
+                ) from None
             raise
 
     def _server_side_apply(
@@ -1209,15 +1535,11 @@ class KubeCluster(Cluster):
                 force_conflicts=True,
                 dry_run="All" if dry_run else None,
             )
-        except Exception as error:
+        except _api_exception() as error:
             if _status(error) == 403 and obj["kind"] == "Namespace":
                 # One namespace per attendee: the instructor made it; we may only use it.
                 return None
-            if _status(error) is None:
-                raise
-            if (
-                _status(error) == 422
-            ):  # Invalid: the manifest's fault, and the message names the field
+            if _status(error) == 422:  # Invalid: the manifest's fault; the message names the field
                 raise ManifestError(
                     label, api_error_message(error), object=kubectl_ref(obj)
                 ) from None
@@ -1230,10 +1552,30 @@ class KubeCluster(Cluster):
     def _read_deployment(self, name: str, namespace: str) -> Any:
         try:
             return self._apps.read_namespaced_deployment(name, namespace)
-        except Exception as error:
+        except _api_exception() as error:
             if _status(error) == 404:
                 raise KeyError(f'deployment "{name}" not found in namespace {namespace}') from None
             raise
+
+    def _current_pods(self, deployment: Any) -> list[Pod] | None:
+        """Ready, running pods of the Deployment's current ReplicaSet; None before it has one.
+
+        Not every pod its selector matches: another Deployment's, or an old ReplicaSet's
+        pod that is still terminating, would be counted too.
+        """
+        namespace = deployment.metadata.namespace
+        selector = ",".join(
+            f"{k}={v}" for k, v in (deployment.spec.selector.match_labels or {}).items()
+        )
+        replicasets = self._apps.list_namespaced_replica_set(
+            namespace, label_selector=selector
+        ).items
+        current = current_replicaset(deployment, replicasets)
+        if current is None:
+            return None
+        items = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+        pods = (pod_from_model(p) for p in replicaset_pods(current, items))
+        return sorted((p for p in pods if p.ready and p.phase == "Running"), key=lambda p: p.name)
 
     def _report(self, deployment: Any) -> str:
         """Pod by pod: phase, readiness and why a container waits (ImagePullBackOff...)."""
@@ -1280,31 +1622,54 @@ class KubeCluster(Cluster):
         return final
 
     def _wait_for_job_pod(self, job: str, deadline: float) -> str:
-        """The Job's pod once its load container has started; clear errors when it cannot."""
+        """The Job's pod once its load container has started; KubeError when it cannot.
+
+        Gives up after `start_timeout` (not the whole load timeout) with what the pod
+        waited for and the Job's and pod's latest events.
+        """
+        start_deadline = min(deadline, time.monotonic() + self.start_timeout)
+        waiting = Waiting(f"load Job {self.namespace}/{job}")
         while True:
-            for pod in self._core.list_namespaced_pod(
+            try:
+                obj = self._batch.read_namespaced_job_status(job, self.namespace)
+            except _api_exception() as error:
+                if _status(error) != 404:
+                    raise
+                obj = None  # deleted under us; the pods say the rest
+            pods = self._core.list_namespaced_pod(
                 self.namespace, label_selector=f"job-name={job}"
-            ).items:
-                for status in (pod.status.container_statuses or []) if pod.status else []:
-                    if status.name != LOAD_CONTAINER:
-                        continue
-                    state = status.state
-                    if state is None:
-                        continue
-                    if state.running or state.terminated:
-                        return pod.metadata.name
-                    waiting = state.waiting
-                    if waiting and waiting.reason in IMAGE_PULL_ERRORS:
-                        raise KubeError(
-                            f"load Job {job}: image {self.image} cannot be pulled "
-                            f"({waiting.reason}: {waiting.message}). On kind, `make kind-up` "
-                            "builds it and loads it into the nodes."
-                        )
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"load Job {self.namespace}/{job}: its pod did not start in time"
+            ).items
+            state = job_start(obj, pods, self.image)
+            if state.pod is not None:
+                waiting.finish("load running")
+                return state.pod
+            if state.failure is not None:
+                raise KubeError(f"load Job {self.namespace}/{job}: {state.failure}")
+            if time.monotonic() > start_deadline:
+                events = self._events([job, *(p.metadata.name for p in pods)])
+                raise KubeError(
+                    f"load Job {self.namespace}/{job}: its load container did not start in "
+                    f"{self.start_timeout:.0f} s: {state.waiting}."
+                    + (" Latest events:\n" + "\n".join(events) if events else "")
+                    + "\n(If images are still being pulled, connect with a longer "
+                    "start_timeout.)"
                 )
+            waiting.update(state.waiting)
             time.sleep(self.poll_interval)
+
+    def _events(self, names: Iterable[str], last: int = 8) -> list[str]:
+        """The latest events about the named objects in the namespace, as kubectl shows them."""
+        wanted = set(names)
+        try:
+            items = self._core.list_namespaced_event(self.namespace).items
+        except _api_exception():
+            return []  # no permission to read events: the timeout message stands alone
+        mine = [e for e in items if e.involved_object and e.involved_object.name in wanted]
+        mine.sort(key=lambda e: str(e.last_timestamp or e.event_time or ""))
+        return [
+            f"  {e.involved_object.kind}/{e.involved_object.name}: {e.reason}: {e.message}"
+            for e in mine[-last:]
+        ]
 
     def _load_exit_code(self, pod: str) -> int | None:
         obj = self._core.read_namespaced_pod(pod, self.namespace)
@@ -1345,6 +1710,19 @@ def container_port(pod: Any, port: int | str) -> int:
         return port  # an undeclared port may still be open; kubectl forwards it
     have = ", ".join(f"{name or '(unnamed)'}={number}" for name, number in declared) or "none"
     raise KeyError(f"pod {pod.metadata.name} has no container port {port!r} (it has {have})")
+
+
+def _stop_group(process: subprocess.Popen[str]) -> None:
+    """End a child this module started in a session of its own, with what it started."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)  # the group this module created for it
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        except ProcessLookupError:
+            process.wait(timeout=5)
 
 
 def _stop_process(process: subprocess.Popen[str]) -> None:

@@ -1,0 +1,55 @@
+"""Drills on a sandbox: the action runs on the load's clock, and says so when it never ran."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from grpclab import drills
+from grpclab.load import LoadSpec
+
+
+def test_the_action_runs_at_s_into_the_load_on_the_loads_own_clock(lab):
+    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=2.0, interval_s=0.1)
+    seen = []
+    run = drills.drill(lab, spec, at_s=1.0, action=lambda: seen.append("acted"))
+    assert seen == ["acted"]
+    assert 1.0 <= run.action_started_s <= run.action_done_s <= run.result.elapsed_s
+    # The clock started with calls flowing: the load counted calls before the action.
+    before = sum(
+        sum(b["per_pod"].values()) for b in run.result.timeline if b["t"] < run.action_started_s
+    )
+    assert before > 0
+
+
+def test_an_action_the_load_ended_before_is_reported_not_skipped(lab):
+    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=0.5, interval_s=0.1)
+    seen = []
+    with pytest.raises(drills.DrillError, match=r"never ran: the load ended after .* before at_s"):
+        drills.during_load(lab, spec, at_s=3.0, action=lambda: seen.append("acted"))
+    assert seen == []
+
+
+def test_the_actions_own_error_is_raised(lab):
+    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.0, interval_s=0.1)
+
+    def fail() -> None:
+        raise KeyError("no such pod")
+
+    with pytest.raises(KeyError, match="no such pod"):
+        drills.during_load(lab, spec, at_s=0.3, action=fail)
+
+
+def test_repeated_crashes_spread_over_the_pods_least_restarted_first(lab):
+    pods = [pod.name for pod in lab.wait_ready("grpc-server", timeout=60)]
+    first = drills.least_restarted(lab, pods)
+    lab.crash_pod(first)
+    deadline = time.monotonic() + 30
+    while not any(p.name == first and p.ready and p.restarts for p in lab.pods()):
+        assert time.monotonic() < deadline, "the crashed pod did not come back"
+        time.sleep(0.1)
+    second = drills.least_restarted(lab, pods)
+    assert second != first and second in pods
+    with pytest.raises(KeyError, match="is a ready pod"):
+        drills.least_restarted(lab, ["no-such-pod"])

@@ -1,0 +1,85 @@
+"""The Node client (clients/node, @grpc/grpc-js) against a real sandbox: the same lessons."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import grpclab
+from grpclab import checks, node_client, preflight
+from grpclab.cluster import Cluster
+from grpclab.load import LoadSpec
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "cluster" / "manifests"
+NODE_MISSING = node_client.problem()
+needs_node = pytest.mark.skipif(NODE_MISSING is not None, reason=f"{NODE_MISSING}")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Cluster]:
+    """A sandbox with the ClusterIP and the headless Service of notebooks 02 and 03."""
+    with grpclab.connect("sandbox") as sandbox:
+        sandbox.apply(MANIFESTS / "base")
+        sandbox.apply(MANIFESTS / "headless" / "service-headless.yaml")
+        sandbox.wait_ready("grpc-server", timeout=60)
+        yield sandbox
+
+
+@needs_node
+def test_node_shows_the_three_behaviours_the_notebooks_teach(lab):
+    pods = [pod.name for pod in lab.wait_ready("grpc-server")]
+    results = node_client.run(node_client.experiments(lab, rpcs=600))
+    for name, result in results.items():
+        assert result.failed == 0 and result.ok == 600, (name, result.errors, result.error_details)
+    clusterip, headless, xds = results.values()
+    checks.assert_single_pod(clusterip)  # one channel, one connection, one pod
+    assert set(headless.per_pod) == set(pods)
+    checks.assert_even(headless, pods, max_ratio=1.2)
+    assert set(xds.per_pod) == set(pods)  # every pod, from grpclab's control plane
+
+
+@needs_node
+def test_without_the_resolver_variable_a_dns_target_fails_and_an_address_list_still_works(lab):
+    pods = [pod.name for pod in lab.wait_ready("grpc-server")]
+    specs = {
+        "dns": LoadSpec(lab.target("grpc-server-headless"), rpcs=50, lb_policy="round_robin"),
+        "addresses": LoadSpec(
+            lab.target("grpc-server-headless", via="addresses"), rpcs=600, lb_policy="round_robin"
+        ),
+    }
+    results = node_client.run(specs, alternative_resolver=False)
+    dns = results["dns"]
+    assert dns.ok == 0 and dns.errors == {"UNAVAILABLE": 50}
+    assert dns.error_details["UNAVAILABLE"].startswith("Name resolution failed for target dns://")
+    # The address list needs no resolver at all; it is the pods ready right now.
+    addresses = results["addresses"]
+    assert addresses.failed == 0 and set(addresses.per_pod) == set(pods)
+    checks.assert_even(addresses, pods, max_ratio=1.2)
+
+
+def test_a_machine_without_node_gets_the_fix_not_a_traceback(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node on it
+    assert node_client.problem().startswith("Node.js is not installed: install Node 18")
+    assert node_client.describe().startswith("Node client: not available: Node.js is not")
+    finding = preflight.check_node()
+    assert finding.status == preflight.WARN and "apt-get install nodejs npm" in finding.fix
+    with pytest.raises(preflight.MissingTool) as raised:
+        node_client.run({"one": LoadSpec("127.0.0.1:1")})
+    # What IPython shows in place of a traceback: the message alone, with the fix.
+    (shown,) = raised.value._render_traceback_()
+    assert shown.startswith("MissingTool: This notebook runs a Node.js gRPC client. Node.js is")
+
+
+def test_a_spec_field_the_node_client_cannot_honour_is_refused():
+    assert node_client.to_job("x", LoadSpec("127.0.0.1:1", rpcs=10, lb_policy="round_robin")) == {
+        "name": "x",
+        "target": "127.0.0.1:1",
+        "rpcs": 10,
+        "concurrency": 8,
+        "lb_policy": "round_robin",
+        "deadline_s": 5.0,
+    }
+    with pytest.raises(ValueError, match=r"LoadSpec\.channels, LoadSpec\.duration_s"):
+        node_client.to_job("x", LoadSpec("127.0.0.1:1", duration_s=2, channels=2))
