@@ -4,6 +4,8 @@ PYTHON ?= python3
 # A wheelhouse (`make wheelhouse`, or the instructor's USB stick) in wheelhouse/, or
 # WHEELHOUSE=path: setup installs from it and asks no index. WHEELHOUSE= turns it off.
 WHEELHOUSE ?= $(if $(wildcard wheelhouse/requirements.txt),wheelhouse)
+# .venv/.wheelhouse: this .venv was installed offline (it names the wheelhouse).
+OFFLINE := $(or $(WHEELHOUSE),$(wildcard .venv/.wheelhouse))
 # uv from PATH, or bootstrapped once into .tools/ with pip when it is missing.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 # setup is the only step that installs: the others run what .venv holds, with no network.
@@ -20,6 +22,7 @@ export UV_LINK_MODE ?= copy
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 ifeq ($(strip $(WHEELHOUSE)),)
 	$(UV) sync --frozen
+	rm -f .venv/.wheelhouse
 else
 	@echo "installing offline from $(WHEELHOUSE)/ (no index; WHEELHOUSE= to use PyPI)"
 	$(PYTHON) src/grpclab/wheelhouse.py install $(WHEELHOUSE) $(UV) $(PYTHON)
@@ -27,8 +30,8 @@ endif
 	touch $@
 
 # The Node client of notebook 11, from its package-lock.json, when node and npm are on PATH;
-# not when installing offline from a wheelhouse (npm ci needs the npm registry).
-NODE_CLIENT := $(if $(WHEELHOUSE),,$(if $(and $(shell command -v node),$(shell command -v npm)),clients/node/node_modules/.package-lock.json))
+# not when installed offline from a wheelhouse (npm ci needs the npm registry).
+NODE_CLIENT := $(if $(OFFLINE),,$(if $(and $(shell command -v node),$(shell command -v npm)),clients/node/node_modules/.package-lock.json))
 
 clients/node/node_modules/.package-lock.json: clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --ignore-scripts --no-audit --no-fund

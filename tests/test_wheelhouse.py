@@ -7,6 +7,7 @@ way an attendee's laptop on a dead Wi-Fi would, and runs `grpclab demo` there.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from grpclab.wheelhouse import (
     python_points,
     supported_minors,
     supported_range_text,
+    uv_version,
 )
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian 12's: 3.11.2
@@ -153,13 +155,22 @@ def copy_of_the_repository(target: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def debian_wheelhouse(tmp_path_factory) -> Path:
-    """A wheelhouse for this CPU and Debian's Python only, built once per test session."""
+def debian_wheelhouse() -> Path:
+    """A wheelhouse for this CPU and Debian's Python only.
+
+    Built once, then kept in the user's cache under a name made of uv.lock's hash, the
+    Python and uv: the next run on this machine reuses it until the lock changes.
+    """
     reason = offline_prerequisites()
     if reason:
         pytest.skip(f"offline install not tried: {reason}")
-    target = tmp_path_factory.mktemp("wheelhouse")
-    build(target, pythons=[system_python_version()])
+    python = system_python_version()
+    key = hashlib.sha256((REPO / "uv.lock").read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grpclab"
+    target = cache / f"wheelhouse-{key}-py{python}-uv{uv_version()}"
+    if not (target / "README.txt").exists():  # written last: the build finished
+        shutil.rmtree(target, ignore_errors=True)
+        build(target, pythons=[python])
     return target
 
 
@@ -195,7 +206,7 @@ def test_make_setup_installs_offline_from_a_wheelhouse_and_the_demo_runs(
     )
     said = run.stdout + run.stderr
     assert run.returncode == 0, said[-4000:]
-    assert "installing offline from" in said and "uv sync" not in said
+    assert "installing offline from" in said and "uv sync" not in said and "npm" not in said
     assert f"venv python {system_python_version()}" in said
     assert (repo / ".venv" / ".synced").exists()
     rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines() if line.strip()}

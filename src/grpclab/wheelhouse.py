@@ -228,6 +228,8 @@ def install(wheelhouse: Path, uv: str, python: str, venv: Path = REPO / ".venv")
         check=True,
         env=env,
     )
+    # The Makefile reads it: an offline .venv, so `make` runs no other installer (npm ci).
+    (venv / ".wheelhouse").write_text(f"{wheelhouse}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
