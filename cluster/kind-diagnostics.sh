@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Collect what explains a failure on the kind cluster into DIR (default artifacts/kind):
-# objects, events, describe output and logs of every pod, and kind's node logs. CI uploads
-# DIR when a job fails. Never fails itself: a diagnostic that errors is recorded and skipped.
+# objects, events, `kubectl describe` of the pods that are not well (and of all pods), the
+# logs of every pod (and of its previous container), CoreDNS's Corefile, the Gateway API
+# objects' status, and kind's own node logs. CI uploads DIR when a job fails, times out or
+# is cancelled. Never fails itself: a diagnostic that errors is recorded and skipped.
 set -uo pipefail
 
 DIR="${1:-artifacts/kind}"
@@ -9,20 +11,30 @@ CONTEXT="${GRPCLAB_KUBE_CONTEXT:-kind-grpclab}"
 mkdir -p "${DIR}/logs"
 k() { kubectl --context "${CONTEXT}" "$@"; }
 
-k get nodes -o wide >"${DIR}/nodes.txt" 2>&1
-k get all,endpointslices,jobs -A -o wide >"${DIR}/objects.txt" 2>&1
+k get nodes -o wide --show-labels >"${DIR}/nodes.txt" 2>&1
+k describe nodes >"${DIR}/describe-nodes.txt" 2>&1
+k get all,endpointslices,jobs,ingresses -A -o wide >"${DIR}/objects.txt" 2>&1
+k get gatewayclasses,gateways,grpcroutes,httproutes -A -o yaml >"${DIR}/gateway-api.yaml" 2>&1
 k get events -A --sort-by=.lastTimestamp >"${DIR}/events.txt" 2>&1
+k -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}' >"${DIR}/coredns-Corefile.txt" 2>&1
 k describe pods -A >"${DIR}/describe-pods.txt" 2>&1
 k describe deployments -A >"${DIR}/describe-deployments.txt" 2>&1
 
-k get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name}{"\n"}{end}' 2>/dev/null |
-  while read -r namespace pod; do
-    [ -n "${pod}" ] || continue
-    k logs -n "${namespace}" "${pod}" --all-containers --prefix >"${DIR}/logs/${namespace}_${pod}.log" 2>&1
-    # The previous container's log tells why a restarted container died.
-    k logs -n "${namespace}" "${pod}" --all-containers --prefix --previous \
-      >"${DIR}/logs/${namespace}_${pod}.previous.log" 2>/dev/null || rm -f "${DIR}/logs/${namespace}_${pod}.previous.log"
-  done
+# One line per pod: namespace, name, phase, ready flags of its containers, restart counts.
+k get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name} {.status.phase} {.status.containerStatuses[*].ready} {.status.containerStatuses[*].restartCount}{"\n"}{end}' \
+  >"${DIR}/pods.txt" 2>/dev/null
+: >"${DIR}/describe-failing-pods.txt"
+while read -r namespace pod phase rest; do
+  [ -n "${pod}" ] || continue
+  k logs -n "${namespace}" "${pod}" --all-containers --prefix >"${DIR}/logs/${namespace}_${pod}.log" 2>&1
+  # The previous container's log tells why a restarted container died.
+  k logs -n "${namespace}" "${pod}" --all-containers --prefix --previous \
+    >"${DIR}/logs/${namespace}_${pod}.previous.log" 2>/dev/null || rm -f "${DIR}/logs/${namespace}_${pod}.previous.log"
+  # Failing: not Running/Succeeded, a container not ready, or a restart.
+  if [ "${phase}" != "Succeeded" ] && { [ "${phase}" != "Running" ] || [[ " ${rest} " == *" false "* ]] || [[ " ${rest} " =~ \ [1-9][0-9]*\  ]]; }; then
+    k describe pod -n "${namespace}" "${pod}" >>"${DIR}/describe-failing-pods.txt" 2>&1
+  fi
+done <"${DIR}/pods.txt"
 
 if command -v kind >/dev/null 2>&1; then
   kind export logs "${DIR}/kind-export" --name grpclab >/dev/null 2>&1 || echo "kind export logs failed" >"${DIR}/kind-export.txt"

@@ -174,16 +174,18 @@ def test_the_stable_summary_says_classes_and_thresholds_not_numbers():
     cells = [line.split("  ") for line in lines[1:5]]
     cells = [[c.strip() for c in line if c.strip()] for line in cells]
     assert cells == [
-        ["ClusterIP (L4)", "one pod", "stand-in", "no", "yes"],
-        ["Istio sidecar", "uneven", "no", "yes", "yes"],
-        ["NGINX Ingress", "even", "yes", "no", "no"],
-        ["headless + rr + max age", "-", "-", "yes", "-"],
+        ["ClusterIP (L4)", "one pod", "no", "yes"],
+        ["Istio sidecar", "uneven", "yes", "yes"],
+        ["NGINX Ingress", "even", "no", "no"],
+        ["headless + rr + max age", "-", "yes", "-"],
     ]
-    assert lines[5:] == [
-        "failed calls under steady load: Istio sidecar",
-        "emulated here: ClusterIP (L4)",
-        "skipped: Linkerd proxy",
-    ]
+    assert lines[5:] == ["failed calls under steady load: Istio sidecar", "skipped: Linkerd proxy"]
+    # Latency: a real proxy over the threshold fails the lesson; a stand-in is not judged.
+    rows["l4"].p50_over_ms = 9.0
+    with pytest.raises(AssertionError) as failed:
+        compare.Comparison(rows, {}).lessons()
+    latency = next(f for f in str(failed.value).split("; ") if "adds under 5 ms" in f)
+    assert latency.endswith("p50: not for Istio sidecar"), latency
 
 
 def kind_shaped() -> compare.Comparison:
@@ -243,7 +245,7 @@ def test_the_notebooks_code_takes_a_kind_shaped_result_without_a_type_or_key_err
     assert "headless + round_robin" in spread[1] and "Envoy Gateway" in spread[-2]
     assert max(len(line) for block in lessons for line in block.splitlines()) <= 96
     summary = comparison.summary().splitlines()
-    assert summary[-2:] == ["emulated here: none", "skipped: Linkerd proxy"]
+    assert summary[-2:] == ["failed calls under steady load: none", "skipped: Linkerd proxy"]
     # The chart's order: even and quick first (ties to 0.1 s go to the smaller sd/mean),
     # the max-age client (no spread measured) before the headless one that never picked up.
     comparison.rows["gateway"].cv = 0.02

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -103,13 +104,50 @@ def workflow_steps() -> list[dict]:
 
 
 def test_the_workflow_runs_the_readme_commands_on_kind():
-    runs = [step["run"] for step in workflow_steps() if "run" in step]
-    assert "make kind-up" in runs
-    assert "GRPCLAB_BACKEND=kind make test-contract" in runs
-    assert "GRPCLAB_BACKEND=kind make test-notebooks" in runs
+    runs = "\n".join(step["run"] for step in workflow_steps() if "run" in step)
+    assert "make kind-up" in runs.splitlines()
+    assert "make test-contract" in runs
+    assert "pytest tests/test_notebooks.py -k" in runs
     # YAML 1.1 reads the bare key `on` as True.
     triggers = workflow().get("on", workflow().get(True))
     assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
+
+
+def test_the_workflow_runs_every_notebook_once_in_a_matrix_of_jobs():
+    job = workflow()["jobs"]["kind"]
+    groups = [entry.get("notebooks") for entry in job["strategy"]["matrix"]["include"]]
+    assert None in groups  # the contract suite's own job
+    named = [stem.strip() for group in groups if group for stem in group.split(" or ")]
+    stems = sorted(
+        p.stem
+        for p in (REPO / "notebooks").glob("[0-9][0-9]-*.ipynb")
+        # A notebook's metadata may limit it to some backends (tests/test_notebooks.py).
+        if "kind"
+        in json.loads(p.read_text())["metadata"].get("grpclab", {}).get("backends", ["kind"])
+    )
+    assert sorted(named) == stems, "each notebook that runs on kind in exactly one matrix group"
+    assert job["strategy"]["fail-fast"] is False
+
+
+def test_the_workflow_collects_diagnostics_on_failure_timeout_and_cancel():
+    job = workflow()["jobs"]["kind"]
+    suite = next(step for step in job["steps"] if step.get("name", "").startswith("Tests on kind"))
+    # A hung suite fails at its own limit, leaving the job time for the diagnostics.
+    assert suite["timeout-minutes"] + 10 <= job["timeout-minutes"]
+    collect, upload = job["steps"][-2:]
+    assert "kind-diagnostics.sh" in collect["run"]
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    for step in (collect, upload):
+        assert step["if"] == "failure() || cancelled()"
+    script = (CLUSTER / "kind-diagnostics.sh").read_text()
+    for command in ("get events -A", "describe pod", "logs", "kind export logs"):
+        assert command in script, command
+
+
+def test_the_workflow_checks_that_coredns_does_not_cache_cluster_local():
+    runs = "\n".join(step["run"] for step in workflow_steps() if "run" in step)
+    assert "disable success cluster.local" in runs and "disable denial cluster.local" in runs
+    assert "coredns-no-cluster-cache.sh" in (CLUSTER / "kind-up.sh").read_text()
 
 
 def test_the_workflow_pins_its_actions_and_the_kind_release_of_the_node_image():
@@ -153,7 +191,7 @@ def dockerfile() -> str:
 def test_the_dockerfile_builds_a_non_root_image_that_runs_the_server():
     text = dockerfile()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    assert 'CMD ["python", "-m", "grpclab.server"]' in text
+    assert 'ENTRYPOINT ["python", "-m", "grpclab.server"]' in text  # args are its flags
     assert re.search(r"^EXPOSE 50051 9090$", text, re.M)
     user = re.search(r"^USER (\S+)$", text, re.M).group(1)
     assert user.isdigit() and int(user) > 0  # numeric, so runAsNonRoot can check it
@@ -370,9 +408,11 @@ def test_a_pod_without_status_is_pending_with_no_address():
     assert (pod.phase, pod.ready, pod.ip, pod.restarts) == ("Pending", False, "", 0)
 
 
-def test_the_fault_exec_goes_to_the_server_container_on_its_named_port():
+def test_the_fault_exec_goes_to_the_server_container_where_its_server_listens():
     pod = make_pod("e", ip="10.244.2.9")
-    assert kube.server_address(pod) == "10.244.2.9:50052"
+    # Its containerPort "grpc" says 50052, but that only declares: no flag or env moves the
+    # server from its default (tests/test_containers.py has the cases that do).
+    assert kube.server_address(pod) == "10.244.2.9:50051"
     assert [c.name for c in kube.server_containers(pod)] == ["grpc-server"]
 
 
@@ -1041,3 +1081,263 @@ def test_each_via_checks_for_the_deployment_its_add_on_script_installs():
         script = (CLUSTER / "addons" / f"{addon}.sh").read_text()
         # The script's own idempotence check or rollout wait names the same Deployment.
         assert namespace in script and deployment in script, (via, addon, namespace, deployment)
+
+
+# -- issue 16: progress as it happens (item 14) ---------------------------------------------
+
+
+def test_streamed_lines_reach_the_cell_before_the_script_ends(tmp_path):
+    # The script prints a line, then waits until the test has seen that line: captured
+    # output (what install_addon did before) would deadlock here until the timeout.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    script = tmp_path / "addon.sh"
+    script.write_text(f'echo "[demo] step one"\nread -r reply < {gate}\necho "[demo] got $reply"\n')
+    heard: list[str] = []
+
+    def say(line: str) -> None:
+        heard.append(line)
+        if line.endswith("step one"):
+            with open(gate, "w") as opened:  # the script ends only once this line came
+                opened.write("go\n")
+
+    code, output = kube.run_streamed(["bash", str(script)], "add-on demo", timeout=20, say=say)
+    assert code == 0
+    assert heard == ["add-on demo: [demo] step one", "add-on demo: [demo] got go"]
+    assert output == "[demo] step one\n[demo] got go"
+
+
+def test_a_silent_step_is_reported_as_still_running_and_stderr_is_in_order(tmp_path):
+    script = tmp_path / "addon.sh"
+    script.write_text("echo out; echo err >&2; sleep 2; echo done\n")
+    heard: list[str] = []
+    code, output = kube.run_streamed(
+        ["bash", str(script)], "x", timeout=20, say=heard.append, quiet_s=0.3
+    )
+    assert code == 0 and output == "out\nerr\ndone"
+    assert heard[:2] == ["x: out", "x: err"] and heard[-1] == "x: done"
+    assert any(line.startswith("x: still running (") for line in heard[2:-1])
+
+
+def test_a_step_past_its_timeout_is_ended_with_its_children(tmp_path):
+    marker = tmp_path / "child.pid"
+    script = tmp_path / "addon.sh"
+    script.write_text(f"sleep 60 & echo $! > {marker}; echo started; wait\n")
+    with pytest.raises(kube.KubeError, match=r"did not finish in 1 s; its last lines:\nstarted"):
+        kube.run_streamed(["bash", str(script)], "slow", timeout=1, say=lambda _: None)
+    child = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # the group got SIGTERM; give the child a moment to go
+            os.kill(child, 0)
+            time.sleep(0.1)
+
+
+def test_install_addon_streams_through_say_and_stdout_not_stderr(tmp_path, capfd, monkeypatch):
+    env = {"PATH": bin_without(tmp_path, "kubectl"), "HOME": str(tmp_path)}
+    monkeypatch.setattr(os, "environ", env)
+    with pytest.raises(kube.KubeError, match="'kubectl' is not installed"):
+        kube.install_addon("prometheus")
+    out, err = capfd.readouterr()
+    assert "[kube] add-on prometheus: [prometheus] 'kubectl' is not installed" in out
+    assert err == ""
+
+
+def test_a_wait_is_quiet_when_short_and_says_what_it_waits_for_when_long():
+    now = [0.0]
+    heard: list[str] = []
+    waiting = kube.Waiting(
+        "deployment p/x", after_s=5, every_s=15, say=heard.append, clock=lambda: now[0]
+    )
+    for t, state in [(1, "0/3 ready"), (4, "1/3 ready")]:
+        now[0] = t
+        waiting.update(state)
+    assert heard == []  # a wait under 5 s says nothing
+    for t, state in [(6, "1/3 ready"), (8, "1/3 ready"), (9, "2/3 ready"), (25, "2/3 ready")]:
+        now[0] = t
+        waiting.update(state)
+    assert heard == [
+        "deployment p/x: 1/3 ready (6 s)",
+        "deployment p/x: 2/3 ready (9 s)",  # a change is said at once
+        "deployment p/x: 2/3 ready (25 s)",  # no change: again after every_s
+    ]
+    now[0] = 26
+    waiting.finish("3/3 ready")
+    assert heard[-1] == "deployment p/x: 3/3 ready after 26 s"
+    quiet = kube.Waiting("w", say=heard.append, clock=lambda: 0.0)
+    quiet.finish("done")
+    assert heard[-1] != "w: done after 0 s"
+
+
+# -- issue 16: smaller findings and the desk review ----------------------------------------
+
+
+def test_a_port_forward_that_writes_much_to_stderr_does_not_stall(tmp_path):
+    # kubectl writes an error line per failed connection to stderr. More than a pipe holds
+    # (64 KiB), unread, would block it before it ever prints its forwarding line.
+    fake = tmp_path / "kubectl"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "i=0; while [ $i -lt 2000 ]; do\n"
+        "  echo 'E1202 an error line from a failed connection, long enough to fill pipes' >&2\n"
+        "  i=$((i+1)); done\n"
+        "echo 'Forwarding from 127.0.0.1:45678 -> 50051'\n"
+        "sleep 60\n"
+    )
+    fake.chmod(0o755)
+    process, address = kube.start_port_forward([str(fake), "port-forward"], timeout=20)
+    try:
+        assert address == "127.0.0.1:45678"
+    finally:
+        kube._stop_process(process)
+
+
+def test_job_start_reads_image_pull_and_failed_pods_and_waits_on_the_rest():
+    from kubernetes.client import V1ContainerState, V1ContainerStateWaiting
+
+    pulled = make_pod("load-1", ready=False)
+    pulled.status.container_statuses[0].name = "load"
+    pulled.status.container_statuses[0].state = V1ContainerState(
+        waiting=V1ContainerStateWaiting(reason="ErrImageNeverPull", message="never pull")
+    )
+    state = kube.job_start(None, [pulled], "grpclab/demo-server:0.1.0")
+    assert state.failure and "cannot be pulled (ErrImageNeverPull" in state.failure
+    assert "make kind-up" in state.failure
+    evicted = make_pod("load-2", ready=False)
+    evicted.status.phase, evicted.status.reason = "Failed", "Evicted"
+    evicted.status.container_statuses = []
+    state = kube.job_start(None, [evicted], "img")
+    assert state.failure == "pod load-2 failed before the load ran (Evicted)"
+    state = kube.job_start(None, [], "img")
+    assert state.pod is None and state.failure is None and state.waiting.startswith("no pod yet")
+
+
+def test_a_crash_is_seen_from_the_restart_count_or_the_containers_state():
+    from kubernetes.client import V1ContainerState, V1ContainerStateWaiting
+
+    def server_pod():
+        pod = make_pod("grpc-server-a")
+        pod.status.container_statuses[0].name = "grpc-server"  # the sidecar has none here
+        return pod
+
+    before, after = server_pod(), server_pod()
+    assert not kube.crashed_since(before, after)
+    after.status.container_statuses[0].restart_count += 1
+    assert kube.crashed_since(before, after)
+    waiting = server_pod()
+    waiting.status.container_statuses[0].state = V1ContainerState(
+        waiting=V1ContainerStateWaiting(reason="CrashLoopBackOff")
+    )
+    assert kube.crashed_since(before, waiting)
+
+
+def test_the_coredns_filter_turns_the_cache_off_for_cluster_local_once(tmp_path):
+    # kubeadm 1.31's Corefile (kind v0.27.0's node image), as `kubectl get cm coredns` shows it.
+    corefile = (
+        ".:53 {\n    errors\n    health {\n       lameduck 5s\n    }\n    ready\n"
+        "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n"
+        "       fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }\n"
+        "    prometheus :9153\n    forward . /etc/resolv.conf {\n       max_concurrent 1000\n"
+        "    }\n    cache 30\n    loop\n    reload\n    loadbalance\n}\n"
+    )
+    script = str(CLUSTER / "coredns-no-cluster-cache.sh")
+
+    def run(text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", script], input=text, capture_output=True, text=True)
+
+    once = run(corefile)
+    assert once.returncode == 0, once.stderr
+    assert (
+        "    cache 30 {\n       disable success cluster.local\n"
+        "       disable denial cluster.local\n    }\n    loop\n" in once.stdout
+    )
+    assert (
+        once.stdout.replace(
+            " {\n       disable success cluster.local\n       disable denial cluster.local\n    }",
+            "",
+        )
+        == corefile
+    )
+    assert run(once.stdout).stdout == once.stdout  # kind-up.sh runs it on every call
+    refused = run(corefile.replace("cache 30\n", "cache {\n  success 100\n}\n"))
+    assert refused.returncode == 1 and "change it by hand" in refused.stderr
+
+
+def test_the_envoy_gateway_script_makes_and_awaits_the_class_the_gateway_names():
+    gateway = load_objects(CLUSTER / "manifests" / "ingress" / "gateway.yaml")[0]
+    (gateway_class,) = yaml.safe_load_all(
+        (CLUSTER / "addons" / "envoy-gateway-class.yaml").read_text()
+    )
+    assert gateway_class["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert gateway_class["kind"] == "GatewayClass"
+    assert gateway_class["metadata"]["name"] == gateway["spec"]["gatewayClassName"]
+    # The name Envoy Gateway's controller watches by default (its quickstart's GatewayClass).
+    assert (
+        gateway_class["spec"]["controllerName"] == "gateway.envoyproxy.io/gatewayclass-controller"
+    )
+    script = (CLUSTER / "addons" / "envoy-gateway.sh").read_text()
+    applied = script.index('apply --server-side --field-manager=grpclab -f "${CLASS_MANIFEST}"')
+    waited = script.index("wait --timeout=2m gatewayclass/envoy --for=condition=Accepted")
+    assert 'CLASS_MANIFEST="$(dirname "$0")/envoy-gateway-class.yaml"' in script
+    # Also when Envoy Gateway was there already: the class comes after the install branch.
+    assert script.index("\nfi\n") < applied < waited
+    done = subprocess.run(["bash", "-n", str(CLUSTER / "addons" / "envoy-gateway.sh")])
+    assert done.returncode == 0
+
+
+def test_kind_nodes_carry_the_zones_the_zone_b_manifest_selects_and_only_it_tolerates():
+    nodes = yaml.safe_load((CLUSTER / "kind.yaml").read_text())["nodes"]
+    zones = [n.get("labels", {}).get("topology.kubernetes.io/zone") for n in nodes]
+    assert zones == [None, "zone-a", "zone-a", "zone-b"]
+    (zone_b_node,) = [
+        n for n in nodes if n.get("labels", {}).get("topology.kubernetes.io/zone") == "zone-b"
+    ]
+    patch = yaml.safe_load(zone_b_node["kubeadmConfigPatches"][0])
+    assert patch["kind"] == "JoinConfiguration"
+    (taint,) = patch["nodeRegistration"]["taints"]
+    deployments = [
+        o for p in sorted((CLUSTER / "manifests").rglob("*.yaml")) for o in load_objects(p)
+        if o["kind"] == "Deployment"
+    ]  # fmt: skip
+    for deployment in deployments:
+        pod_spec = deployment["spec"]["template"]["spec"]
+        tolerates = any(
+            t.get("key") == taint["key"] and t.get("value") == taint["value"]
+            and t.get("effect") == taint["effect"]
+            for t in pod_spec.get("tolerations", [])
+        )  # fmt: skip
+        wants_b = pod_spec.get("nodeSelector", {}).get("topology.kubernetes.io/zone") == "zone-b"
+        assert tolerates == wants_b, deployment["metadata"]["name"]
+        if wants_b:
+            labels = zone_b_node["labels"]
+            assert all(labels.get(k) == v for k, v in pod_spec["nodeSelector"].items())
+
+
+def test_diagnostics_describe_the_failing_pods_and_only_those(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$*" in\n'
+        "  *'get pods -A -o jsonpath'*)\n"
+        "    printf 'p ok Running true true 0 0\\n'\n"
+        "    printf 'p pending Pending\\n'\n"
+        "    printf 'p unready Running false 0\\n'\n"
+        "    printf 'p restarted Running true 3\\n'\n"
+        "    printf 'p job Succeeded false 0\\n' ;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(CLUSTER / "kind-diagnostics.sh"), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    described = [
+        line.split()[-1] for line in calls.read_text().splitlines() if "describe pod -n" in line
+    ]
+    assert described == ["pending", "unready", "restarted"]
+    logged = sorted(p.name for p in (tmp_path / "out" / "logs").glob("*.log"))
+    assert "p_ok.log" in logged and "p_job.log" in logged

@@ -194,6 +194,11 @@ def test_failed_calls_are_counted_by_code_and_rpcs_is_exact(pods: list[DemoPod])
     assert set(result.per_pod) == {pods[0].name, pods[1].name}
     assert set(result.errors) == {"UNAVAILABLE"} and result.failed > 0
     assert_timeline_sums(result, spec.interval_s)
+    # Why they failed, counted: the status message the pod sent, not only its code.
+    message = f"fault injected by {pods[2].name}: error_rate=1"
+    assert result.error_messages == {"UNAVAILABLE": {message: result.failed}}
+    assert f"UNAVAILABLE x{result.failed}: {message}" in format_table(result)
+    assert LoadResult.from_dict(result.to_dict()) == result  # it crosses the kube Job's log
 
 
 def test_deadline_exceeded_and_empty_buckets_are_kept(pods: list[DemoPod]) -> None:

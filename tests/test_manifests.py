@@ -106,7 +106,34 @@ EXPECTED: dict[str, Bad] = {
         "sandbox", 0, DEPLOYMENT, "spec.template.spec.containers", 17, "exactly one container"
     ),
     "container-command.yaml": Bad(
-        "sandbox", 0, DEPLOYMENT, f"{CONTAINER}.command", 19, "cannot honour command"
+        "sandbox", 0, DEPLOYMENT, f"{CONTAINER}.command", 19, "runs only the demo server"
+    ),
+    # What kube-apiserver refuses beyond the schema: every port 1-65535, nodePort in range.
+    "container-port-65536.yaml": Bad(
+        "load", 0, DEPLOYMENT, f"{CONTAINER}.ports[0].containerPort", 22, "Invalid value: 65536"
+    ),
+    "probe-port-70000.yaml": Bad(
+        "load", 0, DEPLOYMENT, f"{CONTAINER}.readinessProbe.grpc.port", 25, "Invalid value: 70000"
+    ),
+    "probe-grpc-port-named.yaml": Bad(
+        "load",
+        0,
+        DEPLOYMENT,
+        f"{CONTAINER}.readinessProbe.grpc.port",
+        25,
+        "'grpc' is not of type 'integer'",
+    ),
+    "service-port-zero.yaml": Bad(
+        "load", 0, SERVICE, "spec.ports[0].port", 13, "must be between 1 and 65535"
+    ),
+    "service-target-port-70000.yaml": Bad(
+        "load", 0, SERVICE, "spec.ports[0].targetPort", 14, "Invalid value: 70000"
+    ),
+    "service-node-port-80.yaml": Bad(
+        "load", 0, SERVICE, "spec.ports[0].nodePort", 15, "range of valid ports is 30000-32767"
+    ),
+    "service-node-port-on-clusterip.yaml": Bad(
+        "load", 0, SERVICE, "spec.ports[0].nodePort", 15, "may not be used when `type`"
     ),
     "image-not-demo-server.yaml": Bad(
         "sandbox", 0, DEPLOYMENT, f"{CONTAINER}.image", 18, "cannot pull images"

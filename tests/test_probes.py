@@ -252,7 +252,7 @@ def runtime(**probes: dict) -> PodRuntime:
 
 def feed(pod: PodRuntime, probe: ProbeState, results: str, now: float = 0.0) -> list:
     """Apply results written as a string of "+" (success) and "-" (failure)."""
-    return [record_result(pod, probe, ok == "+", now) for ok in results]
+    return [record_result(pod, probe, None if ok == "+" else "failed", now) for ok in results]
 
 
 def test_readiness_needs_failure_threshold_failures_and_success_threshold_successes():
@@ -292,4 +292,4 @@ def test_a_result_about_a_replaced_container_is_ignored():
     pod = runtime(livenessProbe={"failureThreshold": 1})
     stale = pod.probes["liveness"]
     pod.probes = {"liveness": ProbeState("liveness", {"failureThreshold": 1})}
-    assert record_result(pod, stale, False, now=0.0) is None
+    assert record_result(pod, stale, "failed", now=0.0) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,9 +15,11 @@ import pytest
 
 import grpclab
 from grpclab import checks
+from grpclab.cluster import manifests
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox import Sandbox, SandboxDownError
 from grpclab.load import LoadSpec
+from grpclab.local_http import open_local
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "cluster" / "manifests" / "base"
@@ -107,7 +110,7 @@ def test_applying_the_same_manifests_again_changes_nothing(lab):
 
 def test_a_killed_pod_process_is_restarted_and_turns_ready(lab):
     victim = ready_pod_names(lab)[0]
-    pid = next(p.pid for p in lab.launcher.children.values() if victim in " ".join(p.args))
+    pid = lab._pods[victim].process.pid
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -132,16 +135,68 @@ def test_scale_adds_and_removes_pods(lab):
     assert len(lab.wait_ready("grpc-server")) == 3
 
 
+def sandbox_state(lab) -> dict:
+    """What a refused apply must not change: objects, pods, free IPs, processes, listeners.
+
+    First it waits for pods that an earlier test scaled away to finish terminating: they
+    give their IPs back whenever their grace ends.
+    """
+    deadline = time.monotonic() + 30
+    while any(p.terminating for p in list(lab._pods.values())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with open_local(lab.kube_proxy.admin_url("/listeners?format=json"), timeout=10) as reply:
+        listeners = json.load(reply)
+    return {
+        "objects": dict(lab._objects),
+        "cluster IPs": dict(lab._cluster_ips),
+        # Names, not readiness: a probe may time out on a busy machine at any moment.
+        "pods": {p.name for p in lab.pods()},
+        "free pod and Service IPs": lab.block.free(),
+        # Processes other than the pods' own (kube-proxy, add-ons, and any a refused apply
+        # would leak); a pod's process may restart or end with its grace at any moment, and
+        # the pods themselves are compared by name above.
+        "processes": {pid for pid, p in lab.launcher.children.items() if p.poll() is None}
+        - {p.process.pid for p in lab._pods.values() if p.process},
+        "kube-proxy listeners": sorted(
+            json.dumps(item["local_address"], sort_keys=True)
+            for item in listeners["listener_statuses"]
+        ),
+    }
+
+
 @pytest.mark.parametrize("bad_file", sorted(BAD.glob("*.y*ml")), ids=lambda p: p.name)
 def test_bad_manifests_leave_the_state_as_it_was(lab, bad_file):
-    objects_before = dict(lab._objects)
-    pods_before = {p.name for p in lab.pods()}
+    before = sandbox_state(lab)
     with pytest.raises(ManifestError) as error:
         lab.apply(bad_file)
     assert bad_file.name in str(error.value)
-    assert lab._objects == objects_before
-    # Names, not readiness: a probe may time out on a busy machine at any moment.
-    assert {p.name for p in lab.pods()} == pods_before
+    assert sandbox_state(lab) == before
+
+
+def test_an_apply_the_data_plane_refuses_consumes_nothing(lab, monkeypatch):
+    # Past every check (switched off here), kube-proxy's Envoy refuses port 70000 itself.
+    # The good Service and Deployment beside it must leave no cluster IP, pod or listener.
+    monkeypatch.setattr(manifests, "_api_server_rules", lambda obj: iter(()))
+    good = textwrap.dedent(
+        """        apiVersion: v1
+        kind: Service
+        metadata: {name: half-good, namespace: production}
+        spec: {selector: {app: grpc-server}, ports: [{name: grpc, port: 50051}]}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: too-high, namespace: production}
+        spec: {selector: {app: grpc-server}, ports: [{name: grpc, port: 70000}]}
+        """
+    )
+    deployment = (
+        (BASE / "deployment.yaml").read_text().replace("name: grpc-server\n", "name: extra\n", 1)
+    )
+    before = sandbox_state(lab)
+    with pytest.raises(RuntimeError, match="refused a Service"):
+        lab.apply(good + "---\n" + deployment)
+    time.sleep(0.5)  # a few controller rounds: any pod it wrongly started would show now
+    assert sandbox_state(lab) == before
 
 
 def test_at_least_twenty_bad_manifests_are_covered():

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from grpclab._generated import admin_pb2, admin_pb2_grpc, demo_pb2, demo_pb2_grpc
-from grpclab.server import BindError, ServerConfig, parse_config, serve
+from grpclab.server import POD_NETWORK_ENV, BindError, ServerConfig, parse_config, serve
 
 HOST = "127.0.0.1"
 READY = re.compile(r"grpclab\.server ready pod=(\S+) ip=(\S+) port=(\d+) metrics=(\d+)")
@@ -43,6 +43,7 @@ SERVER_ENV = (
     "GRPCLAB_DRAIN_GRACE_S",
     "GRPCLAB_DRAIN_DELAY_S",
     "GRPCLAB_NO_DRAIN",
+    "GRPCLAB_POD_NETWORK_ADDRESS",
 )
 
 
@@ -471,7 +472,9 @@ def test_config_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> N
     }.items():
         monkeypatch.setenv(name, value)
     from_env = parse_config([])
-    assert (from_env.host, from_env.port, from_env.metrics_port) == ("127.0.0.9", 6000, 0)
+    # POD_IP is who served, not where to bind: the server listens on every interface.
+    assert (from_env.host, from_env.pod_ip) == ("0.0.0.0", "127.0.0.9")
+    assert (from_env.port, from_env.metrics_port) == (6000, 0)
     assert (from_env.pod_name, from_env.max_connection_age_ms) == ("from-env", 30000)
     assert (from_env.drain_delay_s, from_env.drain, from_env.max_connection_age_grace_ms) == (
         2.5,
@@ -509,3 +512,50 @@ def test_bad_config_names_the_setting(
         parse_config(argv)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _say_hello(address: str) -> demo_pb2.HelloReply:
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        return demo_pb2_grpc.MyServiceStub(channel).SayHello(demo_pb2.HelloRequest(), timeout=10)
+
+
+def test_the_server_binds_every_interface_and_reports_pod_ip(tmp_path: Path) -> None:
+    # As in a pod: no --host, POD_IP from the Downward API. kubectl port-forward dials
+    # localhost inside the pod, a Service dials the pod IP; both must reach the server.
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
+    env |= {"POD_IP": "10.244.1.7", "POD_NAME": "pod-everywhere", "GRPC_PORT": str(port)}
+    out = tmp_path / "server.out"
+    with out.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "grpclab.server", "--metrics-port", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not READY.search(out.read_text()) and proc.poll() is None:
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        assert "bind=0.0.0.0" in out.read_text(), out.read_text()
+        for address in (f"127.0.0.1:{port}", f"127.0.0.77:{port}"):
+            reply = _say_hello(address)
+            assert (reply.served_by.pod_name, reply.served_by.pod_ip) == (
+                "pod-everywhere",
+                "10.244.1.7",
+            )
+    finally:
+        stop_process(proc)
+
+
+def test_in_the_sandbox_every_interface_is_the_pods_own_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in SERVER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(POD_NETWORK_ENV, "127.42.9.10")
+    config = parse_config([])
+    assert (config.host, config.pod_ip) == ("127.42.9.10", "127.42.9.10")
+    assert parse_config(["--host", "0.0.0.0"]).host == "127.42.9.10"
+    assert parse_config(["--host", "127.0.0.1"]).host == "127.0.0.1"  # a chosen address stays

@@ -15,17 +15,22 @@ MANIFESTS = REPO / "cluster" / "manifests"
 
 
 def demo(rpcs: int) -> int:
-    """ClusterIP with one channel against headless with round_robin, on a fresh sandbox."""
+    """ClusterIP with one channel against headless with round_robin, on $GRPCLAB_BACKEND."""
     from grpclab import checks, connect
     from grpclab.load import LoadSpec
 
     started = time.monotonic()
-    with connect("sandbox") as lab:
+    try:
+        cluster = connect()  # the backend GRPCLAB_BACKEND names, as a notebook gets it
+    except Exception as error:  # connect() says what is missing and what to run
+        print(f"grpclab demo: {error}", file=sys.stderr)
+        return 1
+    with cluster as lab:
         print(lab.describe())
         lab.apply(MANIFESTS / "base")
         lab.apply(MANIFESTS / "headless" / "service-headless.yaml")
-        pods = [p.name for p in lab.wait_ready("grpc-server")]
-        print(f"3 ready pods after {time.monotonic() - started:.1f} s\n")
+        pods = [p.name for p in lab.wait_ready("grpc-server", timeout=180)]
+        print(f"{len(pods)} ready pods after {time.monotonic() - started:.1f} s\n")
         runs = {
             "ClusterIP, 1 channel": LoadSpec(lab.target("grpc-server"), rpcs=rpcs),
             "headless, round_robin": LoadSpec(

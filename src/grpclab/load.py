@@ -139,6 +139,9 @@ class LoadResult:
     per_pod: dict[str, int] = field(default_factory=dict)  # pod name -> OK replies
     pod_ips: dict[str, str] = field(default_factory=dict)  # pod name -> pod IP
     errors: dict[str, int] = field(default_factory=dict)  # status code name -> count
+    # Why they failed: status code name -> {the status message: count}. Distinct messages
+    # are capped at MAX_ERROR_MESSAGES; later new ones count under OTHER_MESSAGES.
+    error_messages: dict[str, dict[str, int]] = field(default_factory=dict)
     # p50, p90, p99, max, mean of OK calls (a failed call's time says little); {} if none.
     latency_ms: dict[str, float] = field(default_factory=dict)
     # One entry per interval: {"t": seconds since start, "per_pod": {pod: OK replies}}.
@@ -181,6 +184,10 @@ class LoadResult:
         return cls(**data)
 
 
+MAX_ERROR_MESSAGES = 20
+OTHER_MESSAGES = "(other messages)"
+
+
 def _reject_unknown_keys(cls: type, data: dict[str, Any]) -> None:
     unknown = sorted(set(data) - {f.name for f in fields(cls)})
     if unknown:
@@ -208,6 +215,7 @@ class _Tally:
         # one dict update per call, and per-pod totals and the timeline both derive from it.
         self.ok: dict[tuple[int, str], int] = {}
         self.errors: dict[tuple[int, str], int] = {}
+        self.messages: dict[tuple[str, str], int] = {}  # (code name, status message)
         self.pod_ips: dict[str, str] = {}
         self.latencies = array("d")  # seconds, OK calls only; 8 bytes per call
         self._sorted: list[float] = []
@@ -230,10 +238,14 @@ class _Tally:
         for (bucket, code), count in sorted(errors.items()):
             timeline[bucket]["errors"][code] = count
             codes[code] = codes.get(code, 0) + count
+        messages: dict[str, dict[str, int]] = {}
+        for (code, message), count in sorted(dict(self.messages).items()):
+            messages.setdefault(code, {})[message] = count
         return LoadResult(
             per_pod=dict(sorted(per_pod.items())),
             pod_ips=dict(sorted(self.pod_ips.items())),
             errors=dict(sorted(codes.items())),
+            error_messages=messages,
             latency_ms=self._latency_ms(),
             timeline=timeline,
             elapsed_s=round(elapsed, 6),
@@ -262,7 +274,7 @@ def latency_summary_ms(sorted_seconds: Sequence[float]) -> dict[str, float]:
 async def _worker(call: Any, request: Any, timeout: float, tally: _Tally) -> None:
     # The hot path: locals only, one dict update and one array append per call.
     perf = time.perf_counter
-    ok, errors, pod_ips = tally.ok, tally.errors, tally.pod_ips
+    ok, errors, pod_ips, messages = tally.ok, tally.errors, tally.pod_ips, tally.messages
     record = tally.latencies.append
     t0, per_bucket = tally.t0, 1.0 / tally.interval_s
     limit, end = tally.limit, tally.end
@@ -274,8 +286,13 @@ async def _worker(call: Any, request: Any, timeout: float, tally: _Tally) -> Non
         try:
             reply = await call(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            key = (int((perf() - t0) * per_bucket), error.code().name)
+            code = error.code().name
+            key = (int((perf() - t0) * per_bucket), code)
             errors[key] = errors.get(key, 0) + 1
+            why = (code, error.details() or "")
+            if why not in messages and len(messages) >= MAX_ERROR_MESSAGES:
+                why = (code, OTHER_MESSAGES)
+            messages[why] = messages.get(why, 0) + 1
             continue
         now = perf()
         record(now - begin)
@@ -496,6 +513,9 @@ def format_table(result: LoadResult) -> str:
         lines.append("(no OK replies)")
     errors = ", ".join(f"{code} {count}" for code, count in result.errors.items())
     lines.append(f"errors: {errors or 'none'}")
+    for code, messages in result.error_messages.items():
+        for message, count in messages.items():
+            lines.append(f"  {code} x{count}: {message or '(no message)'}")
     lines.append(
         f"calls: {result.total} (ok {result.ok}, failed {result.failed}) in "
         f"{result.elapsed_s:.2f} s, {result.rate:.0f} calls/s"

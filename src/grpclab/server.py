@@ -1,7 +1,8 @@
 """The demo gRPC server every pod runs: MyService, health, reflection, fault knobs, /metrics.
 
 Run it with `python -m grpclab.server --help`; each flag falls back to an environment
-variable because Kubernetes passes configuration as env.
+variable because Kubernetes passes configuration as env. It listens on every interface of
+its pod by default; POD_IP only says who served a call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import socket
 import sys
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,17 +38,22 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 CRASH_EXIT_CODE = 137  # what a container killed by SIGKILL reports (128 + 9)
+# Set by the sandbox only: the loopback address that stands in for the pod's own network
+# namespace. "Every interface" of a pod means this address there, as 0.0.0.0 does in a
+# container, so two pods can both listen on 50051.
+POD_NETWORK_ENV = "GRPCLAB_POD_NETWORK_ADDRESS"
 
 
-def _default_pod_name() -> str:
-    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+def _default_pod_name(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("POD_NAME") or environ.get("HOSTNAME") or socket.gethostname()
 
 
 @dataclass
 class ServerConfig:
     """Everything `serve` needs; `main` builds it from flags and environment."""
 
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # every interface of the pod
+    pod_ip: str = ""  # reported in every reply; "" means the address of this host's name
     port: int = 50051  # 0 picks a free port (reported in the ready line)
     metrics_port: int = 9090  # 0 disables /metrics and its interceptor
     pod_name: str = field(default_factory=_default_pod_name)
@@ -269,7 +275,7 @@ async def serve(
 
     `on_ready(grpc_port, metrics_port)` is called once the server accepts calls.
     """
-    pod = PodState(config.pod_name, _advertised_ip(config.host))
+    pod = PodState(config.pod_name, config.pod_ip or _advertised_ip(config.host))
     metrics = ServerMetrics() if config.metrics_port else None
     # Metrics first: a gRPC port that bound but never started cannot be released again,
     # while the metrics listener can always be shut down if the gRPC bind fails.
@@ -288,8 +294,8 @@ async def serve(
         await server.start()
         try:
             _say(
-                f"grpclab.server ready pod={config.pod_name} ip={config.host} port={port} "
-                f"metrics={config.metrics_port}"
+                f"grpclab.server ready pod={config.pod_name} ip={pod.served_by.pod_ip} "
+                f"port={port} metrics={config.metrics_port} bind={config.host}"
             )
             if on_ready:
                 on_ready(port, config.metrics_port)
@@ -338,12 +344,19 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
-    """Build a ServerConfig from command-line flags, falling back to environment variables."""
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Build a ServerConfig from command-line flags, falling back to environment variables.
+
+    `environ` defaults to this process's environment; grpclab.cluster.containers passes a
+    container's, to learn where its server will listen.
+    """
+    environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="python -m grpclab.server", description=__doc__)
 
     def add(flag: str, env: str, convert: Callable[[str], Any], default: Any, what: str) -> None:
-        raw = os.environ.get(env, "")
+        raw = environ.get(env, "")
         if raw:
             try:
                 default = convert(raw)
@@ -353,7 +366,10 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             flag, type=convert, default=default, help=f"{what} (env {env}; default %(default)s)"
         )
 
-    add("--host", "POD_IP", str, "0.0.0.0", "address to bind, also reported as the pod IP")
+    parser.add_argument(
+        "--host", default="0.0.0.0", help="address to bind (default %(default)s: every interface)"
+    )
+    add("--pod-ip", "POD_IP", str, "", "IP reported in every reply (default: this host's address)")
     add("--port", "GRPC_PORT", _port, 50051, "gRPC port; 0 picks a free one")
     add("--metrics-port", "METRICS_PORT", _port, 9090, "Prometheus /metrics port; 0 disables")
     parser.add_argument(
@@ -389,7 +405,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         5.0,
         "grace that in-flight calls get when the server stops",
     )
-    no_drain_env = os.environ.get("GRPCLAB_NO_DRAIN", "").strip().lower()
+    no_drain_env = environ.get("GRPCLAB_NO_DRAIN", "").strip().lower()
     parser.add_argument(
         "--no-drain",
         action="store_true",
@@ -397,11 +413,15 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         help="exit at once on SIGTERM, without NOT_SERVING or grace (env GRPCLAB_NO_DRAIN=1)",
     )
     args = parser.parse_args(argv)
+    host, pod_network = args.host, environ.get(POD_NETWORK_ENV, "")
+    if pod_network and host in _WILDCARD_HOSTS:
+        host = pod_network  # the sandbox's pod: its "every interface" is its own address
     return ServerConfig(
-        host=args.host,
+        host=host,
+        pod_ip=args.pod_ip or pod_network,
         port=args.port,
         metrics_port=args.metrics_port,
-        pod_name=args.pod_name or _default_pod_name(),
+        pod_name=args.pod_name or _default_pod_name(environ),
         max_connection_age_ms=args.max_connection_age_ms,
         max_connection_age_grace_ms=args.max_connection_age_grace_ms,
         drain=not args.no_drain,

@@ -145,6 +145,26 @@ class Cluster(ABC):
         """
 
     @abstractmethod
+    def logs(self, pod: str, namespace: str | None = None, tail: int = 20) -> str:
+        """The last `tail` lines that the pod's server printed, as `kubectl logs --tail`.
+
+        KeyError when the pod is not there.
+        """
+
+    @abstractmethod
+    def install_addon(self, name: str) -> str:
+        """Install (once) the controller add-on `name` (an Ingress controller, a Gateway, a
+        mesh); returns what the install says about what now runs.
+
+        On a real cluster this is the real controller (cluster/addons/<name>.sh); in the
+        sandbox a stand-in, which says whether it is the real data plane or an emulation.
+        """
+
+    def describe_addon(self, name: str) -> str:
+        """What the controller add-on `name` serves now, in words."""
+        return f"{name}: the real controller on {self.backend}; inspect it with its own tools"
+
+    @abstractmethod
     def mesh_config_dump(self) -> dict[str, Any]:
         """The Envoy config dump (/config_dump as JSON) of a meshed client's sidecar.
 

@@ -833,15 +833,16 @@ def crash_exec_command(address: str, python: str = "python") -> list[str]:
 
 
 def server_address(pod: Any) -> str:
-    """pod IP and gRPC port of the demo server in a V1Pod (port named "grpc", else 50051)."""
-    port = GRPC_PORT
-    for container in server_containers(pod):
-        for item in container.ports or []:
-            if item.name == "grpc":
-                port = item.container_port
-    # The server binds its pod IP (env POD_IP), not loopback; meshes leave pod-local
-    # traffic alone, so this reaches the server directly.
-    return f"{pod.status.pod_ip}:{port}"
+    """pod IP and gRPC port of the demo server in a V1Pod, where its flags and env say."""
+    from kubernetes.client import ApiClient
+
+    from grpclab.cluster.containers import listening_ports
+
+    container = ApiClient().sanitize_for_serialization(server_containers(pod)[0])
+    ports = listening_ports(container) or {"grpc": GRPC_PORT}
+    # The server listens on every interface of its pod; meshes leave pod-local traffic
+    # alone, so this reaches the server directly.
+    return f"{pod.status.pod_ip}:{ports['grpc']}"
 
 
 def server_containers(pod: Any) -> list[Any]:
@@ -921,7 +922,7 @@ def run_streamed(
     while True:
         with arrived:
             if len(lines) == said:
-                arrived.wait(timeout=1.0)
+                arrived.wait(timeout=min(1.0, quiet_s / 2))
             fresh = lines[said:]
         for line in fresh:
             say(f"{what}: {line}")
@@ -1290,6 +1291,20 @@ class KubeCluster(Cluster):
     def install_addon(self, name: str) -> str:
         """Install a pinned add-on into this cluster's context (see cluster/addons/)."""
         return install_addon(name, None if self.context == "in-cluster" else self.context)
+
+    def logs(self, pod: str, namespace: str | None = None, tail: int = 20) -> str:
+        """The last lines of the pod's server container log (`kubectl logs --tail`)."""
+        namespace = namespace or self.namespace
+        obj = self._read_pod(pod, namespace)
+        try:
+            text = self._core.read_namespaced_pod_log(
+                pod, namespace, container=server_containers(obj)[0].name, tail_lines=tail
+            )
+        except Exception as error:
+            if _status(error) is None:
+                raise
+            raise KubeError(f"logs of pod {namespace}/{pod}: {api_error_message(error)}") from None
+        return text.rstrip("\n")
 
     def local_address(
         self, pod: str, port: int | str = "grpc", namespace: str | None = None

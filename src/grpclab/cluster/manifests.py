@@ -144,6 +144,9 @@ def load_objects(
     _check_duplicates(objects)
     for obj in objects:
         _check_schema(obj)
+        problem = next(_api_server_rules(obj), None)
+        if problem is not None:
+            raise _error(obj, obj.origin, problem.reason, problem.field, detail=problem.hint)
     return list(objects)
 
 
@@ -519,7 +522,12 @@ def _raise_schema_error(obj: ManifestObject, error: Any) -> None:
         reason = "required field is missing"
     elif error.validator == "type":
         reason = f"{_show(instance)} is not of type {_types(error.validator_value)}"
-        if "string" in _as_list(error.validator_value) and isinstance(instance, int | float):
+        if path[-2:] == ("grpc", "port"):
+            detail = (
+                "a gRPC probe takes a port number only (GRPCAction.port is an int32 in the "
+                "Kubernetes API, unlike tcpSocket and httpGet ports); write the number"
+            )
+        elif "string" in _as_list(error.validator_value) and isinstance(instance, int | float):
             # YAML reads 5000, true and 1.0 as numbers and booleans; env values stay text.
             detail = f'quote it: "{_show(instance)}"'
     elif error.validator == "enum":
@@ -659,6 +667,114 @@ def _error(
     )
 
 
+# --- what the API server checks beyond the schema ------------------------------------------------
+
+# Where workload kinds keep their pod spec; the API server validates every one of them.
+_POD_SPEC_PATHS = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+# kube-apiserver's default --service-node-port-range.
+NODE_PORT_RANGE = (30000, 32767)
+
+
+def _api_server_rules(obj: Mapping[str, Any]) -> Iterator[_Problem]:
+    """Port rules that kube-apiserver enforces and the JSON schema cannot express.
+
+    From its validation (pkg/apis/core/validation): every port is 1-65535, a named port
+    is an IANA service name, and a nodePort lies in the node port range.
+    """
+    if obj.get("apiVersion") == "v1" and obj.get("kind") == "Service":
+        yield from _service_port_rules(obj.get("spec") or {})
+        return
+    path = _POD_SPEC_PATHS.get(str(obj.get("kind")))
+    if path is None or "." in obj.get("apiVersion", "").split("/")[0]:
+        return
+    pod: Any = obj
+    for key in path:
+        pod = (pod or {}).get(key) if isinstance(pod, Mapping) else None
+    for group in ("initContainers", "containers"):
+        for index, container in enumerate(_items((pod or {}).get(group))):
+            yield from _container_port_rules(container, (*path, group, index))
+
+
+def _port_number_problem(value: Any, where: tuple[Any, ...]) -> _Problem | None:
+    if isinstance(value, int) and not 1 <= value <= 65535:
+        return _Problem(where, f"Invalid value: {value}: must be between 1 and 65535, inclusive")
+    return None
+
+
+def _port_name_problem(value: Any, where: tuple[Any, ...]) -> _Problem | None:
+    if isinstance(value, str) and not (
+        len(value) <= 15 and _PORT_NAME.fullmatch(value) and re.search("[a-z]", value)
+    ):
+        return _Problem(
+            where,
+            f"Invalid value: {value!r}: a port is a number or an IANA service name",
+            "a name has at most 15 characters: lowercase letters, digits and '-', with at "
+            "least one letter",
+        )
+    return None
+
+
+def _container_port_rules(
+    container: Mapping[str, Any], path: tuple[Any, ...]
+) -> Iterator[_Problem]:
+    for index, port in enumerate(_items(container.get("ports"))):
+        for key in ("containerPort", "hostPort"):
+            if key in port:
+                problem = _port_number_problem(port[key], (*path, "ports", index, key))
+                if problem:
+                    yield problem
+    for probe_key in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = container.get(probe_key) or {}
+        for handler in ("grpc", "tcpSocket", "httpGet"):
+            if "port" in (probe.get(handler) or {}):
+                where = (*path, probe_key, handler, "port")
+                value = probe[handler]["port"]
+                problem = _port_number_problem(value, where) or _port_name_problem(value, where)
+                if problem:
+                    yield problem
+
+
+def _service_port_rules(spec: Mapping[str, Any]) -> Iterator[_Problem]:
+    service_type = spec.get("type") or "ClusterIP"
+    for index, port in enumerate(_items(spec.get("ports"))):
+        where = ("spec", "ports", index)
+        problem = _port_number_problem(port.get("port"), (*where, "port"))
+        # targetPort 0 (or "") is no mistake: the API server defaults it to `port`.
+        target = port.get("targetPort")
+        problem = (
+            problem
+            or _port_number_problem(target, (*where, "targetPort"))
+            or (_port_name_problem(target, (*where, "targetPort")) if target != "" else None)
+        )
+        if problem:
+            yield problem
+        node_port = port.get("nodePort")
+        if not node_port:
+            continue  # 0 or unset: the API server picks one for NodePort and LoadBalancer
+        if service_type in ("ClusterIP", "ExternalName"):
+            yield _Problem(
+                (*where, "nodePort"),
+                f"Forbidden: may not be used when `type` is '{service_type}'",
+                "nodePort needs type NodePort or LoadBalancer",
+            )
+        elif not NODE_PORT_RANGE[0] <= node_port <= NODE_PORT_RANGE[1]:
+            low, high = NODE_PORT_RANGE
+            yield _Problem(
+                (*where, "nodePort"),
+                f"Invalid value: {node_port}: provided port is not in the valid range. "
+                f"The range of valid ports is {low}-{high}",
+                "or leave nodePort out, and Kubernetes picks a free one",
+            )
+
+
 # --- sandbox support ---------------------------------------------------------------------------
 
 
@@ -771,8 +887,6 @@ def _check_service(obj: Mapping[str, Any]) -> Iterator[_Problem]:
                 (*where, "protocol"),
                 f"the sandbox backend carries only TCP, not {port['protocol']}",
             )
-        if port.get("nodePort"):
-            yield _Problem((*where, "nodePort"), "nodePort needs type NodePort")
 
 
 def _check_deployment(obj: Mapping[str, Any]) -> Iterator[_Problem]:
@@ -842,11 +956,15 @@ def _image_repository(image: str) -> str:
 
 
 def _check_container(container: Mapping[str, Any], path: tuple[Any, ...]) -> Iterator[_Problem]:
-    if container.get("command"):
+    from grpclab.cluster.containers import IMAGE_ENTRYPOINT, container_argv, server_flags
+
+    command = container.get("command")
+    if command and server_flags(container_argv(command, container.get("args"))) is None:
         yield _Problem(
             (*path, "command"),
-            "the sandbox runs only the demo server, so it cannot honour command",
-            "drop command; args are passed to `python -m grpclab.server`",
+            f"the sandbox runs only the demo server, not {' '.join(map(str, command))!r}",
+            "drop command: the image's ENTRYPOINT is `" + " ".join(IMAGE_ENTRYPOINT) + "`, "
+            "and args are its flags; or start the command with it",
         )
     image = container.get("image") or ""
     repository = _image_repository(image)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, Component, ManifestSource, Pod
+from grpclab.cluster.containers import container_env, server_argv, server_flags
 from grpclab.cluster.manifests import (
     ManifestError,
     check_sandbox_support,
@@ -52,6 +53,7 @@ from grpclab.cluster.sandbox.pods import (
 )
 from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.server import POD_NETWORK_ENV
 from grpclab.xds import LISTENER, XdsServer
 
 if TYPE_CHECKING:
@@ -89,6 +91,7 @@ class Sandbox(Cluster):
         self._objects: dict[Key, dict[str, Any]] = {}
         self._pods: dict[str, PodRuntime] = {}
         self._cluster_ips: dict[tuple[str, str], str] = {}
+        self._unconfirmed: set[Key] = set()  # stored by an apply that may still be refused
         self._published: tuple[Any, ...] | None = None
         self._generation = 0  # bumped on every stored change, so addons see object edits
         self.addons: dict[str, Addon] = {}
@@ -140,13 +143,22 @@ class Sandbox(Cluster):
             self._check_against_state(objects, label)
             before = dict(self._objects), dict(self._cluster_ips)
             lines = [self._store(obj) for obj in objects]
+            # No pods for these Deployments until kube-proxy has taken the Services too.
+            keys = {_key(obj) for obj in objects}
+            self._unconfirmed |= keys
         try:
             self._publish_services(wait=True)
         except BaseException:
             with self._lock:  # the data plane refused it: put the old state back
+                taken = [ip for key, ip in self._cluster_ips.items() if key not in before[1]]
+                self.block.put_back_service_ips(taken)
                 self._objects, self._cluster_ips = before
+                self._generation += 1
             self._publish_services(wait=False)
             raise
+        finally:
+            with self._lock:
+                self._unconfirmed -= keys
         self._wake.set()
         return lines
 
@@ -377,12 +389,28 @@ class Sandbox(Cluster):
                 self.add_addon(addon)
         return addon.url
 
-    def logs(self, pod: str, tail: int = 20) -> str:
-        """The last lines the pod's process printed."""
+    def install_addon(self, name: str) -> str:
+        """Start the stand-in for add-on `name` (once); one line says what it is."""
+        from grpclab.cluster.sandbox.catalog import install
+
+        self._check_up()
+        return install(self, name)
+
+    def describe_addon(self, name: str) -> str:
+        """What the stand-in for `name` serves right now (routes, addresses, mappings)."""
+        from grpclab.cluster.sandbox.catalog import describe
+
+        self._check_up()
+        return describe(self, name)
+
+    def logs(self, pod: str, namespace: str | None = None, tail: int = 20) -> str:
+        """The last lines the pod's server printed (every run of its container, in order)."""
+        self._check_up()
+        with self._lock:
+            self._pod_runtime(pod, namespace)  # KeyError for a pod that is not there
         path = self.work_dir / f"{pod}.log"
-        if not path.exists():
-            raise KeyError(f'no logs for pod "{pod}"')
-        return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-tail:])
 
     def down(self) -> None:
         with self._lock:
@@ -488,7 +516,10 @@ class Sandbox(Cluster):
         for pod in list(self._pods.values()):
             if (pod.namespace, pod.owner) not in wanted and not pod.terminating:
                 self._terminate(pod)
-        for (_, namespace, name), obj in deployments.items():
+        for key, obj in deployments.items():
+            if key in self._unconfirmed:
+                continue  # its apply may still be refused: no pods until it is confirmed
+            _, namespace, name = key
             current = _template_hash(obj)
             replicas = obj["spec"].get("replicas", 1)
             owned = [
@@ -538,41 +569,26 @@ class Sandbox(Cluster):
         self._start_container(pod)
 
     def _start_container(self, pod: PodRuntime) -> None:
+        """Run the container as the kubelet would: the image's argv with the manifest's
+        command, args and env; the server listens where those say, whatever containerPort says."""
         reset_for_start(pod, time.monotonic())
-        argv = python_module_argv(
-            "grpclab.server",
-            "--host",
-            pod.ip,
-            "--port",
-            str(pod.grpc_port),
-            "--metrics-port",
-            str(pod.metrics_port),
-            "--pod-name",
-            pod.name,
-            *[str(a) for a in pod.container.get("args", [])],
-        )
-        pod.process = self.launcher.start(pod.name, argv, env=self._pod_env(pod))
-
-    def _pod_env(self, pod: PodRuntime) -> dict[str, str]:
-        fields = {
-            "metadata.name": pod.name,
-            "metadata.namespace": pod.namespace,
-            "status.podIP": pod.ip,
-        }
-        env = {
+        env = container_env(pod.container, pod.fields)
+        flags = server_flags(server_argv(pod.container, env))
+        if flags is None:  # check_sandbox_support refused it at apply
+            raise ValueError(f"pod {pod.name}: the container does not run grpclab.server")
+        process_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
             "HOSTNAME": pod.name,
             "PYTHONUNBUFFERED": "1",
+            **env,
             # A pod runs the same grpclab as the notebook, installed or not.
             "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+            # The pod's network namespace: its server's "every interface" is the pod's IP.
+            POD_NETWORK_ENV: pod.ip,
         }
-        for item in pod.container.get("env", []):
-            if "valueFrom" in item:
-                env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
-            else:
-                env[item["name"]] = str(item.get("value", ""))
-        return env
+        argv = python_module_argv("grpclab.server", *flags)
+        pod.process = self.launcher.start(pod.name, argv, env=process_env)
 
     def _terminate(self, pod: PodRuntime) -> None:
         """Mark the pod Terminating (out of endpoints at once) and stop it in the background."""
@@ -612,11 +628,11 @@ class Sandbox(Cluster):
                 self._probe_pool.submit(self._probe, pod, probe)
 
     def _probe(self, pod: PodRuntime, probe) -> None:
-        ok = probe_once(pod, probe)
+        failure = probe_once(pod, probe)
         with self._lock:
             if pod.terminating or self._down:
                 return
-            if record_result(pod, probe, ok, time.monotonic()) != "restart":
+            if record_result(pod, probe, failure, time.monotonic()) != "restart":
                 self._wake.set()
                 return
             # Out of endpoints at once; the stop itself (up to the grace period) runs
@@ -696,8 +712,17 @@ class Sandbox(Cluster):
             lines.append(
                 f"  {pod.name} {pod.ip} {pod.phase} ready={pod.ready} restarts={pod.restarts}"
             )
+            # What `kubectl describe pod` shows in its events: the probe that keeps failing.
+            for probe in pod.probes.values():
+                if probe.failures:
+                    lines.append(
+                        f"    {probe.describe()} failed {probe.failures} time(s) in a row: "
+                        f"{probe.last_failure}"
+                    )
             try:
-                lines.append("    " + self.logs(pod.name, tail=5).replace("\n", "\n    "))
+                lines.append(
+                    "    " + self.logs(pod.name, namespace, tail=5).replace("\n", "\n    ")
+                )
             except KeyError:
                 pass
         return "\n".join(lines)
@@ -734,9 +759,14 @@ def _dns_records_and_proxied_ports(
         cluster_ip = view.cluster_ips[(namespace, name)]
         records[fqdn] = (cluster_ip,)
         for port in service["spec"]["ports"]:
-            target = str(port.get("targetPort", port["port"]))
+            target = str(port.get("targetPort") or port["port"])
+            # A number needs no containerPort (that is only a declaration); a name does.
             endpoints = tuple(
-                sorted((b.ip, b.ports[target]) for b in backends if target in b.ports)
+                sorted(
+                    (b.ip, int(target) if target.isdigit() else b.ports[target])
+                    for b in backends
+                    if target.isdigit() or target in b.ports
+                )
             )
             proxied.append(
                 ServicePortEndpoints(namespace, name, cluster_ip, port["port"], endpoints)

@@ -66,6 +66,14 @@ class AddressBlock:
     def give_back_service_ip(self, ip: str) -> None:
         self._free_service_hosts.append(int(ip.rsplit(".", 1)[1]))
 
+    def put_back_service_ips(self, ips: list[str]) -> None:
+        """Undo `take_service_ip` calls (oldest first): the pool is as it was before them."""
+        self._free_service_hosts[:0] = [int(ip.rsplit(".", 1)[1]) for ip in ips]
+
+    def free(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The free pod and Service host numbers, in the order they will be handed out."""
+        return tuple(self._free_pod_hosts), tuple(self._free_service_hosts)
+
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)

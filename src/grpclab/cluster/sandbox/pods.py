@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpclab.cluster.containers import listening_ports
+
 # Kubernetes' defaults for a probe's unset fields.
 PROBE_DEFAULTS = {
     "initialDelaySeconds": 0,
@@ -37,9 +39,15 @@ class ProbeState:
     successes: int = 0
     failures: int = 0
     in_flight: bool = False
+    last_failure: str = ""  # the latest failure, worded as kubelet's probe events word it
 
     def setting(self, name: str) -> float:
         return self.spec.get(name, PROBE_DEFAULTS[name])
+
+    def describe(self) -> str:
+        """ "readiness probe (grpc port 9090)", as a rollout report names it."""
+        handler = "grpc" if "grpc" in self.spec else "tcpSocket"
+        return f"{self.kind} probe ({handler} port {self.spec[handler]['port']})"
 
 
 @dataclass
@@ -77,16 +85,21 @@ class PodRuntime:
         return None
 
     @property
-    def grpc_port(self) -> int:
-        for port in self.container.get("ports", []):
-            if port.get("name") == "grpc":
-                return port["containerPort"]
-        ports = self.container.get("ports", [])
-        return ports[0]["containerPort"] if ports else 50051
+    def fields(self) -> dict[str, str]:
+        """The Downward API fields the sandbox fills in (manifests.SANDBOX_FIELD_REFS)."""
+        return {
+            "metadata.name": self.name,
+            "metadata.namespace": self.namespace,
+            "status.podIP": self.ip,
+        }
 
     @property
-    def metrics_port(self) -> int:
-        return self.container_port("metrics") or 0
+    def grpc_port(self) -> int:
+        """Where the server listens, from its own flags, env and defaults (not containerPort)."""
+        ports = listening_ports(self.container, self.fields)
+        if ports is None:  # apply refuses such a container; a pod never has one
+            raise ValueError(f"pod {self.name} does not run the demo server")
+        return ports["grpc"]
 
     @property
     def phase(self) -> str:
@@ -108,28 +121,36 @@ def new_probes(container: Mapping[str, Any], now: float) -> dict[str, ProbeState
     return probes
 
 
-def probe_once(pod: PodRuntime, probe: ProbeState) -> bool:
-    """Run one probe as kubelet would; True when it succeeds."""
+def probe_once(pod: PodRuntime, probe: ProbeState) -> str | None:
+    """Run one probe as kubelet would; None when it succeeds, else why it failed."""
     timeout = probe.setting("timeoutSeconds")
     if "grpc" in probe.spec:
         spec = probe.spec["grpc"]
+        address = f"{pod.ip}:{spec['port']}"
         if pod.channel is None:
-            pod.channel = grpc.insecure_channel(f"{pod.ip}:{spec['port']}", options=LOCAL_ONLY)
+            pod.channel = grpc.insecure_channel(address, options=LOCAL_ONLY)
         stub = health_pb2_grpc.HealthStub(pod.channel)
         try:
             reply = stub.Check(
                 health_pb2.HealthCheckRequest(service=spec.get("service", "")), timeout=timeout
             )
-        except grpc.RpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return f'timeout: failed to connect service "{address}" within {timeout:g}s'
+            name = code.name if code is not None else "error"
+            return f"error: health rpc probe failed: {name}"
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return None
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return f'service unhealthy (responded with "{status}")'
     if "tcpSocket" in probe.spec:
         port = pod.container_port(probe.spec["tcpSocket"]["port"])
         try:
             with socket.create_connection((pod.ip, port), timeout=timeout):
-                return True
-        except OSError:
-            return False
+                return None
+        except OSError as error:
+            return f"dial tcp {pod.ip}:{port}: connect: {error.strerror or error}"
     raise ValueError(f"unsupported probe on pod {pod.name}: {sorted(probe.spec)}")
 
 
@@ -147,12 +168,18 @@ def due_probes(pod: PodRuntime, now: float) -> list[ProbeState]:
     ]
 
 
-def record_result(pod: PodRuntime, probe: ProbeState, ok: bool, now: float) -> str | None:
-    """Apply one probe result; returns "restart" when kubelet would restart the container."""
+def record_result(
+    pod: PodRuntime, probe: ProbeState, failure: str | None, now: float
+) -> str | None:
+    """Apply one probe result (`probe_once`'s); returns "restart" when kubelet would restart
+    the container."""
     probe.in_flight = False
     if pod.probes.get(probe.kind) is not probe or pod.killing:
         return None  # a result about a container that has since been restarted
     probe.next_due = now + probe.setting("periodSeconds")
+    ok = failure is None
+    if failure is not None:
+        probe.last_failure = failure
     if ok:
         probe.successes += 1
         probe.failures = 0
