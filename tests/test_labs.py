@@ -641,7 +641,7 @@ def test_every_call_a_hint_names_is_on_the_cluster_interface():
         for source in sources
         for name in re.findall(r"\blab\.(\w+)\(", source.read_text())
     }
-    assert {name for _, name in named_calls} >= {"pods"}, named_calls
+    assert {name for _, name in named_calls} >= {"pods", "logs"}, named_calls
     missing = sorted((where, name) for where, name in named_calls if not hasattr(Cluster, name))
     assert not missing, f"hints name calls that Cluster does not have: {missing}"
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import grpclab
 from grpclab import checks, drills
 from grpclab.cluster.controllers import describe_addon, install_addon
-from grpclab.load import LoadSpec
+from grpclab.load import LoadResult, LoadSpec
 from grpclab.xds.dumps import dumped_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,22 @@ def test_a_headless_service_cannot_be_reached_through_the_sidecar(lab, mesh):
         lab.delete(ROOT / "cluster" / "manifests" / "headless" / "service-headless.yaml")
 
 
+def test_a_port_that_declares_no_grpc_protocol_is_refused_and_the_reason_is_right(lab, mesh):
+    service = yaml.safe_load((BASE / "service-clusterip.yaml").read_text())
+    service["metadata"]["name"] = "grpc-server-undeclared"
+    port = service["spec"]["ports"][0]
+    port["name"] = "tcp-main"
+    del port["appProtocol"]
+    lab.apply(service)
+    try:
+        # Istio itself would sniff HTTP/2 here (its Protocol Selection page); the sandbox's
+        # sidecar cannot, and says so rather than claim that Istio would fall back to TCP.
+        with pytest.raises(ValueError, match="not declared gRPC. Istio's sidecars would detect"):
+            lab.target("grpc-server-undeclared", 50051, via="mesh")
+    finally:
+        lab.delete(service)
+
+
 def test_round_robin_through_the_sidecar_spreads_one_channel_evenly(lab, mesh):
     pods = [p.name for p in lab.wait_ready("grpc-server")]
     lab.apply(ISTIO / "destinationrule.yaml")
@@ -108,35 +125,45 @@ def test_applying_and_deleting_a_rule_changes_the_sidecar_live(lab, mesh):
     assert config["lb_policy"] == "LEAST_REQUEST" and "outlier_detection" not in config
 
 
-def configure(lab, destination_rule: str | None, virtual_service: str) -> None:
-    lab.delete(ISTIO / "destinationrule.yaml")  # every rule in istio/ is named grpc-server
-    if destination_rule:
-        lab.apply(ISTIO / destination_rule)
-    lab.apply(ISTIO / virtual_service)
-
-
-def crash_drill(lab, target: str, destination_rule: str | None, virtual_service: str) -> int:
-    """Failed calls when one of three pods crashes (SIGKILL) one second into the load."""
-    configure(lab, destination_rule, virtual_service)
+def crash_drill(
+    lab, target: str, destination_rule: str | None, virtual_service: str | None
+) -> LoadResult:
+    """What the client saw when one of three pods crashes (SIGKILL) one second into the load."""
+    drills.use_mesh_rules(lab, ISTIO, destination_rule, virtual_service)
     pods = [p.name for p in lab.wait_ready("grpc-server", timeout=60)]
     for pod in pods:  # calls that take a while are in flight when the pod dies
         lab.set_fault(pod, added_latency_ms=20)
     spec = LoadSpec(target, rpcs=None, duration_s=2.5, concurrency=16, interval_s=0.1)
-    result = drills.crash_pod_during_load(lab, spec, pods[1], at_s=1.0)
-    return result.failed
+    victim = drills.least_restarted(lab, pods)  # repeated crashes of one pod back off
+    return drills.crash_pod_during_load(lab, spec, victim, at_s=1.0)
 
 
 def test_retries_and_outlier_detection_fail_fewer_calls_than_no_policy_in_a_crash(lab, mesh):
-    no_policy = crash_drill(lab, mesh, None, "virtualservice-no-retries.yaml")
-    retried = crash_drill(lab, mesh, None, "virtualservice-retries.yaml")
+    no_policy = crash_drill(lab, mesh, None, "virtualservice-no-retries.yaml").failed
+    retried = crash_drill(lab, mesh, None, "virtualservice-retries.yaml").failed
     protected = crash_drill(
         lab, mesh, "destinationrule-outlier-detection.yaml", "virtualservice-retries.yaml"
-    )
+    ).failed
     # Measured: 5 to 23 calls fail without a policy (those in flight on the pod when it dies,
     # and those sent to it before it leaves the endpoints); none, in every run so far, once
     # reset and connect-failure are retried. Outlier detection alone still loses 4 to 6.
     assert no_policy >= 2, no_policy
     assert retried <= 1 and protected <= 1, (no_policy, retried, protected)
+
+
+def test_the_guides_retry_on_replaces_istios_default_conditions(lab, mesh):
+    host = "grpc-server.production.svc.cluster.local:50051"
+    guide = crash_drill(lab, mesh, None, "virtualservice.yaml")
+    assert drills.sidecar_retry_on(lab, host) == "unavailable,resource-exhausted,internal"
+    drills.use_mesh_rules(lab, ISTIO, None, None)  # no VirtualService at all
+    defaults = drills.sidecar_retry_on(lab, host)
+    assert defaults == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    # A dead pod sends no gRPC status: the guide's conditions never match it. (Istio's
+    # defaults retry the calls refused before the pod leaves the endpoints: 3 to 16 in 17 of
+    # 18 crash runs here, none in one on a heavily loaded machine; so not asserted.)
+    assert guide.proxy_counters["retries"] == 0, guide.proxy_counters
+    drills.use_mesh_rules(lab, ISTIO, None, "virtualservice-no-retries.yaml")
+    assert drills.sidecar_retry_on(lab, host) == "none"
 
 
 def test_outlier_detection_stops_sending_to_a_pod_that_fails_every_call(lab, mesh):
@@ -149,7 +176,7 @@ def test_outlier_detection_stops_sending_to_a_pod_that_fails_every_call(lab, mes
         ("retries", None, "virtualservice.yaml"),
         ("outlier detection", "destinationrule-outlier-detection.yaml", "virtualservice.yaml"),
     ]:
-        configure(lab, rule, service)
+        drills.use_mesh_rules(lab, ISTIO, rule, service)
         result = lab.run_load(spec)  # through the sidecar: its retries come back with it
         outcome[name] = (result.failed / result.total, result.proxy_counters["retries"])
         ejected = result.proxy_counters["ejections"]

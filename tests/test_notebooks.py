@@ -8,6 +8,7 @@ Regenerate the stored outputs after changing a notebook (from the repo root):
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +58,27 @@ def test_the_learner_path_starts_and_ends_where_the_readme_says():
     names = [path.stem for path in PATH_NOTEBOOKS]
     first = ["00-setup", "01-deploy-demo-server", "02-l4-imbalance", "03-headless-client-side"]
     assert names[:4] == first and names[-1] == "99-cleanup", names
+
+
+# "**Next:**" followed by a markdown link; the link's target is the next notebook.
+NEXT_LINK = re.compile(r"\*\*Next:\*\*\s*\[[^\]]+\]\(([^)\s]+)\)")
+
+
+def next_link(notebook: nbformat.NotebookNode) -> str | None:
+    """The file a notebook's "**Next:**" links to, or None when Next is not a link."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and (match := NEXT_LINK.search(cell.source)):
+            return match.group(1)
+    return None
+
+
+def test_next_links_lead_through_every_notebook_in_order_to_the_cleanup():
+    # Derived from notebooks/, so a notebook added to the path must join the chain too.
+    names = [path.name for path in PATH_NOTEBOOKS]
+    assert names[-1] == "99-cleanup.ipynb", names
+    links = {path.name: next_link(read(path)) for path in PATH_NOTEBOOKS[:-1]}
+    expected = dict(zip(names[:-1], names[1:], strict=True))
+    assert links == expected, "each Next must link the following notebook"
 
 
 @pytest.mark.parametrize("path", PATH_NOTEBOOKS, ids=lambda p: p.stem)

@@ -219,10 +219,27 @@ def test_an_object_in_a_missing_namespace_is_refused_and_nothing_is_applied(lab)
     )
     with pytest.raises(
         ManifestError, match=r'Service .*lost.*metadata\.namespace.*"staging" not found'
-    ):
+    ) as caught:
         lab.apply(text)
+    assert str(caught.value).startswith("<text>:8: ")  # the line that names the namespace
     with pytest.raises(KeyError):
         lab.target("fine")  # the valid first object was not applied either
+
+
+def test_a_state_refusal_names_the_file_and_line_in_a_chosen_namespace(tmp_path, monkeypatch):
+    # A namespace chosen for the cluster rewrites every object; errors still point at the file.
+    monkeypatch.setenv("GRPCLAB_NAMESPACE", "fidelity-ns")
+    path = tmp_path / "service.yaml"
+    path.write_text((BASE / "service-clusterip.yaml").read_text())
+    with grpclab.connect("sandbox") as sandbox:
+        sandbox.apply(BASE)
+        headless = path.read_text().replace("  type: ClusterIP\n", "  clusterIP: None\n")
+        path.write_text(headless)
+        with pytest.raises(ManifestError) as caught:
+            sandbox.apply(path)
+    line = headless.splitlines().index("  clusterIP: None") + 1
+    assert str(caught.value).startswith(f"{path}:{line}: Service fidelity-ns/grpc-server: ")
+    assert caught.value.field == "spec.clusterIP"
 
 
 def test_switching_a_service_to_headless_is_refused(lab):

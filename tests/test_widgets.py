@@ -10,6 +10,8 @@ import grpclab
 from grpclab import checks
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.widgets import (
+    PLOTLY_MIME,
+    WIDGET_MIME,
     DistributionChart,
     Playground,
     ProgressBar,
@@ -132,11 +134,35 @@ def test_timeline_chart_draws_idle_pods_and_marks_events():
     chart = TimelineChart(["a"], "scale-up")
     chart.update(result)
     chart.add_pods(["a", "new-1"])
-    assert [trace.name for trace in chart.figure.data] == ["a", "new-1"]
+    assert [trace.meta for trace in chart.figure.data] == ["a", "new-1"]
     assert list(chart.figure.data[1].y) == [0.0, 0.0, 0.0]
     chart.mark(1.0, "scale to 5")
     assert chart.marks == [(1.0, "scale to 5")]
     assert len(chart.figure.layout.shapes) == 1 and chart.figure.layout.shapes[0].x0 == 1.0
+
+
+def test_timeline_labels_pods_by_role_and_gives_each_mark_its_own_row():
+    old = ["old-a", "old-b", "old-c"]
+    chart = TimelineChart(old, "roles")
+    chart.add_pods(["new-x", "new-y"])
+    chart.update(timed_result([{"old-a": 5, "old-b": 5, "old-c": 5}, {"old-a": 5}]))
+    traces = {trace.meta: trace for trace in chart.figure.data}
+    assert {traces[pod].name for pod in old} == {"old pods (3)"}
+    assert [traces[pod].showlegend for pod in old] == [True, False, False]  # one entry
+    assert {traces[pod].line.color for pod in old} == {"#a8a8a8"}
+    assert (traces["new-x"].name, traces["new-y"].name) == ("new pod 4", "new pod 5")
+    new_colors = {traces["new-x"].line.color, traces["new-y"].line.color}
+    assert len(new_colors) == 2 and "#a8a8a8" not in new_colors
+    # Both new pods sit at 0 here: different dashes keep the two lines apart.
+    assert traces["new-x"].line.dash != traces["new-y"].line.dash
+    assert chart.figure.layout.legend.orientation == "h" and chart.figure.layout.legend.y < 0
+    for t, label in [(1.0, "scale to 5"), (1.1, "5/5 ready"), (1.2, "new pods serving")]:
+        chart.mark(t, label)
+    rows = [note.y for note in chart.figure.layout.annotations]
+    assert len(set(rows)) == 3, rows  # close in time, yet on rows of their own
+    # The lines stay below the lowest row of labels.
+    top = chart.figure.layout.yaxis.range[1]
+    assert max(max(trace.y) for trace in chart.figure.data) / top < min(rows) - 0.05
 
 
 def test_show_pickup_marks_the_time_or_says_never():
@@ -149,6 +175,58 @@ def test_show_pickup_marks_the_time_or_says_never():
     chart.show_pickup(ScaleRun(idle, ["a"], ["new"], scaled_at_s=0.2, ready_at_s=0.7))
     assert chart.marks == []
     assert chart.figure.layout.annotations[-1].text == "the new pods served nothing"
+    assert (
+        chart.widget.figure["layout"]["annotations"][-1]["text"]
+        == chart.figure.layout.annotations[-1].text
+    )
+
+
+def test_the_widget_holds_the_whole_figure_and_every_chart_shares_one_plotly_js():
+    first, second = DistributionChart(PODS, "first"), TimelineChart(PODS, "second")
+    first.update(snapshot({PODS[2]: 7}, done=True))
+    state = first.widget.figure
+    assert (
+        state["data"][0]["y"] == [0, 0, 7] and "7 OK, 0 failed" in state["layout"]["title"]["text"]
+    )
+    assert "template" not in state["layout"]  # it would ride along in every update
+    assert first.widget.library is second.widget.library
+    assert first.widget.library.source.startswith("/**\n* plotly.js v")
+    # The chart module itself stays small: plotly.js is not in it.
+    assert len(first.widget._esm) < 10_000
+
+
+def test_a_displayed_chart_is_replaced_by_a_saved_figure_when_its_run_ends():
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    chart = DistributionChart(PODS, "saved", min_redraw_s=0)
+    with capture_output() as captured:
+        display(chart)
+        chart.update(snapshot({PODS[0]: 3}))  # running: the live view stays
+        chart.update(snapshot({PODS[0]: 9}, done=True))
+        chart.update(snapshot({PODS[0]: 10}, done=True))  # a change after the end
+        chart.update(snapshot({PODS[0]: 1}))  # another run into the same chart: live again
+    live, final, between, changed, again = captured.outputs
+    assert WIDGET_MIME in live.data and live.data["text/plain"] == repr(chart)
+    display_id = live.transient["display_id"]
+    assert final.update and final.transient["display_id"] == display_id
+    assert WIDGET_MIME not in final.data and final.data["text/plain"] == repr(chart)
+    figure = final.data[PLOTLY_MIME]
+    assert figure["data"][0]["y"] == [9, 0, 0] and "(done)" in figure["layout"]["title"]["text"]
+    # JupyterLab's plotly renderer draws a figure once: a text output in between makes it
+    # draw the changed one.
+    assert between.update and list(between.data) == ["text/plain"]
+    assert changed.update and changed.data[PLOTLY_MIME]["data"][0]["y"] == [10, 0, 0]
+    assert again.update and WIDGET_MIME in again.data
+
+
+def test_the_front_end_reports_each_rendered_view():
+    chart = DistributionChart(PODS, "reported")
+    chart.widget._handle_custom_msg({"event": "rendered"}, [])
+    chart.widget._handle_custom_msg({"event": "something else"}, [])
+    assert chart.widget.views_rendered == 1
 
 
 def test_scale_run_describes_and_summarises_its_pickup():

@@ -18,9 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.xds.dumps import dumped_virtual_host
 
 
 class DrillError(RuntimeError):
@@ -141,3 +143,30 @@ def crash_pod_during_load(
 ) -> LoadResult:
     """Crash `pod` (no drain, as SIGKILL) at_s seconds into the load; what the clients saw."""
     return during_load(lab, spec, at_s, lambda: lab.crash_pod(pod, namespace), on_progress)
+
+
+def use_mesh_rules(
+    lab: Cluster, folder: Path, destination_rule: str | None, virtual_service: str | None
+) -> None:
+    """Leave just these rule files of `folder` applied; None leaves no object of that kind.
+
+    With neither, Istio's defaults apply: LEAST_REQUEST, and two retries on
+    connect-failure, refused-stream, unavailable, cancelled and HTTP 503.
+    """
+    # Every rule file in cluster/manifests/istio/ names its object grpc-server, so deleting
+    # by the plain file removes whichever is there. The rule goes first, so a sidecar never
+    # carries one row's outlier ejections into the next.
+    lab.delete(folder / "destinationrule.yaml")
+    if destination_rule:
+        lab.apply(folder / destination_rule)
+    if virtual_service:
+        lab.apply(folder / virtual_service)
+    else:
+        lab.delete(folder / "virtualservice.yaml")
+
+
+def sidecar_retry_on(lab: Cluster, host: str) -> str:
+    """When the client's sidecar retries calls to `host` (host:port): the retry_on of the
+    route it uses, from its own config dump; "none" when the route has no retry policy."""
+    route = dumped_virtual_host(lab.mesh_config_dump(), host)["routes"][0]["route"]
+    return route.get("retry_policy", {}).get("retry_on", "none")

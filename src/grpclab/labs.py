@@ -590,7 +590,7 @@ def _failed_calls(result: LoadResult) -> str:
 _FIX_FILE_HINT = "the message names the file, the object and the field to fix"
 _NOT_READY_HINT = (
     "a pod never became Ready: print(lab.pods()) lists the pods with their phase and "
-    "restarts; a pod that restarts is one whose server exits"
+    "restarts, and print(lab.logs(pod)) shows what that pod's server said"
 )
 
 

@@ -36,11 +36,13 @@ class SideBySideRun:
         figure = go.Figure(
             layout=go.Layout(
                 title=title,
-                height=340,
+                height=380,
                 margin={"t": 50, "b": 40},
                 template="plotly_white",
                 xaxis={"title": "seconds since the event"},
                 yaxis={"title": f"share of OK replies from {pod}", "range": [-0.05, 1.05]},
+                # Under the plot: beside it, the clients' names would take a third of the width.
+                legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
             )
         )
         for name, result in self.results.items():

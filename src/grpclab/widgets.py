@@ -2,28 +2,64 @@
 
 The load generator calls `on_progress` from its own thread once per interval. A chart
 keeps every snapshot but redraws at most every `min_redraw_s`, so a fast run stays light.
+
+A chart is a plain plotly `go.Figure` drawn in Python and sent whole to a small widget
+(`ChartWidget`) after each redraw. Its front end draws whatever state it holds when it
+renders, so a view that renders late (a slow page, Run All) still shows the latest picture:
+no update can be lost before the view exists, and the load never waits for the browser.
+(A kernel running a cell cannot even receive the browser's "rendered" message until the
+cell ends: comm messages queue behind the running cell and, under Run All, behind every
+queued cell. So a wait for it in the load would only ever time out.) The front end does
+report each view it has drawn (`ChartWidget.views_rendered`, and a `data-grpclab-ready`
+attribute that the browser test reads).
+
+plotly.js (about 5 MB) reaches the page once per kernel, in the one `PlotlyLibrary`
+widget that every chart refers to, not once per chart. When a run ends, the chart's
+output is replaced by the same figure as an ordinary plotly output
+(`application/vnd.plotly.v1+json`), so a saved or reloaded notebook shows the result
+without a kernel.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import anywidget
 import ipywidgets as widgets
+import plotly
 import plotly.colors
 import plotly.graph_objects as go
+import traitlets
 
 from grpclab import checks
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
 
 PALETTE = plotly.colors.qualitative.Plotly
+OLD_POD_COLOR = "#a8a8a8"
 DEFAULT_INTERVAL_S = 0.5
 SERVICES = {"ClusterIP Service": "grpc-server", "headless Service": "grpc-server-headless"}
 LB_POLICIES = ("pick_first", "round_robin")
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# The look of every chart, spelled out: a plotly template would ride along in every update
+# and every saved figure (about 10 KB each).
+BASE_LAYOUT = {
+    "height": 360,
+    "margin": {"t": 60, "b": 40, "l": 60, "r": 20},
+    "paper_bgcolor": "white",
+    "plot_bgcolor": "white",
+    "font": {"family": "Arial, sans-serif", "size": 12},
+    "xaxis": {"gridcolor": "#ebebeb", "zeroline": False, "automargin": True},
+    "yaxis": {"gridcolor": "#ebebeb", "zeroline": False, "automargin": True},
+}
 
 
 def pod_order(pods: Iterable[str], result: LoadResult | None) -> list[str]:
@@ -62,6 +98,14 @@ def timeline_rates(
     return times, rates
 
 
+def figure_json(figure: go.Figure) -> dict[str, Any]:
+    """The figure as plain JSON (what plotly.js takes), without a template."""
+    data = json.loads(figure.to_json())
+    data["layout"].pop("template", None)
+    data["config"] = {"displaylogo": False, "responsive": True}
+    return data
+
+
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -71,8 +115,44 @@ def _in_notebook() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
+class PlotlyLibrary(widgets.Widget):
+    """plotly.js itself, as widget state: sent to the page once and shared by every chart."""
+
+    source = traitlets.Unicode().tag(sync=True)
+
+
+_library: PlotlyLibrary | None = None
+_library_lock = threading.Lock()
+
+
+def plotly_library() -> PlotlyLibrary:
+    """The kernel's one PlotlyLibrary (created on first use)."""
+    global _library
+    with _library_lock:
+        if _library is None or _library.comm is None:  # none yet, or closed
+            _library = PlotlyLibrary(source=PLOTLY_JS.read_text())
+        return _library
+
+
+class ChartWidget(anywidget.AnyWidget):
+    """A plotly figure in a notebook, redrawn from its whole state on every change."""
+
+    _esm = Path(__file__).parent / "static" / "chart.js"
+    figure = traitlets.Dict().tag(sync=True)
+    library = traitlets.Instance(PlotlyLibrary).tag(sync=True, **widgets.widget_serialization)
+
+    def __init__(self, figure: dict[str, Any] | None = None) -> None:
+        super().__init__(figure=figure or {}, library=plotly_library())
+        self.views_rendered = 0  # views that reported their first draw (kernel idle since)
+        self.on_msg(self._on_front_end)
+
+    def _on_front_end(self, _widget: Any, content: Mapping[str, Any], _buffers: Any) -> None:
+        if content.get("event") == "rendered":
+            self.views_rendered += 1
+
+
 class _LiveChart:
-    """A FigureWidget fed by LoadResult snapshots; subclasses say how to draw one."""
+    """A figure fed by LoadResult snapshots, live in a ChartWidget; subclasses say how to draw."""
 
     def __init__(self, pods: Iterable[str], title: str, min_redraw_s: float) -> None:
         self.pods = list(dict.fromkeys(pods))
@@ -83,12 +163,11 @@ class _LiveChart:
         self._last_draw = -float("inf")
         # Snapshots arrive on the load thread and marks on others: one drawer at a time.
         self._lock = threading.RLock()
-        self.figure = go.FigureWidget(
-            layout=go.Layout(
-                title=title, height=360, margin={"t": 60, "b": 40}, template="plotly_white"
-            )
-        )
-        self._draw(None)
+        self.figure = go.Figure(layout={**BASE_LAYOUT, "title": {"text": title}})
+        self.widget = ChartWidget()
+        self._handle: Any = None  # the notebook output that shows this chart, once displayed
+        self._shows_static = False
+        self._redraw(None)
 
     def on_progress(self, result: LoadResult) -> None:
         """Take a snapshot from the load generator; redraws when due and at the end."""
@@ -99,8 +178,7 @@ class _LiveChart:
                 return
             self._last_draw = now
             self.redraws += 1
-            with self.figure.batch_update():
-                self._draw(result)
+            self._redraw(result)
 
     # The name the notebooks pass: `lab.run_load(spec, on_progress=chart.update)`.
     update = on_progress
@@ -110,15 +188,13 @@ class _LiveChart:
         with self._lock:
             self.pods = list(dict.fromkeys(pods))
             self.result = None
-            with self.figure.batch_update():
-                self._draw(None)
+            self._redraw(None)
 
     def add_pods(self, pods: Iterable[str]) -> None:
         """Also draw these pods (new ones after a scale-up), at 0 until they serve."""
         with self._lock:
             self.pods = list(dict.fromkeys([*self.pods, *pods]))
-            with self.figure.batch_update():
-                self._draw(self.result)
+            self._redraw(self.result)
 
     def drawn_pods(self) -> list[str]:
         return pod_order(self.pods, self.result)
@@ -147,11 +223,55 @@ class _LiveChart:
     def _draw(self, result: LoadResult | None) -> None:
         raise NotImplementedError
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = self.figure._repr_mimebundle_(**kwargs)
-        # A FigureWidget's own text repr carries random trace uids; this one is stable.
+    def _redraw(self, result: LoadResult | None) -> None:
+        with self.figure.batch_update():
+            self._draw(result)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Send the figure to the live view; once the run is done, also to the saved output."""
+        state = figure_json(self.figure)
+        self.widget.figure = state
+        done = self.result is not None and self.result.done
+        if self._handle is None:
+            return
+        if done:
+            if self._shows_static:
+                # JupyterLab's plotly renderer ignores a new figure once it has drawn one
+                # (jupyterlab-plotly's renderModel returns early): a text output in between
+                # makes it draw the new figure afresh (a mark added after the run, say).
+                self._handle.update({"text/plain": repr(self)}, raw=True)
+            self._handle.update({PLOTLY_MIME: state, "text/plain": repr(self)}, raw=True)
+            self._shows_static = True
+        elif self._shows_static:  # a new run into a finished chart: live again
+            self._handle.update(self._live_bundle(), raw=True)
+            self._shows_static = False
+
+    def _live_bundle(self) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_() or {}
+        if isinstance(bundle, tuple):  # anywidget's is (data, metadata)
+            bundle = bundle[0]
+        bundle = dict(bundle)
+        # A widget's own text repr carries its state; this one is stable for nbval.
         bundle["text/plain"] = repr(self)
         return bundle
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self._live_bundle()
+
+    def _ipython_display_(self) -> None:
+        """`display(chart)`: the live view, in an output this chart can replace when done."""
+        from IPython.display import display
+
+        with self._lock:
+            done = self.result is not None and self.result.done
+            bundle = (
+                {PLOTLY_MIME: figure_json(self.figure), "text/plain": repr(self)}
+                if done
+                else self._live_bundle()
+            )
+            self._handle = display(bundle, raw=True, display_id=True)
+            self._shows_static = done
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.title!r}, pods={len(self.pods)})"
@@ -189,7 +309,14 @@ class DistributionChart(_LiveChart):
 
 
 class TimelineChart(_LiveChart):
-    """Replies per second for each pod over the run, with marks for events such as a scale-up."""
+    """Replies per second for each pod over the run, with marks for events such as a scale-up.
+
+    The pods the chart starts with are "old pods" (grey, one legend entry); a pod added
+    later is "new pod N" (N counts every pod drawn), each in its own bright colour. Marks
+    are dashed lines whose labels sit on rows of their own at the top, clear of the lines.
+    """
+
+    MARK_ROW = 0.085  # paper height of one row of mark labels
 
     def __init__(
         self,
@@ -198,53 +325,115 @@ class TimelineChart(_LiveChart):
         min_redraw_s: float = 0.3,
     ) -> None:
         self.marks: list[tuple[float, str]] = []
+        self.old_pods = list(dict.fromkeys(pods))
         super().__init__(pods, title, min_redraw_s)
-        self.figure.layout.xaxis.title = "seconds since the load started"
-        self.figure.layout.yaxis.title = "OK replies per second"
+        self.figure.update_layout(
+            height=420,
+            margin={"b": 40},
+            xaxis_title="seconds since the load started",
+            yaxis_title="OK replies per second",
+            legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+        )
+        self._publish()
+
+    def set_pods(self, pods: Iterable[str]) -> None:
+        self.old_pods = list(dict.fromkeys(pods))
+        super().set_pods(pods)
+
+    def add_pods(self, pods: Iterable[str], new: bool = True) -> None:
+        """Also draw these pods, at 0 until they serve; `new=False`: they count as old."""
+        if not new:
+            self.old_pods = list(dict.fromkeys([*self.old_pods, *pods]))
+        super().add_pods(pods)
+
+    def label(self, pod: str) -> str:
+        """The pod's name in the legend: "old pods", or "new pod N"."""
+        if pod in self.old_pods:
+            return f"old pods ({len(self.old_pods)})"
+        return f"new pod {self.drawn_pods().index(pod) + 1}"
+
+    def color(self, pod: str) -> str:
+        if pod in self.old_pods:
+            return OLD_POD_COLOR
+        new = [p for p in self.drawn_pods() if p not in self.old_pods]
+        return PALETTE[new.index(pod) % len(PALETTE)]
 
     def mark(self, t_s: float, label: str) -> None:
         """A dashed vertical line at `t_s` seconds (load clock) labelled `label`."""
         with self._lock:
             self.marks.append((t_s, label))
-            self.figure.add_vline(
+            self.figure.add_vline(x=t_s, line_dash="dash", line_color="#555", line_width=1)
+            self.figure.add_annotation(
                 x=t_s,
-                line_dash="dash",
-                line_color="grey",
-                annotation_text=label,
-                annotation_position="top left" if len(self.marks) % 2 else "bottom left",
+                xref="x",
+                y=1 - self.MARK_ROW * (len(self.marks) - 1),
+                yref="paper",
+                yanchor="top",
+                xanchor="left",
+                text=label,
+                showarrow=False,
+                bgcolor="rgba(255,255,255,0.85)",
+                font={"size": 11, "color": "#333"},
             )
+            self._redraw(self.result)
 
     def show_pickup(self, run: ScaleRun) -> None:
         """Mark when every new pod of `run` had served, or say that they never did."""
         pickup = run.pickup_s()
         if pickup is None:
-            self.figure.add_annotation(
-                text="the new pods served nothing",
-                xref="paper",
-                yref="paper",
-                x=0.99,
-                y=0.02,
-                showarrow=False,
-                font={"color": "firebrick"},
-            )
+            with self._lock:
+                self.figure.add_annotation(
+                    text="the new pods served nothing",
+                    xref="paper",
+                    yref="paper",
+                    x=0.99,
+                    y=0.02,
+                    xanchor="right",
+                    showarrow=False,
+                    font={"color": "firebrick"},
+                )
+                self._redraw(self.result)
         else:
             self.mark(run.ready_at_s + pickup, "new pods serving")
 
     def _draw(self, result: LoadResult | None) -> None:
         pods = self.drawn_pods()
         times, rates = timeline_rates(pods, result) if result else ([], {p: [] for p in pods})
-        by_name = {trace.name: trace for trace in self.figure.data}
+        by_pod = {trace.meta: trace for trace in self.figure.data}
+        shown_old = False
         for pod in pods:
-            if pod in by_name:
-                by_name[pod].update(x=times, y=rates[pod])
+            old = pod in self.old_pods
+            style = {
+                "x": times,
+                "y": rates[pod],
+                "name": self.label(pod),
+                "legendgroup": "old" if old else pod,
+                "showlegend": not (old and shown_old),
+                "line": {
+                    "shape": "hv",
+                    "color": self.color(pod),
+                    "width": 1.5 if old else 2.5,
+                    # Two new pods at 0 would hide each other: a dash tells them apart.
+                    "dash": "solid" if old else ("solid", "dash", "dot")[len(by_pod) % 3],
+                },
+            }
+            shown_old = shown_old or old
+            if pod in by_pod:
+                style["line"]["dash"] = by_pod[pod].line.dash
+                by_pod[pod].update(style)
             else:
-                self.figure.add_scatter(
-                    x=times,
-                    y=rates[pod],
-                    name=pod,
+                by_pod[pod] = self.figure.add_scatter(
                     mode="lines",
-                    line={"shape": "hv", "color": self.color(pod)},
-                )
+                    meta=pod,
+                    hovertemplate=f"{pod}<br>%{{y:.0f}}/s at %{{x:.1f}} s<extra></extra>",
+                    **style,
+                ).data[-1]
+        peak = max((max(r, default=0) for r in rates.values()), default=0)
+        # Headroom above the lines for the rows of mark labels.
+        rows = max(len(self.marks), 1)
+        top = max(1, peak) / (1 - self.MARK_ROW * rows - 0.05)
+        # A little below 0, so that a pod that serves nothing is a line, not the axis.
+        self.figure.layout.yaxis.range = [-0.03 * top, top]
         self.figure.layout.title = self._heading(result)
 
 
@@ -352,7 +541,7 @@ def run_with_scale(
         )
     before = [pod.name for pod in lab.wait_ready(deployment, timeout=timeout)]
     if chart is not None:
-        chart.add_pods(before)
+        chart.add_pods(before, new=False)
     state: dict[str, Any] = {}
 
     def scale_and_wait() -> None:
@@ -447,7 +636,7 @@ class Playground:
                 widgets.HBox([self.service, self.policy]),
                 widgets.HBox([self.channels, self.run_button]),
                 self.status,
-                self.chart.figure,
+                self.chart.widget,
             ]
         )
 

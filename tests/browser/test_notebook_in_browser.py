@@ -1,10 +1,19 @@
-"""Notebook 02 run in JupyterLab in a real browser: the live chart must render and tell the truth.
+"""Notebooks 02, 03 and 10 run in JupyterLab in a real browser: every chart must draw.
 
-JupyterLab runs as a subprocess on a free loopback port with a random token, over a
-temporary root that holds a copy of the notebook (running it in the browser would
-otherwise rewrite the committed file). Debian's Chromium is driven through Playwright's
-Python package; nothing is downloaded. $GRPCLAB_BROWSER_NOTEBOOK names another notebook
-to open instead (used to show that a broken chart cell fails this test).
+One JupyterLab serves the three notebooks as a subprocess on a free loopback port with a
+random token, over a temporary root that holds copies of them (running them in the browser
+would otherwise rewrite the committed files). Debian's Chromium is driven through
+Playwright's Python package; nothing is downloaded. Each notebook is opened, its outputs
+cleared and Run All clicked, as a learner would. Then, for every grpclab chart:
+
+- its live view reported that it drew (the page-wide registry chart.js keeps), with data;
+- its final figure (the saved output that replaces the live view) says "(done)" and its
+  traces hold data.
+
+Screenshots of every chart land in artifacts/browser/<notebook>/, and the websocket bytes
+each notebook's page received are printed (`pytest -s` shows them; bench/README.md has the
+measured numbers). $GRPCLAB_BROWSER_NOTEBOOKS (paths, separated by ":") replaces the three
+notebooks, e.g. to show that a broken chart cell fails this test.
 """
 
 from __future__ import annotations
@@ -22,14 +31,23 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-NOTEBOOK = REPO / "notebooks" / "02-l4-imbalance.ipynb"
+NOTEBOOKS = [
+    REPO / "notebooks" / name
+    for name in (
+        "02-l4-imbalance.ipynb",
+        "03-headless-client-side.ipynb",
+        "10-compare-solutions.ipynb",
+    )
+]
+if os.environ.get("GRPCLAB_BROWSER_NOTEBOOKS"):
+    NOTEBOOKS = [Path(p) for p in os.environ["GRPCLAB_BROWSER_NOTEBOOKS"].split(":")]
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = REPO / "artifacts" / "browser" / "02-l4-imbalance.png"
-CHART_TITLE = "one channel through the ClusterIP Service"
+ARTIFACTS = REPO / "artifacts" / "browser"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -49,7 +67,9 @@ LAB_SETTINGS = {
         "windowingMode": "none",
     },
 }
-RUN_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 420
+# A grpclab chart's title carries its run: "<title><br><sup>N OK, N failed, T s (state)</sup>".
+RUN_SUBTITLE = re.compile(r"<sup>(\d+) OK, (\d+) failed, [\d.]+ s \((done|running)\)</sup>")
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -69,19 +89,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def lab_root(tmp_path: Path) -> Path:
-    """A root for JupyterLab: notebooks/<the notebook> and cluster/ as the notebook expects."""
-    source = Path(os.environ.get("GRPCLAB_BROWSER_NOTEBOOK", NOTEBOOK))
-    (tmp_path / "notebooks").mkdir()
-    shutil.copy(source, tmp_path / "notebooks" / NOTEBOOK.name)
-    (tmp_path / "cluster").symlink_to(REPO / "cluster")  # ../cluster/manifests from notebooks/
-    return tmp_path
+@pytest.fixture(scope="module")
+def lab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root for JupyterLab: notebooks/<each notebook> and cluster/ as the notebooks expect."""
+    root = tmp_path_factory.mktemp("lab-root")
+    (root / "notebooks").mkdir()
+    for source in NOTEBOOKS:
+        shutil.copy(source, root / "notebooks" / source.name)
+    (root / "cluster").symlink_to(REPO / "cluster")  # ../cluster/manifests from notebooks/
+    return root
 
 
-@pytest.fixture
-def jupyter_lab(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JupyterLab server on 127.0.0.1; yields its base URL with the token as a query."""
+@pytest.fixture(scope="module")
+def jupyter_lab(
+    lab_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """One JupyterLab server on 127.0.0.1 for every notebook; yields its URL and token."""
     state = tmp_path_factory.mktemp("jupyter-state")
     for name, values in LAB_SETTINGS.items():
         path = state / "settings" / name
@@ -119,7 +142,7 @@ def jupyter_lab(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 assert server.poll() is None, f"JupyterLab exited:\n{tail}"
                 assert time.monotonic() < deadline, f"JupyterLab did not answer in 90 s:\n{tail}"
                 time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/lab/tree/notebooks/{NOTEBOOK.name}?reset&token={token}"
+        yield f"http://127.0.0.1:{port}", token
     finally:
         # SIGTERM lets the server shut its kernel down; the kernel's sandbox takes its pods
         # and proxies with it (parent-death signal).
@@ -153,55 +176,164 @@ def prompts(page) -> list[str]:
     )
 
 
-# What the chart holds, read from the page: plotly's own data and layout on the graph div,
-# and each drawn bar's SVG path with its height in pixels.
-READ_CHART = """
-(title) => {
-  const graph = [...document.querySelectorAll('.js-plotly-plot')]
-    .find(g => ((g.layout && g.layout.title && g.layout.title.text) || '').startsWith(title));
-  if (!graph) return null;
-  graph.scrollIntoView({block: "center"});
-  const bars = [...graph.querySelectorAll('.barlayer .trace.bars .point path')];
-  return {
-    title: graph.layout.title.text,
-    traces: graph.data.map(t => ({type: t.type, x: Array.from(t.x), y: Array.from(t.y)})),
-    barHeights: bars.map(p => p.getBBox().height),
-  };
-}
+# Every plotly graph of the notebook, read from the page: plotly's own data and layout on the
+# graph div (live views and saved figures alike), scrolled into view for its screenshot.
+READ_GRAPHS = """
+() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot')]
+  .map((graph, index) => {
+    graph.dataset.testIndex = String(index);
+    return {
+      index,
+      title: (graph.layout && graph.layout.title && graph.layout.title.text) || '',
+      live: Boolean(graph.closest('.grpclab-chart')),
+      notes: ((graph.layout && graph.layout.annotations) || []).map(a => a.text),
+      traces: (graph.data || []).map(t => ({
+        type: t.type, name: t.name || '', points: Array.from(t.y || []).length,
+      })),
+    };
+  })
 """
+# What chart.js's live views reported on this page: title -> {ready, draws, points}.
+READ_LIVE_VIEWS = "() => globalThis.__grpclabCharts || {}"
 
 
-@pytest.mark.timeout(RUN_TIMEOUT_S + 240)
-def test_l4_chart_renders_one_bar_per_pod_with_one_pod_taking_everything(jupyter_lab):
+def base_title(title: str) -> str:
+    return title.split("<br>")[0]
+
+
+def expected_live_charts(path: Path) -> int:
+    """How many grpclab charts the notebook makes (a Playground holds one)."""
+    notebook = nbformat.read(path, as_version=4)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    return len(re.findall(r"\b(?:DistributionChart|TimelineChart|Playground)\(", code))
+
+
+def count_websocket_bytes(page) -> dict[str, int]:
+    """Bytes the page receives and sends over its websockets (the kernel's channels)."""
+    totals = {"received": 0, "sent": 0}
+
+    def size(payload) -> int:
+        return len(payload.encode() if isinstance(payload, str) else payload)
+
+    def watch(ws) -> None:
+        ws.on(
+            "framereceived", lambda p: totals.__setitem__("received", totals["received"] + size(p))
+        )
+        ws.on("framesent", lambda p: totals.__setitem__("sent", totals["sent"] + size(p)))
+
+    page.on("websocket", watch)
+    return totals
+
+
+@pytest.fixture(scope="module")
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(jupyter_lab)
-            run_all_cells(page)
-            chart = page.evaluate(READ_CHART, CHART_TITLE)
-            time.sleep(0.5)  # let the scrolled-to chart paint before the picture
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
-            ran = prompts(page)
-            summary = page.locator(".jp-OutputArea-output", has_text="pods that served requests")
-            summary_text = summary.first.inner_text() if summary.count() else None
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
 
-    assert all(re.fullmatch(r"\[\d+\]:", p) for p in ran), f"not every cell ran: {ran}"
-    assert chart is not None, f"no plotly chart titled {CHART_TITLE!r} rendered (see {SCREENSHOT})"
-    pods = expected_pods()
-    (bars,) = chart["traces"]
-    assert bars["type"] == "bar" and len(set(bars["x"])) == len(bars["x"]) == pods, bars
-    # Drawn, not only held in data: one SVG bar per pod, and only the busiest has height.
-    assert len(chart["barHeights"]) == pods, chart["barHeights"]
-    busiest = bars["y"].index(max(bars["y"]))
-    assert chart["barHeights"][busiest] > 0
-    assert [h for i, h in enumerate(chart["barHeights"]) if i != busiest] == [0] * (pods - 1)
-    # The busiest bar holds every OK reply the load generator counted (the title says how many).
-    ok = int(re.search(r"(\d+) OK, (\d+) failed", chart["title"]).group(1))
-    assert ok > 0 and bars["y"][busiest] == ok == sum(bars["y"]), chart
-    assert summary_text and f"pods that served requests: 1 of {pods}" in summary_text
+
+def run_notebook(browser, jupyter_lab: tuple[str, str], path: Path) -> dict:
+    """Open `path` in JupyterLab, Run All, and read back every chart; screenshots as artifacts."""
+    base, token = jupyter_lab
+    shots = ARTIFACTS / path.stem
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        websocket = count_websocket_bytes(page)
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{time.monotonic():.1f} {m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"{time.monotonic():.1f} pageerror: {e}"))
+        started = time.monotonic()
+        page.goto(f"{base}/lab/tree/notebooks/{path.name}?reset&token={token}")
+        run_all_cells(page)
+        seconds = time.monotonic() - started
+        graphs = page.evaluate(READ_GRAPHS)
+        for graph in graphs:
+            output = page.locator(f".js-plotly-plot[data-test-index='{graph['index']}']")
+            output.scroll_into_view_if_needed()
+            time.sleep(0.3)  # let the scrolled-to chart paint before the picture
+            output.screenshot(path=str(shots / f"chart-{graph['index']:02d}.png"))
+        page.screenshot(path=str(shots / "page.png"))
+        (shots / "console.log").write_text("\n".join(console) + "\n")
+        return {
+            "prompts": prompts(page),
+            "graphs": graphs,
+            "live_views": page.evaluate(READ_LIVE_VIEWS),
+            "websocket": dict(websocket),
+            "seconds": seconds,
+            "summaries": page.locator(".jp-OutputArea-output").all_inner_texts(),
+        }
+    finally:
+        page.close()
+
+
+def chart_problems(path: Path, run: dict) -> list[str]:
+    """Every way the notebook's charts failed to draw, in words (empty: all drew)."""
+    problems = []
+    live_charts = []
+    for graph in run["graphs"]:
+        title = graph["title"]
+        if not title:
+            problems.append(f"chart {graph['index']} drew blank: no title (plotly's empty axes)")
+            continue
+        if not any(trace["points"] for trace in graph["traces"]):
+            problems.append(f"chart {graph['index']} {base_title(title)!r}: no trace holds data")
+        if RUN_SUBTITLE.search(title) or graph["live"]:
+            live_charts.append(graph)
+    for graph in live_charts:
+        title = graph["title"]
+        run_state = RUN_SUBTITLE.search(title)
+        playground = "(playground)" in title  # no run until a learner clicks Run
+        if not playground and (run_state is None or run_state.group(3) != "done"):
+            problems.append(f"chart {graph['index']} {base_title(title)!r} has no (done) subtitle")
+        if any(note.startswith("scale to") for note in graph["notes"]) and not any(
+            note in ("new pods serving", "the new pods served nothing") for note in graph["notes"]
+        ):
+            problems.append(f"{base_title(title)!r}: a scale-up timeline without its pickup mark")
+        view = run["live_views"].get(base_title(title))
+        if view is None:
+            problems.append(f"{base_title(title)!r}: its live view never reached the page")
+    # A live view draws once the page has placed it; on a starved machine a run of a few
+    # seconds can end (and its saved figure replace the view) before that. So each view
+    # must have started, and the front end must have drawn live data in at least one.
+    drew = [v for v in run["live_views"].values() if v.get("ready") and v.get("points")]
+    if live_charts and not drew:
+        problems.append("no live view reported that it drew data: the chart front end is broken")
+    expected = expected_live_charts(path)
+    if len(live_charts) != expected:
+        found = [base_title(g["title"]) for g in live_charts]
+        problems.append(f"{expected} grpclab charts made, {len(live_charts)} drawn: {found}")
+    return problems
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S * len(NOTEBOOKS) + 240)
+def test_every_chart_draws_live_and_is_saved_with_its_final_run(browser, jupyter_lab):
+    report, problems = {}, {}
+    for path in NOTEBOOKS:
+        run = run_notebook(browser, jupyter_lab, path)
+        report[path.stem] = {
+            "seconds": round(run["seconds"]),
+            "websocket_bytes_received": run["websocket"]["received"],
+            "websocket_bytes_sent": run["websocket"]["sent"],
+            "charts": len(run["graphs"]),
+            "live_views": run["live_views"],
+            "notes": {base_title(g["title"]): g["notes"] for g in run["graphs"] if g["notes"]},
+        }
+        print(f"browser {path.stem}: {json.dumps(report[path.stem])}")
+        found = chart_problems(path, run)
+        if not all(re.fullmatch(r"\[\d+\]:", p) for p in run["prompts"]):
+            found.insert(0, f"not every cell ran: {run['prompts']}")
+        if found:
+            problems[path.name] = found
+        if path.stem.startswith("02-"):
+            # The L4 chart tells the truth: one pod took every call of the one channel.
+            pods = expected_pods()
+            assert any(f"pods that served requests: 1 of {pods}" in t for t in run["summaries"])
+    (ARTIFACTS / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    assert not problems, json.dumps(problems, indent=2) + f"\n(screenshots in {ARTIFACTS})"

@@ -187,3 +187,14 @@ def test_local_target_reaches_a_pod_of_the_service_from_this_process(cluster):
     pods = ready_names(cluster)
     for service in ("grpc-server", "grpc-server-headless"):
         assert say_hello(cluster.local_target(cluster.target(service))) in pods
+
+
+def test_logs_show_what_the_pods_server_printed(cluster):
+    # The lab hints' lab.logs(pod): on kind, the server container's log via the API server.
+    name = ready_names(cluster)[0]
+    pod = next(p for p in cluster.pods({"app": "grpc-server"}) if p.name == name)
+    lines = cluster.logs(name, tail=50).splitlines()
+    assert any(f"grpclab.server ready pod={name} ip={pod.ip} " in line for line in lines), lines
+    assert len(cluster.logs(name, tail=1).splitlines()) == 1
+    with pytest.raises(KeyError):
+        cluster.logs("grpclab-contract-no-such-pod")

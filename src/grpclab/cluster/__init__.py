@@ -154,7 +154,7 @@ class Cluster(ABC):
     @abstractmethod
     def install_addon(self, name: str) -> str:
         """Install (once) the controller add-on `name` (an Ingress controller, a Gateway, a
-        mesh); returns what the install says about what now runs.
+        mesh); returns what the install said, its last line saying what now runs.
 
         On a real cluster this is the real controller (cluster/addons/<name>.sh); in the
         sandbox a stand-in, which says whether it is the real data plane or an emulation.

@@ -166,8 +166,21 @@ def check_sandbox_support(objects: Sequence[Mapping[str, Any]], source_label: st
         else:
             problem = next(checker(obj), None)
         if problem is not None:
-            origin = getattr(obj, "origin", None) or _Origin(source_label, index)
-            raise _error(obj, origin, problem.reason, problem.field, detail=problem.hint)
+            raise refusal(obj, source_label, index, problem.reason, problem.field, problem.hint)
+
+
+def refusal(
+    obj: Mapping[str, Any],
+    source_label: str,
+    index: int,
+    reason: str,
+    field: Sequence[Any],
+    detail: str | None = None,
+) -> ManifestError:
+    """A ManifestError about `obj`, at its own file and line when `load_objects` read it,
+    else at `source_label` and its position `index` there."""
+    origin = getattr(obj, "origin", None) or _Origin(source_label, index)
+    return _error(obj, origin, reason, field, detail=detail)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -1094,6 +1107,9 @@ def override_namespace(
     merged_namespace: dict[str, Any] | None = None
     for original in objects:
         obj = json.loads(json.dumps(original))  # deep copy; manifests are plain JSON data
+        if isinstance(original, ManifestObject):  # errors still name its file and line
+            obj = ManifestObject(obj)
+            obj.origin = original.origin
         metadata = obj.setdefault("metadata", {})
         if obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1":
             metadata["name"] = namespace
@@ -1106,8 +1122,35 @@ def override_namespace(
                         merged_namespace["metadata"].setdefault(key, {}).update(metadata[key])
             continue
         if is_namespaced(obj.get("apiVersion", ""), obj.get("kind", "")):
+            moved_from = metadata.get("namespace")
             metadata["namespace"] = namespace
+            if moved_from and moved_from != namespace:
+                _move_service_hosts(obj, moved_from, namespace)
         else:
             metadata.pop("namespace", None)
         result.append(obj)
     return result
+
+
+# Mesh objects name Services by their cluster DNS name (DestinationRule host, VirtualService
+# hosts and destinations, a ServiceProfile's own name): moved with the object, or a rule
+# written for `production` would apply to production's Service, not the attendee's.
+_HOST_NAMING_GROUPS = ("networking.istio.io/", "linkerd.io/")
+
+
+def _move_service_hosts(obj: dict[str, Any], old: str, new: str) -> None:
+    if not obj.get("apiVersion", "").startswith(_HOST_NAMING_GROUPS):
+        return
+    suffix_old, suffix_new = f".{old}.svc.cluster.local", f".{new}.svc.cluster.local"
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and value.endswith(suffix_old) and value.count(".") == 4:
+            return value.removesuffix(suffix_old) + suffix_new
+        if isinstance(value, list):
+            return [moved(item) for item in value]
+        if isinstance(value, dict):
+            return {key: moved(item) for key, item in value.items()}
+        return value
+
+    obj["spec"] = moved(obj.get("spec") or {})
+    obj["metadata"]["name"] = moved(obj["metadata"].get("name"))

@@ -6,9 +6,9 @@ pick a cluster; the Cluster says "endpoints come from EDS", and the
 ClusterLoadAssignment lists them by locality, each locality with a weight.
 There is no proxy: the channel balances calls itself, with the policy the
 Cluster names. The Cluster is built as istiod builds it for gRPC (a bare EDS
-cluster), except that a DestinationRule's load balancer is passed on as written,
-so a policy gRPC cannot run is refused by the client for all to see, not
-dropped with a warning in the control plane's log as istiod does.
+cluster). A DestinationRule's load balancer is passed on as written, as istiod
+does since Istio 1.29 (before, it dropped LEAST_REQUEST with a warning in its
+log), so a policy gRPC cannot run is refused by the client for all to see.
 """
 
 from __future__ import annotations

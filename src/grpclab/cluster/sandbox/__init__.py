@@ -31,11 +31,11 @@ import grpc
 from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, Component, ManifestSource, Pod
 from grpclab.cluster.containers import container_env, server_argv, server_flags
 from grpclab.cluster.manifests import (
-    ManifestError,
     check_sandbox_support,
     kubectl_ref,
     load_objects,
     override_namespace,
+    refusal,
     source_label,
 )
 from grpclab.cluster.sandbox.addons import Addon, ClusterView, EndpointAddress
@@ -438,30 +438,18 @@ class Sandbox(Cluster):
         namespaces = {k[2] for k in self._objects if k[0] == "Namespace"} | {"default"}
         namespaces |= {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
         for index, obj in enumerate(objects):
-            origin = getattr(obj, "origin", None)  # set by load_objects: the object's own file
-            where = {
-                "source": origin.source if origin else label,
-                "document": origin.document if origin else index,
-                "object": f"{obj['kind']} {namespace_of(obj)}/{obj['metadata']['name']}",
-            }
             namespace = obj["metadata"].get("namespace")
             if obj["kind"] != "Namespace" and namespace not in namespaces:
-                raise ManifestError(
-                    **where,
-                    field="metadata.namespace",
-                    reason=f'namespace "{namespace}" not found (apply a Namespace first)',
-                )
+                reason = f'namespace "{namespace}" not found (apply a Namespace first)'
+                raise refusal(obj, label, index, reason, ("metadata", "namespace"))
             old = self._objects.get(_key(obj))
             if old is None:
                 continue
             if obj["kind"] == "Deployment" and old["spec"]["selector"] != obj["spec"]["selector"]:
-                raise ManifestError(**where, field="spec.selector", reason="field is immutable")
+                raise refusal(obj, label, index, "field is immutable", ("spec", "selector"))
             if obj["kind"] == "Service" and _headless(old) != _headless(obj):
-                raise ManifestError(
-                    **where,
-                    field="spec.clusterIP",
-                    reason="field is immutable: delete the Service to make it headless or not",
-                )
+                reason = "field is immutable: delete the Service to make it headless or not"
+                raise refusal(obj, label, index, reason, ("spec", "clusterIP"))
 
     def _store(self, obj: dict) -> str:
         key = _key(obj)
@@ -790,10 +778,6 @@ def _key(obj: Mapping[str, Any]) -> Key:
         meta.get("namespace", "") if obj["kind"] != "Namespace" else "",
         meta["name"],
     )
-
-
-def namespace_of(obj: Mapping[str, Any]) -> str:
-    return obj["metadata"].get("namespace", "")
 
 
 def _headless(service: Mapping[str, Any]) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -106,9 +105,9 @@ def service_port_problem(view: ClusterView, service: str, port: int, namespace: 
     spec_port = next(p for p in obj["spec"]["ports"] if p["port"] == port)
     if not is_grpc_port(spec_port):
         return (
-            f"port {port} of service {namespace}/{service} is not declared gRPC, so Istio "
-            "would treat it as opaque TCP and balance connections, not calls: name it "
-            "grpc (or grpc-...) or set appProtocol: grpc"
+            f"port {port} of service {namespace}/{service} is not declared gRPC. Istio's "
+            "sidecars would detect HTTP/2 on it; the sandbox's sidecar does not detect, so "
+            "declare it: name it grpc (or grpc-...) or set appProtocol: grpc"
         )
     return None
 
@@ -216,7 +215,8 @@ class MeshAddon:
                 self.ip,
                 self._sandbox.work_dir,
             )
-            print(EMULATION_NOTE, file=sys.stderr)
+            # A note for the learner, not an error: stdout, not a red stderr block.
+            print(EMULATION_NOTE)
         self._push(wait=True)
         if not self._sandbox.xds.wait_acked(self.node_id, self._versions, ACK_TIMEOUT_S):
             raise RuntimeError("the mesh sidecar (Envoy) did not take its config in time")

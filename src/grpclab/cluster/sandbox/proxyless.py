@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +84,6 @@ class ProxylessAddon:
                 print(
                     f"proxyless xDS: grpclab's control plane at {self._sandbox.xds.address} "
                     f"serves node {self.node_id}; {BOOTSTRAP_ENV}={self.bootstrap_path}",
-                    file=sys.stderr,
                 )
         return xds_target(service_host(service, namespace), port)
 
