@@ -308,30 +308,25 @@ def test_on_kind_sandbox_output_cells_run_unchecked_and_the_rest_stay_checked():
     }
 
 
+def nbval_test_of(stem: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """This file's nbval test of one notebook, run as `make test` would run it, with `env`."""
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q", __file__]
+    return subprocess.run(
+        [*argv, "-k", f"passes_nbval and {stem}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_sandbox_only_notebook_is_skipped_elsewhere_with_its_reason():
     notebook = read(NOTEBOOKS / "07-xds-proxyless.ipynb")
     assert backends_of(notebook) == ("sandbox",)
     assert "kind" in backends_of(read(NOTEBOOKS / "04-istio.ipynb"))
     # What the kind workflow sees: the nbval run of 07 is skipped, and says why.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-rs",
-            "-q",
-            __file__,
-            "-k",
-            "passes_nbval and 07-xds",
-        ],
-        cwd=REPO,
-        env={**os.environ, "GRPCLAB_BACKEND": "kind"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = nbval_test_of("07-xds", {**os.environ, "GRPCLAB_BACKEND": "kind"})
     assert "1 skipped" in done.stdout, done.stdout[-2000:]
     assert "07-xds-proxyless.ipynb runs on sandbox only" in done.stdout
 
@@ -341,25 +336,7 @@ def test_a_notebook_needing_a_tool_the_machine_lacks_is_skipped_with_the_fix(tmp
     assert needs_of(read(NOTEBOOKS / "09-monitoring.ipynb")) == ("prometheus",)
     # What `make test` sees on a machine without Node: the nbval run of 11 is skipped, with
     # the fix the notebook's first cell would show.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-rs",
-            "-q",
-            __file__,
-            "-k",
-            "passes_nbval and 11-other",
-        ],
-        cwd=REPO,
-        env={**os.environ, "PATH": str(tmp_path)},  # no node on it
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = nbval_test_of("11-other", {**os.environ, "PATH": str(tmp_path)})  # no node on it
     assert "1 skipped" in done.stdout, done.stdout[-2000:]
     assert "11-other-languages.ipynb cannot run here (its metadata grpclab.needs): " in done.stdout
     assert "This notebook runs a Node.js gRPC client. Node.js is not installed" in done.stdout
