@@ -283,6 +283,23 @@ def test_the_namespace_override_moves_every_namespaced_object_and_renames_the_na
     assert {o["metadata"].get("namespace") for o in objects} >= {"production", "grpclab-monitoring"}
 
 
+def test_the_namespace_override_moves_the_service_names_inside_mesh_rules():
+    objects = [
+        *load_objects(CLUSTER / "manifests" / "istio" / "virtualservice.yaml"),
+        *load_objects(CLUSTER / "manifests" / "istio" / "destinationrule.yaml"),
+        *load_objects(CLUSTER / "manifests" / "linkerd" / "service-profile.yaml"),
+    ]
+    text = json.dumps(objects)
+    assert "grpc-server.production.svc.cluster.local" in text
+    moved = json.dumps(kube.override_namespace(objects, "alice"))
+    assert "production" not in moved
+    assert moved.count("grpc-server.alice.svc.cluster.local") == text.count(
+        "grpc-server.production.svc.cluster.local"
+    )
+    # Moving nowhere changes nothing.
+    assert kube.override_namespace(objects, "production") == objects
+
+
 def test_the_namespace_override_merges_namespace_labels_and_follows_discovery():
     objects = [
         {
@@ -1341,3 +1358,16 @@ def test_diagnostics_describe_the_failing_pods_and_only_those(tmp_path):
     assert described == ["pending", "unready", "restarted"]
     logged = sorted(p.name for p in (tmp_path / "out" / "logs").glob("*.log"))
     assert "p_ok.log" in logged and "p_job.log" in logged
+
+
+def test_nbval_ignores_the_kube_notes_so_checked_cells_compare_on_kind(capsys):
+    from nbval.plugin import get_sanitize_patterns
+
+    kube.Waiting("deployment production/grpc-server", after_s=0).update("1/3 ready")
+    cell = "3 pods ready\n" + capsys.readouterr().out + "done\n"
+    assert cell.count(kube.NOTE_PREFIX) == 1
+    for regex, replace in get_sanitize_patterns(
+        (REPO / "tests" / "nbval_sanitize.cfg").read_text()
+    ):
+        cell = re.sub(regex, replace, cell)
+    assert cell == "3 pods ready\ndone\n"

@@ -147,7 +147,8 @@ def test_a_forbidden_addon_check_says_it_cannot_tell_instead_of_not_installed(ap
             lab.target("grpc-server", via="mesh")
         # A 404 is the one answer that means "not installed".
         state.route = lambda m, p, q, b: route(m, p, q, b) if "istiod" not in p else None
-        with pytest.raises(kube.KubeError, match=r"needs the istio add-on"):
+        hint = r"install_addon\(lab, 'istio'\) from grpclab.cluster.controllers"
+        with pytest.raises(kube.KubeError, match=rf"needs the istio add-on.*: {hint}"):
             lab.target("grpc-server", via="mesh")
     finally:
         lab.down()

@@ -10,6 +10,7 @@ import yaml
 import grpclab
 from grpclab import checks, drills
 from grpclab.cluster.controllers import describe_addon, install_addon
+from grpclab.cluster.sandbox.mesh import EMULATION_NOTE
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.xds.dumps import dumped_cluster
 
@@ -43,7 +44,7 @@ def test_the_mesh_needs_the_namespace_label(lab):
     assert target.startswith(f"127.42.{lab.block.index}.") and target.endswith(":50051")
 
 
-def test_install_addon_target_and_the_dump_share_one_sidecar():
+def test_install_addon_target_and_the_dump_share_one_sidecar(capsys):
     with grpclab.connect("sandbox") as fresh:
         fresh.apply(BASE)
         fresh.wait_ready("grpc-server", timeout=60)
@@ -54,8 +55,12 @@ def test_install_addon_target_and_the_dump_share_one_sidecar():
         with pytest.raises(ValueError, match="istio-injection=enabled"):
             fresh.mesh_config_dump()  # no sidecar outside a labelled namespace
         fresh.apply(ISTIO / "namespace.yaml")
+        capsys.readouterr()
         dump = fresh.mesh_config_dump()
         assert sidecar.envoy is not None
+        # The emulation note is for the learner: output, not a red stderr block.
+        said = capsys.readouterr()
+        assert EMULATION_NOTE in said.out and EMULATION_NOTE not in said.err
         assert dumped_cluster(dump, CLUSTER_NAME)["lb_policy"] == "LEAST_REQUEST"
         install_addon(fresh, "istio")
         target = fresh.target("grpc-server", via="mesh")

@@ -30,8 +30,12 @@ def target(lab):
     lab.wait_ready("grpc-server", timeout=60)
 
 
-def test_the_target_and_the_bootstrap_file_grpc_reads(lab, target):
+def test_the_target_and_the_bootstrap_file_grpc_reads(capsys, lab, target):
     assert target == TARGET
+    # The first xds target says where the bootstrap is: a note, on stdout, not stderr.
+    said = capsys.readouterr()
+    assert "proxyless xDS: grpclab's control plane at" in said.out
+    assert "GRPC_XDS_BOOTSTRAP=" in said.out and "proxyless xDS" not in said.err
     path = Path(os.environ["GRPC_XDS_BOOTSTRAP"])
     assert path.parent == lab.work_dir
     bootstrap = json.loads(path.read_text())

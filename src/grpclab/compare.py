@@ -841,6 +841,8 @@ def ranking_figure(comparison: Comparison) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from grpclab.widgets import BASE_LAYOUT
+
     rows = ranked(comparison)
     labels = [_label(r) for r in rows]
     patterns = ["/" if r.emulated else "" for r in rows]
@@ -888,18 +890,19 @@ def ranking_figure(comparison: Comparison) -> Any:
         col=2,
     )
     emulated = any(r.emulated for r in rows)
+    figure.update_layout(BASE_LAYOUT)
     figure.update_layout(
         title={
             "text": "Ranked on evenness, then on pickup of a new pod (best at the top)"
             + ("<br><sup>hatched: EMULATED here by a stand-in</sup>" if emulated else ""),
         },
-        template="plotly_white",
         showlegend=False,
         height=120 + 34 * len(rows),
         margin={"t": 90 if emulated else 70, "b": 30, "l": 10, "r": 30},
         bargap=0.3,
     )
     figure.update_yaxes(autorange="reversed", automargin=True)
+    figure.update_xaxes(gridcolor=BASE_LAYOUT["xaxis"]["gridcolor"], zeroline=False)
     top = max((r.cv or 0.0 for r in rows), default=1.0)
     figure.update_xaxes(range=[0, top * 1.35 + 0.05], row=1, col=1)
     window = max((r.pickup_window_s or 0.0 for r in rows), default=1.0)
@@ -921,10 +924,7 @@ class Ranking:
         ]
 
     def _repr_mimebundle_(self, **_: Any) -> dict[str, Any]:
-        import json
+        from grpclab.widgets import PLOTLY_MIME, figure_json
 
-        import plotly.io
-
-        figure = json.loads(plotly.io.to_json(ranking_figure(self.comparison), validate=False))
-        figure["config"] = {"displaylogo": False, "responsive": True}
-        return {"application/vnd.plotly.v1+json": figure, "text/plain": "\n".join(self.lines())}
+        figure = figure_json(ranking_figure(self.comparison))
+        return {PLOTLY_MIME: figure, "text/plain": "\n".join(self.lines())}

@@ -100,6 +100,16 @@ ADDON_FOR_VIA = {
     "traefik": ("traefik", "traefik", "traefik"),
     "gateway": ("envoy-gateway", "envoy-gateway-system", "envoy-gateway"),
 }
+
+
+def addon_hint(addon: str) -> str:
+    """The one install command every "needs an add-on" message names (the notebooks' own)."""
+    return (
+        f"install_addon(lab, {addon!r}) from grpclab.cluster.controllers "
+        f"(it runs cluster/addons/{addon}.sh)"
+    )
+
+
 ADDONS = (
     "gateway-api",
     "istio",
@@ -1197,8 +1207,7 @@ class KubeCluster(Cluster):
                 # Said now, not after a load Job has started without its proxy or agent.
                 raise KubeError(
                     f"via={via!r} needs the {addon} add-on, and this cluster has no "
-                    f"deployment {addon_namespace}/{deployment}: install_addon(lab, {addon!r}) "
-                    f"from grpclab.cluster.controllers (cluster/addons/{addon}.sh)"
+                    f"deployment {addon_namespace}/{deployment}: {addon_hint(addon)}"
                 )
         if via == "addresses":
             slices = self._list("discovery.k8s.io/v1", "EndpointSlice", namespace)
@@ -1332,8 +1341,8 @@ class KubeCluster(Cluster):
         """
         if not self._deployment_exists("istiod", "istio-system"):
             raise KubeError(
-                "mesh_config_dump: Istio is not installed in this cluster; "
-                "install_addon(lab, 'istio') first"
+                "mesh_config_dump: Istio is not installed in this cluster; first "
+                + addon_hint("istio")
             )
         client = mesh_client_manifest(self.namespace, self.image)
         self.apply(client)
@@ -1487,7 +1496,7 @@ class KubeCluster(Cluster):
                     self._dynamic.resources.invalidate_cache()
         group = api_version.split("/")[0] if "/" in api_version else ""
         addon = ADDON_FOR_GROUP.get(group)
-        hint = f"; install it with grpclab.cluster.kube.install_addon({addon!r})" if addon else ""
+        hint = f"; install it with {addon_hint(addon)}" if addon else ""
         raise KubeError(
             f"{label}: {kubectl_ref(obj)}: this cluster does not serve {kind} ({api_version}){hint}"
         )

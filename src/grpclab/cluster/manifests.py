@@ -1122,8 +1122,35 @@ def override_namespace(
                         merged_namespace["metadata"].setdefault(key, {}).update(metadata[key])
             continue
         if is_namespaced(obj.get("apiVersion", ""), obj.get("kind", "")):
+            moved_from = metadata.get("namespace")
             metadata["namespace"] = namespace
+            if moved_from and moved_from != namespace:
+                _move_service_hosts(obj, moved_from, namespace)
         else:
             metadata.pop("namespace", None)
         result.append(obj)
     return result
+
+
+# Mesh objects name Services by their cluster DNS name (DestinationRule host, VirtualService
+# hosts and destinations, a ServiceProfile's own name): moved with the object, or a rule
+# written for `production` would apply to production's Service, not the attendee's.
+_HOST_NAMING_GROUPS = ("networking.istio.io/", "linkerd.io/")
+
+
+def _move_service_hosts(obj: dict[str, Any], old: str, new: str) -> None:
+    if not obj.get("apiVersion", "").startswith(_HOST_NAMING_GROUPS):
+        return
+    suffix_old, suffix_new = f".{old}.svc.cluster.local", f".{new}.svc.cluster.local"
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and value.endswith(suffix_old) and value.count(".") == 4:
+            return value.removesuffix(suffix_old) + suffix_new
+        if isinstance(value, list):
+            return [moved(item) for item in value]
+        if isinstance(value, dict):
+            return {key: moved(item) for key, item in value.items()}
+        return value
+
+    obj["spec"] = moved(obj.get("spec") or {})
+    obj["metadata"]["name"] = moved(obj["metadata"].get("name"))
