@@ -1,0 +1,59 @@
+"""grpclab.private_resolver: a program's questions to the machine's resolver stay on loopback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from grpclab import private_resolver
+from grpclab.preflight import MissingTool
+
+PROBLEM = private_resolver.problem()
+needs_namespaces = pytest.mark.skipif(PROBLEM is not None, reason=f"{PROBLEM}")
+NAME = "grpc-server.production.svc.cluster.local"
+# Run inside the namespace: what this program's resolver and network look like.
+PROBE = f"""
+import socket
+from pathlib import Path
+print(Path("/etc/resolv.conf").read_text().split()[:2])
+try:
+    socket.getaddrinfo("{NAME}", 50051, type=socket.SOCK_STREAM)
+except socket.gaierror as error:
+    print("lookup failed:", error.errno == socket.EAI_AGAIN)
+try:
+    socket.create_connection(("192.0.2.1", 53), timeout=5)  # TEST-NET-1, off loopback
+except OSError as error:
+    print("off loopback:", error.strerror)
+"""
+
+
+@needs_namespaces
+def test_the_machines_resolver_is_a_loopback_stand_in_that_records_and_refuses():
+    host_resolv_conf = Path("/etc/resolv.conf").read_text()
+    done, asked = private_resolver.run(
+        [sys.executable, "-c", PROBE], input="", env=os.environ, cwd=Path.cwd(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "['nameserver', '127.0.0.1']",
+        "lookup failed: True",  # REFUSED: glibc's "Temporary failure in name resolution"
+        "off loopback: Network is unreachable",  # the namespace has no route off loopback
+    ]
+    # getaddrinfo (nsswitch `hosts: files dns`) asked the stand-in, for both families.
+    assert sorted(asked) == [f"A {NAME}", f"AAAA {NAME}"]
+    # The machine's own files are untouched.
+    assert Path("/etc/resolv.conf").read_text() == host_resolv_conf
+
+
+def test_without_unshare_it_refuses_and_runs_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no unshare on it
+    assert private_resolver.problem().startswith("`unshare` is not installed; it comes with")
+    ran = tmp_path / "ran"
+    with pytest.raises(MissingTool, match="no name reaches the machine's DNS server"):
+        private_resolver.run(
+            ["/bin/sh", "-c", f"touch {ran}"], input="", env=os.environ, cwd=tmp_path, timeout=30
+        )
+    assert not ran.exists()
