@@ -179,11 +179,12 @@ def test_make_setup_installs_offline_from_a_wheelhouse_and_the_demo_runs(
     debian_wheelhouse, tmp_path
 ):
     repo = copy_of_the_repository(tmp_path / "grpclab")
+    ip = shutil.which("ip")
     script = (
         "set -e\n"
-        "ip link set lo up\n"
+        f"{ip} link set lo up\n"
         # Proof that nothing but loopback exists in here.
-        "test \"$(ip -o link show | awk -F': ' '{print $2}')\" = lo\n"
+        f"test \"$({ip} -o link show | awk -F': ' '{{print $2}}')\" = lo\n"
         f"make setup PYTHON={SYSTEM_PYTHON} WHEELHOUSE={debian_wheelhouse}\n"
         ".venv/bin/python -c 'import platform; print(\"venv python\", platform.python_version())'\n"
         "make demo\n"
