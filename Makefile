@@ -82,7 +82,8 @@ kind-up:  ## real Kubernetes: kind cluster + demo image (needs docker, kind, kub
 kind-down:  ## remove the kind cluster
 	bash cluster/kind-down.sh
 
-wheelhouse: setup  ## wheels of every locked package for every supported Python, in wheelhouse/
+wheelhouse:  ## wheels of every locked package for every supported Python, in wheelhouse/
+	$(MAKE) setup WHEELHOUSE=  # from PyPI, not from the wheelhouse being rebuilt
 	$(RUN) python -m grpclab.wheelhouse wheelhouse
 
 preflight: setup  ## is this machine ready for the workshop? (under 30 s)

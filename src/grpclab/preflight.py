@@ -45,12 +45,11 @@ class Finding:
         return f"{text} -> fix: {self.fix}" if self.fix and self.status in (WARN, FAIL) else text
 
 
-def check_python() -> Finding:
+def check_python(version_info: tuple[int, ...] = tuple(sys.version_info[:3])) -> Finding:
     from grpclab.wheelhouse import requires_python, supported_minors, supported_range_text
 
-    version = ".".join(map(str, sys.version_info[:3]))
-    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if minor in supported_minors():
+    version = ".".join(map(str, version_info[:3]))
+    if ".".join(map(str, version_info[:2])) in supported_minors():
         return Finding("Python", OK, f"{version} ({sys.executable})")
     return Finding(
         "Python",

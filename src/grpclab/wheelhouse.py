@@ -182,6 +182,8 @@ def build(
     """
     arches = arches or [platform.machine()]
     target.mkdir(parents=True, exist_ok=True)
+    for old in [*target.glob("*.whl"), target / "README.txt"]:  # a rebuild starts empty
+        old.unlink(missing_ok=True)
     requirements = export_requirements(target, dev).read_text()
     minors = supported_minors()
     pythons = pythons or python_points(requirements, minors)
