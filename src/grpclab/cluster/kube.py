@@ -293,9 +293,9 @@ def job_start(job: Any, pods: Sequence[Any], image: str) -> JobStart:
     """Read a load Job and its pods: started, failed to start, or still waiting (and on what).
 
     Failures are the states that do not pass by waiting: the Job's Failed condition
-    (deadline, backoff limit), a pod that failed before its load container ran, an image
-    that cannot be pulled, and container-create errors (a missing Secret or ConfigMap, a
-    bad command). An unschedulable pod or one whose containers are being created is
+    (deadline, backoff limit), a pod that failed before its load container ran, the demo
+    image that cannot be pulled, and container-create errors (a missing Secret or ConfigMap,
+    a bad command). An unschedulable pod or one whose containers are being created is
     waiting; the caller's start timeout ends that.
     """
     for condition in (job.status.conditions if job is not None and job.status else None) or []:
@@ -314,7 +314,11 @@ def job_start(job: Any, pods: Sequence[Any], image: str) -> JobStart:
                 return JobStart(pod=pod.metadata.name)
             reason = state.waiting.reason if state and state.waiting else None
             message = (state.waiting.message or "") if state and state.waiting else ""
-            if reason in IMAGE_PULL_ERRORS:
+            if reason in IMAGE_PULL_ERRORS and (item.name == LOAD_CONTAINER or "Never" in reason):
+                # The demo image is never in a registry: kind-up.sh loads it into the nodes,
+                # so a pull of it fails for good. A sidecar's image (istio/proxyv2, ...) comes
+                # from a registry that may fail for a moment; the kubelet retries it, and the
+                # start timeout ends the wait.
                 return JobStart(
                     failure=f"container {item.name}: image {item.image or image} cannot be "
                     f"pulled ({reason}: {message}). On kind, `make kind-up` builds the demo "

@@ -747,13 +747,9 @@ def _dns_records_and_proxied_ports(
         cluster_ip = view.cluster_ips[(namespace, name)]
         records[fqdn] = (cluster_ip,)
         for port in service["spec"]["ports"]:
-            target = str(port.get("targetPort") or port["port"])
-            # A number needs no containerPort (that is only a declaration); a name does.
             endpoints = tuple(
                 sorted(
-                    (b.ip, int(target) if target.isdigit() else b.ports[target])
-                    for b in backends
-                    if target.isdigit() or target in b.ports
+                    (b.ip, b.target_port(port)) for b in backends if b.target_port(port) is not None
                 )
             )
             proxied.append(
@@ -824,13 +820,7 @@ def _ready_addresses(
 ) -> str:
     """`ipv4:ip:port,...`: the ready pods behind one Service port, as its EndpointSlice has them."""
     item = next(p for p in service["spec"]["ports"] if p["port"] == number)
-    wanted = item.get("targetPort", number)
-    # A numeric targetPort need not be declared in the pod; a named one must be.
-    found = [
-        f"{b.ip}:{wanted if isinstance(wanted, int) else b.ports[wanted]}"
-        for b in ready
-        if isinstance(wanted, int) or wanted in b.ports
-    ]
+    found = [f"{b.ip}:{b.target_port(item)}" for b in ready if b.target_port(item) is not None]
     if not found:
         meta = service["metadata"]
         raise ValueError(f"service {meta['namespace']}/{meta['name']} has no ready endpoints")
