@@ -253,8 +253,35 @@ def test_switching_a_service_to_headless_is_refused(lab):
             "ports": [{"name": "grpc", "port": 50051}],
         },
     }
-    with pytest.raises(ManifestError, match="spec.clusterIP.*immutable"):
+    with pytest.raises(ManifestError) as caught:
         lab.apply(service)
+    # The API server's words (ValidateServiceUpdate): the first cluster IP never changes.
+    assert 'spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set' in str(
+        caught.value
+    )
+    assert caught.value.field == "spec.clusterIP"
+
+
+def test_reapplying_a_headless_service_without_cluster_ip_keeps_it_headless(lab):
+    # An update that leaves clusterIP out keeps the live value, "None" included
+    # (patchAllocatedValues in kubernetes' pkg/registry/core/service/storage/alloc.go).
+    manifest = HEADLESS.read_text()
+    assert "  clusterIP: None\n" in manifest
+    [line] = lab.apply(manifest.replace("  clusterIP: None\n", ""))
+    assert line.startswith("service/grpc-server-headless "), line
+    with pytest.raises(ValueError, match="headless"):
+        lab.target("grpc-server-headless", via="clusterip")
+
+
+def test_naming_none_in_cluster_ips_of_a_cluster_ip_service_is_refused_there(lab):
+    service = (BASE / "service-clusterip.yaml").read_text()
+    changed = service.replace("  type: ClusterIP\n", '  type: ClusterIP\n  clusterIPs: ["None"]\n')
+    assert changed != service
+    with pytest.raises(ManifestError) as caught:
+        lab.apply(changed)
+    assert "may not change once set" in str(caught.value)
+    assert caught.value.field == "spec.clusterIPs[0]"
+    assert lab.target("grpc-server", via="clusterip")  # still there, still a cluster IP
 
 
 def test_a_changed_deployment_rolls_its_pods(lab):

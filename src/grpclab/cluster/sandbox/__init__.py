@@ -447,9 +447,8 @@ class Sandbox(Cluster):
                 continue
             if obj["kind"] == "Deployment" and old["spec"]["selector"] != obj["spec"]["selector"]:
                 raise refusal(obj, label, index, "field is immutable", ("spec", "selector"))
-            if obj["kind"] == "Service" and _headless(old) != _headless(obj):
-                reason = "field is immutable: delete the Service to make it headless or not"
-                raise refusal(obj, label, index, reason, ("spec", "clusterIP"))
+            if obj["kind"] == "Service":
+                _keep_cluster_ip(old, obj, label, index)
 
     def _store(self, obj: dict) -> str:
         key = _key(obj)
@@ -778,6 +777,34 @@ def _key(obj: Mapping[str, Any]) -> Key:
 
 def _headless(service: Mapping[str, Any]) -> bool:
     return service["spec"].get("clusterIP") == "None"
+
+
+def _keep_cluster_ip(old: Mapping[str, Any], new: dict, label: str, index: int) -> None:
+    """What the API server does with clusterIP when a Service is updated.
+
+    An update that leaves clusterIP out keeps the live one, "None" included
+    (patchAllocatedValues, kubernetes pkg/registry/core/service/storage/alloc.go), so a
+    headless Service stays headless. One that names another value is refused: the first
+    cluster IP never changes once set.
+    """
+    spec = new["spec"]
+    if not spec.get("clusterIP") and not spec.get("clusterIPs"):
+        if _headless(old):
+            spec["clusterIP"] = "None"
+        return
+    wrote = "clusterIP" if spec.get("clusterIP") else "clusterIPs"
+    value = spec.get("clusterIP") or spec["clusterIPs"][0]
+    if _headless(old) != (value == "None"):
+        before = "None" if _headless(old) else "its assigned cluster IP"
+        raise refusal(
+            new,
+            label,
+            index,
+            f'spec.clusterIPs[0]: Invalid value: ["{value}"]: may not change once set '
+            f"(it is {before})",
+            ("spec", wrote) if wrote == "clusterIP" else ("spec", wrote, 0),
+            "delete the Service, then apply it again, to make it headless or not",
+        )
 
 
 def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
