@@ -121,3 +121,19 @@ def test_without_namespaces_the_resolver_demo_is_refused_never_sent_to_the_machi
     spec = LoadSpec("dns:///grpc-server.production.svc.cluster.local:50051", rpcs=1)
     with pytest.raises(preflight.MissingTool, match="`unshare` is not installed"):
         node_client.run({"dns": spec}, alternative_resolver=False)
+
+
+def test_side_by_side_is_a_static_figure_of_both_runs_that_renders_from_the_saved_notebook():
+    from grpclab.load import LoadResult
+    from grpclab.widgets import PLOTLY_MIME
+
+    pods = ["a", "b", "c"]
+    python = LoadResult(per_pod={"a": 200, "b": 200, "c": 200}, done=True)
+    node = LoadResult(per_pod={"c": 600}, done=True)
+    bundle = node_client.side_by_side(pods, "ClusterIP", python, node)._repr_mimebundle_()
+    assert bundle["text/plain"] == "ClusterIP: Python 200/200/200, Node 0/0/600"
+    python_bars, node_bars = bundle[PLOTLY_MIME]["data"]
+    assert python_bars["x"] == node_bars["x"] == pods
+    assert (python_bars["y"], node_bars["y"]) == ([200, 200, 200], [0, 0, 600])
+    assert python_bars["xaxis"] == "x" and node_bars["xaxis"] == "x2"  # two panels
+    assert "widget" not in str(bundle)  # nothing that needs a live kernel to draw

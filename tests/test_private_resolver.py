@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,27 @@ def test_without_unshare_it_refuses_and_runs_nothing(monkeypatch, tmp_path):
             ["/bin/sh", "-c", f"touch {ran}"], input="", env=os.environ, cwd=tmp_path, timeout=30
         )
     assert not ran.exists()
+
+
+@needs_namespaces
+def test_a_program_past_its_timeout_is_gone_with_its_runner(tmp_path):
+    pid_file = tmp_path / "pid"
+    program = ["/bin/sh", "-c", f"echo $$ > {pid_file}; exec sleep 60 >/dev/null 2>&1"]
+    with pytest.raises(subprocess.TimeoutExpired):
+        private_resolver.run(program, input="", env=os.environ, cwd=tmp_path, timeout=3)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = _alive(pid)
+    if alive:  # we started it: end it by its PID
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the program outlived the runner that timed out"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpclab import private_resolver
+from grpclab import checks, private_resolver
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.preflight import MissingTool
@@ -219,18 +219,43 @@ def _parse(done: subprocess.CompletedProcess[str]) -> dict[str, NodeResult]:
     return {name: NodeResult(**result, done=True) for name, result in results.items()}
 
 
-def side_by_side(
-    pods: list[str], title: str, python: LoadResult, node: LoadResult, width: int = 460
-) -> Any:
-    """Two DistributionCharts in a row: the Python client's counts, then the Node client's."""
-    import ipywidgets
+@dataclass
+class SideBySide:
+    """Where the calls went, Python's run beside Node's: a static plotly figure, which renders
+    from the saved notebook without a kernel; its text form is the counts per pod."""
 
-    from grpclab.widgets import DistributionChart
+    pods: list[str]
+    title: str
+    python: LoadResult
+    node: LoadResult
 
-    figures = []
-    for language, result in (("Python", python), ("Node", node)):
-        chart = DistributionChart(pods, f"{title}: {language}")
-        chart.figure.layout.width = width
-        chart.update(result)
-        figures.append(chart.figure)
-    return ipywidgets.HBox(figures)
+    def figure(self) -> Any:
+        from plotly.subplots import make_subplots
+
+        from grpclab.widgets import BASE_LAYOUT, DistributionChart
+
+        runs = {"Python": self.python, "Node": self.node}
+        figure = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=tuple(runs))
+        for column, result in enumerate(runs.values(), start=1):
+            chart = DistributionChart(self.pods)  # the bars every chart in the tutorial draws
+            chart.update(result)
+            figure.add_trace(chart.figure.data[0], row=1, col=column)
+        top = max((count for r in runs.values() for count in r.per_pod.values()), default=0)
+        figure.update_layout(BASE_LAYOUT, title=self.title, showlegend=False, width=920)
+        figure.update_yaxes(range=[0, max(1, top) * 1.15], gridcolor="#ebebeb")
+        figure.update_yaxes(title="OK replies", row=1, col=1)
+        return figure
+
+    def _repr_mimebundle_(self, **_: Any) -> dict[str, Any]:
+        from grpclab.widgets import PLOTLY_MIME, figure_json
+
+        text = ", ".join(
+            f"{language} {'/'.join(map(str, checks.counts_for(result, self.pods)))}"
+            for language, result in (("Python", self.python), ("Node", self.node))
+        )
+        return {PLOTLY_MIME: figure_json(self.figure()), "text/plain": f"{self.title}: {text}"}
+
+
+def side_by_side(pods: list[str], title: str, python: LoadResult, node: LoadResult) -> SideBySide:
+    """The calls per pod of a Python run and a Node run of the same spec, side by side."""
+    return SideBySide(list(pods), title, python, node)

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -37,6 +38,7 @@ NSSWITCH_HOSTS = "hosts: files dns"  # no mdns (avahi), no resolve (systemd-reso
 # glibc asks nscd over this socket before its own resolver, when nscd runs.
 NSCD_DIRS = ("/run/nscd", "/var/run/nscd")
 _MS_BIND = 4096
+_PR_SET_PDEATHSIG = 1
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
@@ -146,6 +148,8 @@ def _replace_system_resolver(folder: Path) -> None:
 
 
 def _main(record: Path, argv: list[str]) -> int:
+    # Killed with whoever called `run` (a timeout, a kernel restart); the program with us.
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     from dnslib import QTYPE, RCODE
     from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
@@ -170,7 +174,8 @@ def _main(record: Path, argv: list[str]) -> int:
         server.start_thread()
     with tempfile.TemporaryDirectory(prefix="grpclab-resolver-") as folder:
         _replace_system_resolver(Path(folder))
-        returncode = subprocess.run(argv, check=False).returncode
+        setpriv = shutil.which("setpriv") or "setpriv"
+        returncode = subprocess.run([setpriv, "--pdeathsig", "KILL", "--", *argv]).returncode
     for server in servers:
         server.server.shutdown()
         server.server.server_close()
