@@ -304,6 +304,17 @@ def test_a_rollout_timeout_names_the_probe_that_keeps_failing_and_the_kubelets_w
         lab.down()
 
 
+@pytest.mark.parametrize("method", ["xds_resources", "xds_nacks", "stop_xds"])
+def test_grpclabs_own_xds_control_plane_methods_say_kube_has_none(api, method):
+    _, kubeconfig = api
+    lab = connect(kubeconfig)
+    try:
+        with pytest.raises(NotImplementedError, match=rf"{method}: .*istiod.*sandbox only"):
+            getattr(lab, method)(*(["type"] if method == "xds_resources" else []))
+    finally:
+        lab.down()
+
+
 # -- a load Job that cannot start (item 10), and its clean-up (smaller findings) ------------
 
 

@@ -54,9 +54,11 @@ from grpclab.cluster.sandbox.pods import (
 from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.server import POD_NETWORK_ENV
-from grpclab.xds import LISTENER, XdsServer
+from grpclab.xds import LISTENER, Nack, XdsServer
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
     from grpclab.cluster.sandbox.mesh import MeshAddon
 from grpclab.xds.kube_proxy import NODE_ID as KUBE_PROXY_NODE
 from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
@@ -369,6 +371,29 @@ class Sandbox(Cluster):
         from grpclab.cluster.sandbox.catalog import addon_for_via, installed
 
         return installed(self, addon_for_via(self, "mesh"))
+
+    def xds_resources(self, type_url: str) -> dict[str, Message]:
+        """What grpclab's xDS server serves the notebook's proxyless client, by name."""
+        return self.xds.resources(self._proxyless_node(), type_url)
+
+    def xds_nacks(self) -> list[Nack]:
+        node = self._proxyless_node()
+        return [nack for nack in self.xds.nacks if nack.node_id == node]
+
+    def stop_xds(self) -> None:
+        """Stop grpclab's xDS server: the proxyless client and kube-proxy's Envoy keep what
+        they last got."""
+        self._check_up()
+        self.xds.stop()
+
+    def _proxyless_node(self) -> str:
+        self._check_up()
+        addon = self.addons.get("xds")
+        if addon is None:
+            raise ValueError(
+                'no proxyless xDS client here yet: call target(service, via="xds") first'
+            )
+        return addon.node_id
 
     def component(self, name: str) -> Component:
         """What plays `name` here (Envoy for kube-proxy, say) and its resident memory now."""
