@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grpclab import private_resolver
+from grpclab import node_client, preflight, private_resolver
 from grpclab.preflight import MissingTool
 
 PROBLEM = private_resolver.problem()
@@ -52,8 +53,13 @@ def test_the_machines_resolver_is_a_loopback_stand_in_that_records_and_refuses()
 
 
 def test_without_unshare_it_refuses_and_runs_nothing(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no unshare on it
-    assert private_resolver.problem().startswith("`unshare` is not installed; it comes with")
+    if shutil.which("node"):
+        (tmp_path / "node").symlink_to(shutil.which("node"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no unshare on it (node, if this machine has it)
+    assert private_resolver.problem().startswith("`unshare` is not installed: it comes with")
+    finding = preflight.check_node()
+    if node_client.missing() is None:  # with Node, the doctor names what section 3 lacks
+        assert finding.status == preflight.WARN and "util-linux" in finding.fix, finding
     ran = tmp_path / "ran"
     with pytest.raises(MissingTool, match="no name reaches the machine's DNS server"):
         private_resolver.run(

@@ -328,11 +328,17 @@ def require_prometheus() -> None:
 
 
 def check_node() -> Finding:
-    from grpclab import node_client
+    from grpclab import node_client, private_resolver
 
     found = node_client.missing()
     if found:
         return Finding("Node client", WARN, f"{found[0]}: only notebook 11 needs it", found[1])
+    # Section 3 of notebook 11 runs the client in a namespace of its own.
+    namespaces = private_resolver.missing()
+    if namespaces:
+        return Finding(
+            "Node client", WARN, f"{namespaces[0]}: notebook 11 section 3 needs it", namespaces[1]
+        )
     return Finding("Node client", OK, f"{node_client.versions()} (notebook 11)")
 
 

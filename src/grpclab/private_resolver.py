@@ -42,25 +42,31 @@ _PR_SET_PDEATHSIG = 1
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
-def problem() -> str | None:
-    """Why the private namespace cannot be made on this machine, with the fix; or None."""
+def missing() -> tuple[str, str] | None:
+    """(what is missing, how to fix it) when the namespace cannot be made here; else None."""
     unshare = shutil.which("unshare")
     if unshare is None:
         return (
-            "`unshare` is not installed; it comes with util-linux (Debian/Ubuntu: sudo apt-get "
-            "install util-linux)"
+            "`unshare` is not installed",
+            "it comes with util-linux (Debian/Ubuntu: sudo apt-get install util-linux)",
         )
     done = subprocess.run(
         [unshare, *UNSHARE, "true"], capture_output=True, text=True, timeout=30, check=False
     )
     if done.returncode != 0:
         return (
-            f"`unshare {' '.join(UNSHARE)}` failed ({done.stderr.strip() or done.returncode}): "
-            "this machine does not let users create their own namespaces (Ubuntu 24.04: "
-            "sysctl kernel.apparmor_restrict_unprivileged_userns=0; in a container: run it "
-            "with --security-opt seccomp=unconfined)"
+            f"`unshare {' '.join(UNSHARE)}` failed ({done.stderr.strip() or done.returncode})",
+            "let users create their own namespaces (Ubuntu 24.04: sysctl "
+            "kernel.apparmor_restrict_unprivileged_userns=0; in a container: run it with "
+            "--security-opt seccomp=unconfined)",
         )
     return None
+
+
+def problem() -> str | None:
+    """Why the namespace cannot be made here, and the fix, in one sentence; or None."""
+    found = missing()
+    return f"{found[0]}: {found[1]}" if found else None
 
 
 def require() -> None:
