@@ -34,17 +34,8 @@ MACHINE_TOOLS = {
     "checks.py": "leftover_sandbox_processes finds what `grpclab down` would end",
     "certificates.py": "keeps its TLS files in the sandbox's state directory",
 }
-# Where the check stands today, known and named; anything else it finds fails the test.
-KNOWN = {
-    # Notebook 00 prints Envoy's version from the sandbox's own lookup; a machine tool,
-    # grpclab.preflight.envoy_path(None), gives the same path without the back door.
-    ("notebooks/00-setup.ipynb#", "imports grpclab.cluster.sandbox.processes"),
-    # Notebook 07 drives grpclab's own xDS control plane (its resources, NACKs, stopping it)
-    # and runs on the sandbox only, as the README's Backends section says; on kind,
-    # notebook 10 measures Istio's proxyless gRPC instead.
-    ("notebooks/07-xds-proxyless.ipynb#", "uses lab.xds, which Cluster does not have"),
-    ("notebooks/07-xds-proxyless.ipynb#", "uses lab.addons, which Cluster does not have"),
-}
+# Where the check stands today, known and named (none left); anything else it finds fails.
+KNOWN: set[tuple[str, str]] = set()
 INTERFACE = {name for name in dir(Cluster) if not name.startswith("_")} | {
     "backend",
     "namespace",

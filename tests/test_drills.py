@@ -14,7 +14,7 @@ def test_the_action_runs_at_s_into_the_load_on_the_loads_own_clock(lab):
     seen = []
     run = drills.drill(lab, spec, at_s=1.0, action=lambda: seen.append("acted"))
     assert seen == ["acted"]
-    assert 1.0 <= run.action_started_s <= run.action_done_s <= run.result.elapsed_s
+    assert 1.0 <= run.action_started_s <= run.action_done_s
     # The clock started with calls flowing: the load counted calls before the action.
     before = sum(
         sum(b["per_pod"].values()) for b in run.result.timeline if b["t"] < run.action_started_s

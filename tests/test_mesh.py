@@ -8,6 +8,7 @@ from support import BASE, HEADLESS, ISTIO, base_sandbox
 
 from grpclab import checks, drills
 from grpclab.cluster.controllers import describe_addon, install_addon
+from grpclab.cluster.sandbox.mesh import EMULATION_NOTE
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.xds.dumps import dumped_cluster
 
@@ -38,7 +39,7 @@ def test_the_mesh_needs_the_namespace_label(lab):
     assert target.startswith(f"127.42.{lab.block.index}.") and target.endswith(":50051")
 
 
-def test_install_addon_target_and_the_dump_share_one_sidecar():
+def test_install_addon_target_and_the_dump_share_one_sidecar(capsys):
     with base_sandbox() as fresh:
         line = install_addon(fresh, "istio")
         assert line.startswith("istio: a real Envoy") and "cluster/addons/istio.sh" in line
@@ -47,8 +48,12 @@ def test_install_addon_target_and_the_dump_share_one_sidecar():
         with pytest.raises(ValueError, match="istio-injection=enabled"):
             fresh.mesh_config_dump()  # no sidecar outside a labelled namespace
         fresh.apply(ISTIO / "namespace.yaml")
+        capsys.readouterr()
         dump = fresh.mesh_config_dump()
         assert sidecar.envoy is not None
+        # The emulation note is for the learner: output, not a red stderr block.
+        said = capsys.readouterr()
+        assert EMULATION_NOTE in said.out and EMULATION_NOTE not in said.err
         assert dumped_cluster(dump, CLUSTER_NAME)["lb_policy"] == "LEAST_REQUEST"
         install_addon(fresh, "istio")
         target = fresh.target("grpc-server", via="mesh")

@@ -28,8 +28,12 @@ def target(lab):
     lab.wait_ready("grpc-server", timeout=60)
 
 
-def test_the_target_and_the_bootstrap_file_grpc_reads(lab, target):
+def test_the_target_and_the_bootstrap_file_grpc_reads(capsys, lab, target):
     assert target == TARGET
+    # The first xds target says where the bootstrap is: a note, on stdout, not stderr.
+    said = capsys.readouterr()
+    assert "proxyless xDS: grpclab's control plane at" in said.out
+    assert "GRPC_XDS_BOOTSTRAP=" in said.out and "proxyless xDS" not in said.err
     path = Path(os.environ["GRPC_XDS_BOOTSTRAP"])
     assert path.parent == lab.work_dir
     bootstrap = json.loads(path.read_text())
@@ -57,7 +61,7 @@ def test_a_new_pod_gets_calls_after_a_scale_up(lab, target):
 
 
 def test_least_request_is_refused_by_the_client_with_a_reason(lab, target):
-    nacks_before = len(lab.xds.nacks)
+    nacks_before = len(lab.xds_nacks())
     # The channel is open when the rule arrives: it refuses the change and keeps serving
     # calls with the config it had.
     result = drills.during_load(
@@ -67,8 +71,9 @@ def test_least_request_is_refused_by_the_client_with_a_reason(lab, target):
         action=lambda: lab.apply(ISTIO / "destinationrule-least-request.yaml"),
     )
     assert result.failed == 0
-    refused = [n for n in lab.xds.nacks[nacks_before:] if n.node_id == "proxyless-grpc"]
+    refused = lab.xds_nacks()[nacks_before:]  # the Cluster interface: this client's only
     assert refused, "the gRPC client accepted a LEAST_REQUEST cluster"
+    assert {n.node_id for n in refused} == {"proxyless-grpc"}
     assert refused[-1].type_url == CLUSTER
     assert "lb_policy" in refused[-1].message
     assert "LB policy is not supported" in refused[-1].message
@@ -92,9 +97,11 @@ def test_calls_keep_working_when_the_control_plane_goes_away():
     with grpclab.connect("sandbox") as lab:
         lab.apply(BASE)
         pods = [p.name for p in lab.wait_ready("grpc-server", timeout=60)]
+        with pytest.raises(ValueError, match='target\\(service, via="xds"\\) first'):
+            lab.xds_nacks()
         target = lab.target("grpc-server", via="xds")
         spec = LoadSpec(target, rpcs=None, duration_s=2, concurrency=4, interval_s=0.1)
-        result = drills.during_load(lab, spec, at_s=0.5, action=lab.xds.stop)
+        result = drills.during_load(lab, spec, at_s=0.5, action=lab.stop_xds)
         assert not lab.xds.connected("proxyless-grpc")
         assert result.failed == 0
         after_stop = [b for b in result.timeline if b["t"] >= 1.0]

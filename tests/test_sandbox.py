@@ -19,7 +19,7 @@ from grpclab import checks
 from grpclab.cluster import manifests
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox import Sandbox, SandboxDownError
-from grpclab.load import LoadSpec
+from grpclab.load import LoadResult, LoadSpec
 from grpclab.local_http import open_local
 
 
@@ -51,10 +51,25 @@ def test_round_robin_through_headless_dns_reaches_every_pod_evenly(lab):
     target = lab.target("grpc-server-headless")
     assert target.startswith(f"dns://127.42.{lab.block.index}.1:")
     assert target.endswith("/grpc-server-headless.production.svc.cluster.local:50051")
-    result = lab.run_load(LoadSpec(target, rpcs=300, lb_policy="round_robin"))
+    # round_robin picks among READY subchannels only, so the calls made while the channel
+    # still connects to the pods go to those connected first. Count from the first interval
+    # after every pod has answered once: from then on, every pod's subchannel is READY.
+    result = lab.run_load(LoadSpec(target, rpcs=1200, lb_policy="round_robin", interval_s=0.01))
     assert result.failed == 0
     assert set(result.per_pod) == set(pods)
-    checks.assert_even(result, pods, max_ratio=1.2)
+    answered: set[str] = set()
+    start = len(result.timeline)
+    for index, interval in enumerate(result.timeline):
+        answered |= set(interval["per_pod"])
+        if answered == set(pods):
+            start = index + 1
+            break
+    counted: dict[str, int] = {}
+    for interval in result.timeline[start:]:
+        for pod, calls in interval["per_pod"].items():
+            counted[pod] = counted.get(pod, 0) + calls
+    assert sum(counted.values()) >= 300, result.timeline[:start]
+    checks.assert_even(LoadResult(per_pod=counted), pods, max_ratio=1.2)
 
 
 def test_pick_first_through_headless_dns_stays_on_one_pod(lab):
@@ -257,8 +272,35 @@ def test_switching_a_service_to_headless_is_refused(lab):
             "ports": [{"name": "grpc", "port": 50051}],
         },
     }
-    with pytest.raises(ManifestError, match="spec.clusterIP.*immutable"):
+    with pytest.raises(ManifestError) as caught:
         lab.apply(service)
+    # The API server's words (ValidateServiceUpdate): the first cluster IP never changes.
+    assert 'spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set' in str(
+        caught.value
+    )
+    assert caught.value.field == "spec.clusterIP"
+
+
+def test_reapplying_a_headless_service_without_cluster_ip_keeps_it_headless(lab):
+    # An update that leaves clusterIP out keeps the live value, "None" included
+    # (patchAllocatedValues in kubernetes' pkg/registry/core/service/storage/alloc.go).
+    manifest = HEADLESS.read_text()
+    assert "  clusterIP: None\n" in manifest
+    [line] = lab.apply(manifest.replace("  clusterIP: None\n", ""))
+    assert line.startswith("service/grpc-server-headless "), line
+    with pytest.raises(ValueError, match="headless"):
+        lab.target("grpc-server-headless", via="clusterip")
+
+
+def test_naming_none_in_cluster_ips_of_a_cluster_ip_service_is_refused_there(lab):
+    service = (BASE / "service-clusterip.yaml").read_text()
+    changed = service.replace("  type: ClusterIP\n", '  type: ClusterIP\n  clusterIPs: ["None"]\n')
+    assert changed != service
+    with pytest.raises(ManifestError) as caught:
+        lab.apply(changed)
+    assert "may not change once set" in str(caught.value)
+    assert caught.value.field == "spec.clusterIPs[0]"
+    assert lab.target("grpc-server", via="clusterip")  # still there, still a cluster IP
 
 
 def test_a_changed_deployment_rolls_its_pods(lab):

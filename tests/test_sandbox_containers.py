@@ -116,3 +116,15 @@ def test_a_numeric_target_port_needs_no_container_port(lab):
     assert say_hello(lab.target("undeclared", port=80, via="clusterip")).served_by.pod_name == (
         pod.name
     )
+
+
+def test_every_data_plane_resolves_target_ports_the_same_way():
+    # kube-proxy, the mesh, the ingress and gateway front ends all ask EndpointAddress.
+    from grpclab.cluster.sandbox.addons import EndpointAddress
+
+    pod = EndpointAddress("p", "127.42.1.10", {"grpc": 9191, "9191": 9191})
+    assert pod.target_port({"port": 80, "targetPort": "grpc"}) == 9191
+    assert pod.target_port({"port": 80, "targetPort": 50051}) == 50051  # undeclared is fine
+    assert pod.target_port({"port": 80, "targetPort": "50051"}) == 50051
+    assert pod.target_port({"port": 8080}) == 8080  # no targetPort: the port itself
+    assert pod.target_port({"port": 80, "targetPort": "metrics"}) is None  # name not declared

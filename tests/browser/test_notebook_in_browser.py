@@ -195,6 +195,37 @@ READ_GRAPHS = """
 """
 # What chart.js's live views reported on this page: title -> {ready, draws, points}.
 READ_LIVE_VIEWS = "() => globalThis.__grpclabCharts || {}"
+# Every HTML table in the outputs (notebook 10's comparison): its width against the room the
+# output area gives it beside the open file browser, and any word that wraps mid-word.
+READ_TABLES = """
+() => {
+  const browser = document.querySelector('.jp-FileBrowser');
+  const open = Boolean(browser && browser.getBoundingClientRect().width > 0);
+  const panel = '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output table';
+  return [...document.querySelectorAll(panel)].map(table => {
+    const split = [];
+    for (const cell of table.querySelectorAll('th, td')) {
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const word of node.data.matchAll(/\\S+/g)) {
+          const range = document.createRange();
+          range.setStart(node, word.index);
+          range.setEnd(node, word.index + word[0].length);
+          const tops = new Set([...range.getClientRects()].filter(r => r.width > 0)
+            .map(r => Math.round(r.top)));
+          if (tops.size > 1) split.push(word[0]);
+        }
+      }
+    }
+    return {
+      header: table.querySelector('th') ? table.querySelector('th').textContent : '',
+      width: table.scrollWidth,
+      room: table.closest('.jp-OutputArea-output').clientWidth,
+      split, fileBrowserOpen: open,
+    };
+  });
+}
+"""
 
 
 def base_title(title: str) -> str:
@@ -268,6 +299,7 @@ def run_notebook(browser, jupyter_lab: tuple[str, str], path: Path) -> dict:
             "websocket": dict(websocket),
             "seconds": seconds,
             "summaries": page.locator(".jp-OutputArea-output").all_inner_texts(),
+            "tables": page.evaluate(READ_TABLES),
         }
     finally:
         page.close()
@@ -327,6 +359,10 @@ def test_every_chart_draws_live_and_is_saved_with_its_final_run(browser, jupyter
         }
         print(f"browser {path.stem}: {json.dumps(report[path.stem])}")
         found = chart_problems(path, run)
+        for table in run["tables"]:
+            # At 1400 px with the file browser open, a table fits and no word wraps mid-word.
+            if not table["fileBrowserOpen"] or table["width"] > table["room"] or table["split"]:
+                found.append(f"table {table['header']!r} does not fit: {table}")
         if not all(re.fullmatch(r"\[\d+\]:", p) for p in run["prompts"]):
             found.insert(0, f"not every cell ran: {run['prompts']}")
         if found:

@@ -7,6 +7,11 @@
 const SHARED = Symbol.for("grpclab.plotly");
 
 function loadPlotly(model) {
+  // JupyterLab's plotly renderer (saved figures) brings the same plotly.js and sets
+  // window.Plotly, as the bundle below does: whichever came first serves every chart.
+  if (!globalThis[SHARED] && globalThis.Plotly?.react) {
+    globalThis[SHARED] = Promise.resolve(globalThis.Plotly);
+  }
   if (!globalThis[SHARED]) {
     globalThis[SHARED] = (async () => {
       const id = model.get("library").replace(/^IPY_MODEL_/, "");
