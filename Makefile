@@ -1,9 +1,15 @@
 # grpclab's commands. `make lab` opens the tutorial, `make test` runs every test.
 SHELL := /bin/bash
 PYTHON ?= python3
+# A wheelhouse (`make wheelhouse`, or the instructor's USB stick) in wheelhouse/, or
+# WHEELHOUSE=path: setup installs from it and asks no index. WHEELHOUSE= turns it off.
+WHEELHOUSE ?= $(if $(wildcard wheelhouse/requirements.txt),wheelhouse)
+# .venv/.wheelhouse: this .venv was installed offline (it names the wheelhouse).
+OFFLINE := $(or $(WHEELHOUSE),$(wildcard .venv/.wheelhouse))
 # uv from PATH, or bootstrapped once into .tools/ with pip when it is missing.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
-RUN := $(UV) run --frozen
+# setup is the only step that installs: the others run what .venv holds, with no network.
+RUN := $(UV) run --frozen --no-sync
 export UV_LINK_MODE ?= copy
 
 .PHONY: setup lab demo test lint format protos test-unit test-contract test-notebooks \
@@ -11,20 +17,27 @@ export UV_LINK_MODE ?= copy
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
-	.tools/bin/pip install --quiet uv
+	.tools/bin/pip install --quiet $(if $(WHEELHOUSE),--no-index --find-links $(WHEELHOUSE)) uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
+ifeq ($(strip $(WHEELHOUSE)),)
 	$(UV) sync --frozen
+	rm -f .venv/.wheelhouse
+else
+	@echo "installing offline from $(WHEELHOUSE)/ (no index; WHEELHOUSE= to use PyPI)"
+	$(PYTHON) src/grpclab/wheelhouse.py install $(WHEELHOUSE) $(UV) $(PYTHON)
+endif
 	touch $@
 
-# The Node client of notebook 11, from its package-lock.json, when node and npm are on PATH.
-NODE_CLIENT := $(if $(and $(shell command -v node),$(shell command -v npm)),clients/node/node_modules/.package-lock.json)
+# The Node client of notebook 11, from its package-lock.json, when node and npm are on PATH;
+# not when installed offline from a wheelhouse (npm ci needs the npm registry).
+NODE_CLIENT := $(if $(OFFLINE),,$(if $(and $(shell command -v node),$(shell command -v npm)),clients/node/node_modules/.package-lock.json))
 
 clients/node/node_modules/.package-lock.json: clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-setup: .venv/.synced $(NODE_CLIENT)  ## install the Python environment (uv, from uv.lock) and the Node client
+setup: .venv/.synced $(NODE_CLIENT)  ## install the Python environment (uv, from uv.lock; offline from a wheelhouse) and the Node client
 
 lab: setup  ## open the tutorial in JupyterLab on the sandbox backend
 	$(RUN) jupyter lab --ServerApp.ip=127.0.0.1 notebooks/00-setup.ipynb
@@ -69,7 +82,8 @@ kind-up:  ## real Kubernetes: kind cluster + demo image (needs docker, kind, kub
 kind-down:  ## remove the kind cluster
 	bash cluster/kind-down.sh
 
-wheelhouse: setup  ## wheels of every locked package in wheelhouse/, for installing offline
+wheelhouse:  ## wheels of every locked package for every supported Python, in wheelhouse/
+	$(MAKE) setup WHEELHOUSE=  # from PyPI, not from the wheelhouse being rebuilt
 	$(RUN) python -m grpclab.wheelhouse wheelhouse
 
 preflight: setup  ## is this machine ready for the workshop? (under 30 s)

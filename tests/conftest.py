@@ -1,25 +1,25 @@
-"""Fixtures that several test modules share."""
+"""Fixtures that several test modules share.
+
+Plain helpers and constants (repository paths, `wait_until`, the demo server's ready line,
+`base_sandbox`) live in tests/support.py, which test modules import as `support`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from support import base_sandbox
 
-import grpclab
 from grpclab.cluster import Cluster
-
-BASE = Path(__file__).resolve().parents[1] / "cluster" / "manifests" / "base"
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Cluster]:
     """A sandbox per test module with cluster/manifests/base applied and rolled out.
 
-    A module that needs more (add-ons, other manifests) defines its own `lab`.
+    A module that needs more (add-ons, other manifests) defines its own `lab`, usually
+    with `support.base_sandbox(...)`.
     """
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
-        sandbox.wait_ready("grpc-server", timeout=60)
+    with base_sandbox() as sandbox:
         yield sandbox

@@ -14,15 +14,14 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import nbformat
 import pytest
+from support import REPO
 
 from grpclab.cluster import Cluster
 
-ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src" / "grpclab"
+SRC = REPO / "src" / "grpclab"
 SANDBOX_PACKAGE = "grpclab.cluster.sandbox"
 BACKEND_CLASSES = {"Sandbox", "KubeCluster"}
 # The backends themselves, and connect(), which chooses one: they may know the backend.
@@ -35,17 +34,8 @@ MACHINE_TOOLS = {
     "checks.py": "leftover_sandbox_processes finds what `grpclab down` would end",
     "certificates.py": "keeps its TLS files in the sandbox's state directory",
 }
-# Where the check stands today, known and named; anything else it finds fails the test.
-KNOWN = {
-    # Notebook 00 prints Envoy's version from the sandbox's own lookup; a machine tool,
-    # grpclab.preflight.envoy_path(None), gives the same path without the back door.
-    ("notebooks/00-setup.ipynb#", "imports grpclab.cluster.sandbox.processes"),
-    # Notebook 07 drives grpclab's own xDS control plane (its resources, NACKs, stopping it)
-    # and runs on the sandbox only, as the README's Backends section says; on kind,
-    # notebook 10 measures Istio's proxyless gRPC instead.
-    ("notebooks/07-xds-proxyless.ipynb#", "uses lab.xds, which Cluster does not have"),
-    ("notebooks/07-xds-proxyless.ipynb#", "uses lab.addons, which Cluster does not have"),
-}
+# Where the check stands today, known and named (none left); anything else it finds fails.
+KNOWN: set[tuple[str, str]] = set()
 INTERFACE = {name for name in dir(Cluster) if not name.startswith("_")} | {
     "backend",
     "namespace",
@@ -138,7 +128,7 @@ def source_files() -> Iterator[tuple[str, ast.AST, bool]]:
         if relative.startswith("cluster/sandbox/") or relative in BACKENDS:
             continue
         yield relative, ast.parse(path.read_text(), str(path)), False
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type == "code":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,14 +20,14 @@ from kubernetes.client import (
     V1PodSpec,
     V1PodStatus,
 )
+from support import REPO
 
 from grpclab.cluster import containers, kube
 from grpclab.cluster.containers import container_argv, listening_ports, server_flags
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "cluster" / "Dockerfile"
-BASE_DEPLOYMENT = ROOT / "cluster" / "manifests" / "base" / "deployment.yaml"
+DOCKERFILE = REPO / "cluster" / "Dockerfile"
+BASE_DEPLOYMENT = REPO / "cluster" / "manifests" / "base" / "deployment.yaml"
 
 
 def image_instruction(name: str) -> list[str]:
@@ -120,7 +119,7 @@ def test_a_command_that_starts_the_demo_server_is_accepted_and_any_other_is_refu
 
 def test_a_grpc_probe_with_a_named_port_says_it_takes_a_number():
     with pytest.raises(ManifestError) as caught:
-        load_objects(ROOT / "tests/fixtures/manifests/bad/probe-grpc-port-named.yaml")
+        load_objects(REPO / "tests/fixtures/manifests/bad/probe-grpc-port-named.yaml")
     assert "GRPCAction.port is an int32" in str(caught.value)
 
 

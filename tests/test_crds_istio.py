@@ -6,12 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import ISTIO
 
 from grpclab.cluster.crds.shapes import field_parts
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 
-ROOT = Path(__file__).resolve().parents[1]
-ISTIO = ROOT / "cluster" / "manifests" / "istio"
 RULE = "DestinationRule production/grpc-server"
 SERVICE = "VirtualService production/grpc-server"
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 import yaml
 from envoy.config.cluster.v3 import cluster_pb2
+from support import BASE, REPO
 
 import grpclab
 from grpclab import checks
@@ -27,9 +27,7 @@ from grpclab.xds.gateway import (
     traefik_resources,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "cluster" / "manifests" / "base"
-INGRESS = ROOT / "cluster" / "manifests" / "ingress"
+INGRESS = REPO / "cluster" / "manifests" / "ingress"
 HOST = "grpc.example.com"
 CERT = (b"-----BEGIN CERTIFICATE-----\n", b"-----BEGIN PRIVATE KEY-----\n")
 
@@ -277,6 +275,6 @@ def test_without_h2c_traefik_cannot_reach_a_grpc_pod(lab, tls_spec):
 
 
 def test_a_service_that_no_route_names_cannot_be_reached_through_the_gateway(lab):
-    lab.apply(ROOT / "cluster" / "manifests" / "headless" / "service-headless.yaml")
+    lab.apply(REPO / "cluster" / "manifests" / "headless" / "service-headless.yaml")
     with pytest.raises(ValueError, match="no route of Envoy Gateway.*grpc-server-headless"):
         lab.target("grpc-server-headless", via="gateway")

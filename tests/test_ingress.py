@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from support import REPO
 
 import grpclab
 from grpclab import checks
@@ -29,8 +30,7 @@ from grpclab.cluster.sandbox.processes import MissingBinaryError
 from grpclab.load import LoadSpec
 from grpclab.xds.gateway import Backend
 
-ROOT = Path(__file__).resolve().parents[1]
-INGRESS = ROOT / "cluster" / "manifests" / "ingress" / "ingress-nginx.yaml"
+INGRESS = REPO / "cluster" / "manifests" / "ingress" / "ingress-nginx.yaml"
 HOST = "grpc.example.com"
 
 

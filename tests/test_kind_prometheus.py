@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import CLUSTER
 
 from grpclab.cluster.sandbox.processes import MissingBinaryError
 from grpclab.cluster.sandbox.prometheus import prometheus_binary
 
-MANIFEST = Path(__file__).resolve().parents[1] / "cluster" / "addons" / "prometheus.yaml"
+MANIFEST = CLUSTER / "addons" / "prometheus.yaml"
 
 
 def pod(namespace: str, name: str, labels: dict, ports: dict, ip: str) -> dict:

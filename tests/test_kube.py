@@ -44,16 +44,12 @@ from kubernetes.client import (
     V1ServicePort,
     V1ServiceSpec,
 )
+from support import CLUSTER, REPO, parse_ready
 
 import grpclab
 from grpclab.cluster import kube
 from grpclab.cluster.manifests import KUBERNETES_VERSION, load_objects
 from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, build_parser, run, spec_from_args
-
-REPO = Path(__file__).resolve().parents[1]
-CLUSTER = REPO / "cluster"
-READY = re.compile(r"grpclab\.server ready pod=(\S+) ip=(\S+) port=(\d+)")
-
 
 # -- manifests and the files around them --------------------------------------------------
 
@@ -673,9 +669,9 @@ def running_demo_server(folder: Path, pod_name: str) -> Iterator[subprocess.Pope
         )
     try:
         for line in proc.stdout:
-            match = READY.search(line)
-            if match:
-                proc.address = f"127.0.0.1:{match.group(3)}"  # type: ignore[attr-defined]
+            ready = parse_ready(line)
+            if ready:
+                proc.address = f"127.0.0.1:{ready.port}"  # type: ignore[attr-defined]
                 yield proc
                 break
         else:
@@ -1140,8 +1136,8 @@ def test_a_step_past_its_timeout_is_ended_with_its_children(tmp_path):
     marker = tmp_path / "child.pid"
     script = tmp_path / "addon.sh"
     script.write_text(f"sleep 60 & echo $! > {marker}; echo started; wait\n")
-    with pytest.raises(kube.KubeError, match=r"did not finish in 1 s; its last lines:\nstarted"):
-        kube.run_streamed(["bash", str(script)], "slow", timeout=1, say=lambda _: None)
+    with pytest.raises(kube.KubeError, match=r"did not finish in 5 s; its last lines:\nstarted"):
+        kube.run_streamed(["bash", str(script)], "slow", timeout=5, say=lambda _: None)
     child = int(marker.read_text())
     with pytest.raises(ProcessLookupError):
         for _ in range(50):  # the group got SIGTERM; give the child a moment to go
@@ -1371,3 +1367,20 @@ def test_nbval_ignores_the_kube_notes_so_checked_cells_compare_on_kind(capsys):
     ):
         cell = re.sub(regex, replace, cell)
     assert cell == "3 pods ready\ndone\n"
+
+
+def test_a_sidecar_image_pull_error_is_waited_on_but_the_demo_images_is_final():
+    from kubernetes.client import V1ContainerState, V1ContainerStateWaiting
+
+    def pulling(container: str, reason: str):
+        pod = make_pod("load-3", ready=False)
+        pod.status.container_statuses[0].name = container
+        pod.status.container_statuses[0].state = V1ContainerState(
+            waiting=V1ContainerStateWaiting(reason=reason, message="rate limited")
+        )
+        return pod
+
+    sidecar = kube.job_start(None, [pulling("istio-proxy", "ImagePullBackOff")], "img")
+    assert sidecar.failure is None and "istio-proxy ImagePullBackOff" in sidecar.waiting
+    own = kube.job_start(None, [pulling("load", "ImagePullBackOff")], "img")
+    assert own.failure and "make kind-up" in own.failure

@@ -243,6 +243,78 @@ def test_wait_ready_counts_the_current_replicasets_pods_not_every_pod_the_select
         lab.down()
 
 
+def test_a_rollout_timeout_names_the_probe_that_keeps_failing_and_the_kubelets_words(api):
+    # Issue 14: env says 9191, the probe says 9090; the kubelet's Unhealthy event says why.
+    state, kubeconfig = api
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta("grpc-server", "dep", generation=1),
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "grpc-server"}},
+                 "template": {"metadata": {"labels": {"app": "grpc-server"}},
+                              "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                   "unavailableReplicas": 1},
+    }  # fmt: skip
+    unready = pod("grpc-server-7d9f-abcde", "rs", ready=False)
+    unready["spec"]["containers"][0].update(
+        env=[{"name": "GRPC_PORT", "value": "9191"}],
+        readinessProbe={"grpc": {"port": 9090}, "periodSeconds": 5},
+        livenessProbe={"tcpSocket": {"port": 9191}},
+    )
+    failed = ('Readiness probe failed: timeout: failed to connect service "10.244.1.9:9090" '
+              "within 1s: context deadline exceeded")  # fmt: skip
+    events = [
+        {"metadata": meta("e1", "e1"), "reason": "Started", "message": "Started container",
+         "involvedObject": {"kind": "Pod", "name": "grpc-server-7d9f-abcde"}, "type": "Normal",
+         "lastTimestamp": "2026-01-01T00:00:01Z", "count": 1},
+        {"metadata": meta("e2", "e2"), "reason": "Unhealthy", "message": failed, "type": "Warning",
+         "involvedObject": {"kind": "Pod", "name": "grpc-server-7d9f-abcde",
+                            "fieldPath": "spec.containers{grpc-server}"},
+         "lastTimestamp": "2026-01-01T00:01:00Z", "count": 12},
+        {"metadata": meta("e3", "e3"), "reason": "Unhealthy", "message": "not this pod",
+         "involvedObject": {"kind": "Pod", "name": "other"}, "type": "Warning",
+         "lastTimestamp": "2026-01-01T00:01:00Z", "count": 1},
+    ]  # fmt: skip
+
+    def route(method, path, query, body):
+        if path.endswith("/deployments/grpc-server"):
+            return 200, deployment
+        if path.endswith("/replicasets"):
+            return 200, {"kind": "ReplicaSetList", "apiVersion": "apps/v1", "metadata": {},
+                         "items": []}  # fmt: skip
+        if path.endswith("/pods"):
+            return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [unready]}
+        if path == "/api/v1/namespaces/production/events":
+            return 200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": events}
+        return None
+
+    state.route = route
+    lab = connect(kubeconfig)
+    try:
+        with pytest.raises(TimeoutError) as raised:
+            lab.wait_ready("grpc-server", timeout=0.2)
+        message = str(raised.value)
+        assert "grpc-server-7d9f-abcde Running ready=False" in message, message
+        assert "grpc-server: readiness probe grpc :9090" in message, message
+        assert "grpc-server: liveness probe tcp-socket :9191" in message, message
+        assert f"Pod/grpc-server-7d9f-abcde: Unhealthy: {failed} (x12)" in message, message
+        assert "Started container" not in message and "not this pod" not in message, message
+    finally:
+        lab.down()
+
+
+@pytest.mark.parametrize("method", ["xds_resources", "xds_nacks", "stop_xds"])
+def test_grpclabs_own_xds_control_plane_methods_say_kube_has_none(api, method):
+    _, kubeconfig = api
+    lab = connect(kubeconfig)
+    try:
+        with pytest.raises(NotImplementedError, match=rf"{method}: .*istiod.*sandbox only"):
+            getattr(lab, method)(*(["type"] if method == "xds_resources" else []))
+    finally:
+        lab.down()
+
+
 # -- a load Job that cannot start (item 10), and its clean-up (smaller findings) ------------
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from envoy.config.cluster.v3 import cluster_pb2
+from support import BASE, REPO
 
 import grpclab
 from grpclab import checks
@@ -17,9 +16,7 @@ from grpclab.xds import CLUSTER, ROUTE
 from grpclab.xds.gateway import Backend
 from grpclab.xds.linkerd import MeshedPort, proxy_resources
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "cluster" / "manifests" / "base"
-LINKERD = ROOT / "cluster" / "manifests" / "linkerd"
+LINKERD = REPO / "cluster" / "manifests" / "linkerd"
 BACKEND = Backend("production", "grpc-server", 50051, "grpc", (("127.42.9.10", 50051),))
 
 

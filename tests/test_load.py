@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support import wait_for_ready
 
 from grpclab._generated import admin_pb2, admin_pb2_grpc, demo_pb2_grpc
 from grpclab.load import (
@@ -36,7 +37,6 @@ from grpclab.load import (
 )
 from grpclab.server import MyService, PodState
 
-READY = re.compile(r"grpclab\.server ready pod=(\S+) ip=(\S+) port=(\d+)")
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
 
@@ -80,13 +80,11 @@ def start_pods(hosts: tuple[str, ...], logs: Path) -> list[DemoPod]:
                 )
             procs.append((host, out, proc))
         for host, out, proc in procs:
-            deadline = time.monotonic() + 20
-            while not (ready := READY.search(out.read_text())):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = out.with_suffix(".err").read_text()
-                    raise RuntimeError(f"demo server on {host} did not start:\n{err}")
-                time.sleep(0.05)
-            pods.append(DemoPod(ready[1], ready[2], int(ready[3]), proc))
+            ready = wait_for_ready(out, proc)
+            if ready is None:
+                err = out.with_suffix(".err").read_text()
+                raise RuntimeError(f"demo server on {host} did not start:\n{err}")
+            pods.append(DemoPod(ready.pod, ready.ip, ready.port, proc))
         return pods
     except BaseException:
         stop_pods([proc for _, _, proc in procs])

@@ -8,13 +8,13 @@ from typing import NamedTuple
 
 import pytest
 import yaml
+from support import BAD_MANIFESTS as BAD
+from support import REPO
 
 from grpclab.cluster import manifests
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "cluster" / "manifests").rglob("*.yaml"))
-BAD = ROOT / "tests" / "fixtures" / "manifests" / "bad"
+SHIPPED = sorted((REPO / "cluster" / "manifests").rglob("*.yaml"))
 DEPLOYMENT = "Deployment production/grpc-server"
 SERVICE = "Service production/grpc-server"
 CONTAINER = "spec.template.spec.containers[0]"
@@ -176,7 +176,7 @@ EXPECTED: dict[str, Bad] = {
 }
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_manifest_is_valid_and_runs_in_the_sandbox(path: Path) -> None:
     objects = load_objects(path)
     assert objects, f"{path} holds no objects"
@@ -188,7 +188,7 @@ def test_shipped_manifest_is_valid_and_runs_in_the_sandbox(path: Path) -> None:
 
 def test_the_core_manifests_are_shipped() -> None:
     # Guards the glob above: an empty glob would make that test pass by running nothing.
-    names = {str(p.relative_to(ROOT / "cluster" / "manifests")) for p in SHIPPED}
+    names = {str(p.relative_to(REPO / "cluster" / "manifests")) for p in SHIPPED}
     assert {
         "base/00-namespace.yaml",
         "base/deployment.yaml",
@@ -251,7 +251,7 @@ def test_yaml_syntax_error_has_line_and_column() -> None:
 
 
 def test_third_document_without_a_name_is_named_by_its_position() -> None:
-    text = (ROOT / "cluster/manifests/base/00-namespace.yaml").read_text()
+    text = (REPO / "cluster/manifests/base/00-namespace.yaml").read_text()
     text += "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: staging}\n"
     text += "---\napiVersion: v1\nkind: Service\nmetadata: {namespace: production}\n"
     with pytest.raises(ManifestError) as caught:
@@ -291,7 +291,7 @@ def test_directory_loads_its_yaml_files_in_name_order_only(tmp_path: Path) -> No
 
 
 def test_text_dict_and_list_give_the_same_objects_as_the_file() -> None:
-    path = ROOT / "cluster/manifests/base/service-clusterip.yaml"
+    path = REPO / "cluster/manifests/base/service-clusterip.yaml"
     from_file = load_objects(path)
     as_dict = yaml.safe_load(path.read_text())
     assert load_objects(path.read_text()) == from_file
@@ -301,7 +301,7 @@ def test_text_dict_and_list_give_the_same_objects_as_the_file() -> None:
 
 
 def test_dict_errors_name_the_dict_and_the_field() -> None:
-    service = yaml.safe_load((ROOT / "cluster/manifests/base/service-clusterip.yaml").read_text())
+    service = yaml.safe_load((REPO / "cluster/manifests/base/service-clusterip.yaml").read_text())
     service["spec"]["ports"][0]["port"] = "fifty"
     with pytest.raises(ManifestError) as caught:
         load_objects(
@@ -318,7 +318,7 @@ def test_dict_errors_name_the_dict_and_the_field() -> None:
 
 
 def test_callers_dicts_are_not_changed() -> None:
-    deployment = yaml.safe_load((ROOT / "cluster/manifests/base/deployment.yaml").read_text())
+    deployment = yaml.safe_load((REPO / "cluster/manifests/base/deployment.yaml").read_text())
     del deployment["metadata"]["namespace"]
     before = copy.deepcopy(deployment)
     [loaded] = load_objects([deployment], default_namespace="staging")
@@ -396,7 +396,7 @@ def test_known_crd_is_checked_against_its_own_schema(monkeypatch) -> None:
 
 
 def test_sandbox_check_of_plain_dicts_names_the_label() -> None:
-    deployment = yaml.safe_load((ROOT / "cluster/manifests/base/deployment.yaml").read_text())
+    deployment = yaml.safe_load((REPO / "cluster/manifests/base/deployment.yaml").read_text())
     deployment["spec"]["replicas"] = 21
     with pytest.raises(ManifestError) as caught:
         check_sandbox_support([deployment], "cell 3")
@@ -414,19 +414,19 @@ def test_sandbox_check_of_plain_dicts_names_the_label() -> None:
     ],
 )
 def test_demo_server_images_are_accepted(image: str) -> None:
-    [deployment] = load_objects(ROOT / "cluster/manifests/base/deployment.yaml")
+    [deployment] = load_objects(REPO / "cluster/manifests/base/deployment.yaml")
     deployment["spec"]["template"]["spec"]["containers"][0]["image"] = image
     check_sandbox_support([deployment], "<dict>")
 
 
 def test_headless_service_and_internal_traffic_policy_local_are_accepted() -> None:
-    [service] = load_objects(ROOT / "cluster/manifests/headless/service-headless.yaml")
+    [service] = load_objects(REPO / "cluster/manifests/headless/service-headless.yaml")
     service["spec"]["internalTrafficPolicy"] = "Local"  # one node: the same as Cluster
     check_sandbox_support([service], "<dict>")
 
 
 def test_loaded_objects_dump_as_plain_yaml() -> None:
-    objects = load_objects(ROOT / "cluster/manifests/base/service-clusterip.yaml")
+    objects = load_objects(REPO / "cluster/manifests/base/service-clusterip.yaml")
     assert yaml.safe_load(yaml.safe_dump(objects[0])) == objects[0]
 
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
+from support import BASE, HEADLESS, ISTIO, base_sandbox
 
-import grpclab
 from grpclab import checks, drills
 from grpclab.cluster.controllers import describe_addon, install_addon
 from grpclab.cluster.sandbox.mesh import EMULATION_NOTE
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.xds.dumps import dumped_cluster
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "cluster" / "manifests" / "base"
-ISTIO = ROOT / "cluster" / "manifests" / "istio"
 CLUSTER_NAME = "outbound|50051||grpc-server.production.svc.cluster.local"
 
 
@@ -45,9 +40,7 @@ def test_the_mesh_needs_the_namespace_label(lab):
 
 
 def test_install_addon_target_and_the_dump_share_one_sidecar(capsys):
-    with grpclab.connect("sandbox") as fresh:
-        fresh.apply(BASE)
-        fresh.wait_ready("grpc-server", timeout=60)
+    with base_sandbox() as fresh:
         line = install_addon(fresh, "istio")
         assert line.startswith("istio: a real Envoy") and "cluster/addons/istio.sh" in line
         (sidecar,) = fresh.addons.values()
@@ -71,12 +64,12 @@ def test_install_addon_target_and_the_dump_share_one_sidecar(capsys):
 
 
 def test_a_headless_service_cannot_be_reached_through_the_sidecar(lab, mesh):
-    lab.apply(ROOT / "cluster" / "manifests" / "headless" / "service-headless.yaml")
+    lab.apply(HEADLESS)
     try:
         with pytest.raises(ValueError, match="headless"):
             lab.target("grpc-server-headless", via="mesh")
     finally:
-        lab.delete(ROOT / "cluster" / "manifests" / "headless" / "service-headless.yaml")
+        lab.delete(HEADLESS)
 
 
 def test_a_port_that_declares_no_grpc_protocol_is_refused_and_the_reason_is_right(lab, mesh):

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+from grpclab import node_client, preflight, private_resolver
+
 NOTEBOOKS = REPO / "notebooks"
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
 PATH_NOTEBOOKS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
@@ -31,6 +33,13 @@ SANDBOX_OUTPUT = "grpclab-sandbox-output"
 # On a real cluster one cell may install an add-on (istioctl install waits for istiod).
 CELL_TIMEOUT_S = 240 if BACKEND == "sandbox" else 900
 NOTEBOOK_TIMEOUT_S = 600 if BACKEND == "sandbox" else 2400
+# What a notebook may declare in its metadata grpclab.needs, and the check its first cells
+# run: each raises MissingTool, with the fix, where this machine lacks the tool.
+NEEDS = {
+    "node": node_client.require,
+    "prometheus": preflight.require_prometheus,  # on the sandbox; on kind it is an add-on
+    "user-namespaces": private_resolver.require,
+}
 
 
 def read(path: Path) -> nbformat.NotebookNode:
@@ -145,6 +154,22 @@ def backends_of(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
     return tuple(notebook.metadata.get("grpclab", {}).get("backends", BACKENDS))
 
 
+def needs_of(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
+    """What a notebook runs besides grpclab: notebook metadata grpclab.needs, default none."""
+    return tuple(notebook.metadata.get("grpclab", {}).get("needs", ()))
+
+
+def unmet_needs(notebook: nbformat.NotebookNode) -> list[str]:
+    """Why this machine cannot run the notebook: the MissingTool message of each unmet need."""
+    unmet = []
+    for need in needs_of(notebook):
+        try:
+            NEEDS[need]()
+        except preflight.MissingTool as missing:
+            unmet.append(str(missing))
+    return unmet
+
+
 def for_backend(notebook: nbformat.NotebookNode, backend: str) -> nbformat.NotebookNode:
     """The notebook as nbval must check it on `backend` (a copy; the original is unchanged)."""
     copy = nbformat.from_dict(notebook)
@@ -223,6 +248,9 @@ def test_notebook_passes_nbval_and_leaves_no_process(path, tmp_path):
         pytest.skip(
             f"{path.name} runs on {', '.join(runs_on)} only (its metadata grpclab.backends)"
         )
+    unmet = unmet_needs(read(path))
+    if unmet:
+        pytest.skip(f"{path.name} cannot run here (its metadata grpclab.needs): {' '.join(unmet)}")
     log = tmp_path / "nbval.log"
     returncode, seen = run_nbval(notebook_to_run(path, BACKEND), log)
     # Give the kernel's children a moment to take their parent-death signal.
@@ -247,6 +275,7 @@ def test_notebook_backends_and_sandbox_output_tags_are_used_as_documented():
         notebook = read(path)
         assert set(backends_of(notebook)) <= set(BACKENDS), path.name
         assert "sandbox" in backends_of(notebook), f"{path.name}: the sandbox runs every notebook"
+        assert set(needs_of(notebook)) <= set(NEEDS), f"{path.name}: unknown grpclab.needs"
         for cell in code_cells(notebook):
             if SANDBOX_OUTPUT in tags(cell):
                 assert "nbval-check-output" in tags(cell), (
@@ -279,29 +308,35 @@ def test_on_kind_sandbox_output_cells_run_unchecked_and_the_rest_stay_checked():
     }
 
 
+def nbval_test_of(stem: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """This file's nbval test of one notebook, run as `make test` would run it, with `env`."""
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q", __file__]
+    return subprocess.run(
+        [*argv, "-k", f"passes_nbval and {stem}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_sandbox_only_notebook_is_skipped_elsewhere_with_its_reason():
     notebook = read(NOTEBOOKS / "07-xds-proxyless.ipynb")
     assert backends_of(notebook) == ("sandbox",)
     assert "kind" in backends_of(read(NOTEBOOKS / "04-istio.ipynb"))
     # What the kind workflow sees: the nbval run of 07 is skipped, and says why.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-rs",
-            "-q",
-            __file__,
-            "-k",
-            "passes_nbval and 07-xds",
-        ],
-        cwd=REPO,
-        env={**os.environ, "GRPCLAB_BACKEND": "kind"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = nbval_test_of("07-xds", {**os.environ, "GRPCLAB_BACKEND": "kind"})
     assert "1 skipped" in done.stdout, done.stdout[-2000:]
     assert "07-xds-proxyless.ipynb runs on sandbox only" in done.stdout
+
+
+def test_a_notebook_needing_a_tool_the_machine_lacks_is_skipped_with_the_fix(tmp_path):
+    assert needs_of(read(NOTEBOOKS / "11-other-languages.ipynb")) == ("node", "user-namespaces")
+    assert needs_of(read(NOTEBOOKS / "09-monitoring.ipynb")) == ("prometheus",)
+    # What `make test` sees on a machine without Node: the nbval run of 11 is skipped, with
+    # the fix the notebook's first cell would show.
+    done = nbval_test_of("11-other", {**os.environ, "PATH": str(tmp_path)})  # no node on it
+    assert "1 skipped" in done.stdout, done.stdout[-2000:]
+    assert "11-other-languages.ipynb cannot run here (its metadata grpclab.needs): " in done.stdout
+    assert "This notebook runs a Node.js gRPC client. Node.js is not installed" in done.stdout

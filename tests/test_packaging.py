@@ -1,13 +1,11 @@
 """The project's packaging stays consistent: conda users get what uv users get."""
 
 import tomllib
-from pathlib import Path
 
 import yaml
+from support import REPO
 
 from grpclab import codegen
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def pyproject_requirements() -> set[str]:

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from grpclab.preflight import MissingTool, require_prometheus
+from grpclab.preflight import MissingTool, check_python, require_prometheus
+from grpclab.wheelhouse import supported_range_text
 
 LINE_STATES = ("ok", "warn", "FAIL", "skip")
 
@@ -118,3 +119,14 @@ def test_a_present_prometheus_lets_notebook_09_start_silently(tmp_path, monkeypa
     monkeypatch.setenv("GRPCLAB_BACKEND", "sandbox")
     require_prometheus()
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("version", [(3, 10, 12), (3, 14, 0)])
+def test_a_python_outside_requires_python_fails_with_the_supported_range(version):
+    finding = check_python(version)
+    assert finding.status == "FAIL"
+    assert f"grpclab supports {supported_range_text()}" in finding.detail
+
+
+def test_debian_12s_python_is_supported():
+    assert check_python((3, 11, 2)).status == "ok"

@@ -10,14 +10,13 @@ import copy
 import os
 import time
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import yaml
 from dnslib import QTYPE, DNSRecord
+from support import BASE
+from support import wait_until as wait_for
 
 import grpclab
 from grpclab._generated import admin_pb2, admin_pb2_grpc
@@ -25,8 +24,6 @@ from grpclab.cluster.sandbox import Sandbox
 from grpclab.cluster.sandbox.pods import PodRuntime, ProbeState, due_probes, record_result
 from grpclab.load import LoadSpec
 
-REPO = Path(__file__).resolve().parents[1]
-BASE = REPO / "cluster" / "manifests" / "base"
 TEMPLATE = yaml.safe_load((BASE / "deployment.yaml").read_text())
 GRPC_PROBE = {"grpc": {"port": 50051}, "periodSeconds": 1}
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -67,17 +64,6 @@ def services(name: str) -> list[dict]:
             "spec": {**spec, "clusterIP": "None"},
         },
     ]
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll until `condition()` is truthy and return it; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def pod(lab: Sandbox, name: str):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import urllib.request
-from pathlib import Path
 
 import pytest
+from support import HEADLESS, base_sandbox, wait_until
 
 import grpclab
 from grpclab import checks, monitoring
@@ -16,18 +16,13 @@ from grpclab.cluster.sandbox.processes import MissingBinaryError
 from grpclab.cluster.sandbox.prometheus import prometheus_binary
 from grpclab.load import LoadSpec
 
-REPO = Path(__file__).resolve().parents[1]
-BASE = REPO / "cluster" / "manifests" / "base"
-HEADLESS = REPO / "cluster" / "manifests" / "headless" / "service-headless.yaml"
 QUERIES = monitoring.corrected_queries()
 GUIDE = monitoring.guide_queries()
 
 
 @pytest.fixture(scope="module")
 def lab():
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
-        sandbox.apply(HEADLESS)
+    with base_sandbox(HEADLESS) as sandbox:
         pods = [p.name for p in sandbox.wait_ready("grpc-server")]
         sandbox.prometheus_url()
         monitoring.wait_for_scrape(sandbox, pods)
@@ -77,12 +72,7 @@ def test_the_targets_follow_the_pods(lab):
     gone = (set(pods) - set(remaining)).pop()
     targets_file = json.loads(lab.addons["prometheus"].targets_file.read_text())
     assert {entry["labels"]["pod"] for entry in targets_file} == set(remaining)
-    import time
-
-    deadline = time.monotonic() + 20
-    while gone in active_targets(lab) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert gone not in active_targets(lab)
+    wait_until(lambda: gone not in active_targets(lab), f"Prometheus to drop {gone}", 20)
 
 
 def test_evenness_from_prometheus_drops_from_l4_to_round_robin(lab):

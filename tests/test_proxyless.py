@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support import BASE, ISTIO, REPO
 
 import grpclab
 from grpclab import checks, drills
@@ -14,10 +15,7 @@ from grpclab.load import LoadSpec
 from grpclab.widgets import run_with_scale
 from grpclab.xds import CLUSTER
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "cluster" / "manifests" / "base"
-ISTIO = ROOT / "cluster" / "manifests" / "istio"
-XDS = ROOT / "cluster" / "manifests" / "xds"
+XDS = REPO / "cluster" / "manifests" / "xds"
 TARGET = "xds:///grpc-server.production.svc.cluster.local:50051"
 
 
@@ -63,7 +61,7 @@ def test_a_new_pod_gets_calls_after_a_scale_up(lab, target):
 
 
 def test_least_request_is_refused_by_the_client_with_a_reason(lab, target):
-    nacks_before = len(lab.xds.nacks)
+    nacks_before = len(lab.xds_nacks())
     # The channel is open when the rule arrives: it refuses the change and keeps serving
     # calls with the config it had.
     result = drills.during_load(
@@ -73,8 +71,9 @@ def test_least_request_is_refused_by_the_client_with_a_reason(lab, target):
         action=lambda: lab.apply(ISTIO / "destinationrule-least-request.yaml"),
     )
     assert result.failed == 0
-    refused = [n for n in lab.xds.nacks[nacks_before:] if n.node_id == "proxyless-grpc"]
+    refused = lab.xds_nacks()[nacks_before:]  # the Cluster interface: this client's only
     assert refused, "the gRPC client accepted a LEAST_REQUEST cluster"
+    assert {n.node_id for n in refused} == {"proxyless-grpc"}
     assert refused[-1].type_url == CLUSTER
     assert "lb_policy" in refused[-1].message
     assert "LB policy is not supported" in refused[-1].message
@@ -98,9 +97,11 @@ def test_calls_keep_working_when_the_control_plane_goes_away():
     with grpclab.connect("sandbox") as lab:
         lab.apply(BASE)
         pods = [p.name for p in lab.wait_ready("grpc-server", timeout=60)]
+        with pytest.raises(ValueError, match='target\\(service, via="xds"\\) first'):
+            lab.xds_nacks()
         target = lab.target("grpc-server", via="xds")
         spec = LoadSpec(target, rpcs=None, duration_s=2, concurrency=4, interval_s=0.1)
-        result = drills.during_load(lab, spec, at_s=0.5, action=lab.xds.stop)
+        result = drills.during_load(lab, spec, at_s=0.5, action=lab.stop_xds)
         assert not lab.xds.connected("proxyless-grpc")
         assert result.failed == 0
         after_stop = [b for b in result.timeline if b["t"] >= 1.0]

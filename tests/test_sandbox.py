@@ -9,30 +9,23 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+from support import BAD_MANIFESTS as BAD
+from support import BASE, HEADLESS, REPO, base_sandbox, wait_until
 
 import grpclab
 from grpclab import checks
 from grpclab.cluster import manifests
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox import Sandbox, SandboxDownError
-from grpclab.load import LoadSpec
+from grpclab.load import LoadResult, LoadSpec
 from grpclab.local_http import open_local
-
-REPO = Path(__file__).resolve().parents[1]
-BASE = REPO / "cluster" / "manifests" / "base"
-HEADLESS = REPO / "cluster" / "manifests" / "headless" / "service-headless.yaml"
-BAD = REPO / "tests" / "fixtures" / "manifests" / "bad"
 
 
 @pytest.fixture(scope="module")
 def lab():
-    with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
-        sandbox.apply(HEADLESS)
-        sandbox.wait_ready("grpc-server", timeout=60)
+    with base_sandbox(HEADLESS) as sandbox:
         yield sandbox
 
 
@@ -58,10 +51,25 @@ def test_round_robin_through_headless_dns_reaches_every_pod_evenly(lab):
     target = lab.target("grpc-server-headless")
     assert target.startswith(f"dns://127.42.{lab.block.index}.1:")
     assert target.endswith("/grpc-server-headless.production.svc.cluster.local:50051")
-    result = lab.run_load(LoadSpec(target, rpcs=300, lb_policy="round_robin"))
+    # round_robin picks among READY subchannels only, so the calls made while the channel
+    # still connects to the pods go to those connected first. Count from the first interval
+    # after every pod has answered once: from then on, every pod's subchannel is READY.
+    result = lab.run_load(LoadSpec(target, rpcs=1200, lb_policy="round_robin", interval_s=0.01))
     assert result.failed == 0
     assert set(result.per_pod) == set(pods)
-    checks.assert_even(result, pods, max_ratio=1.2)
+    answered: set[str] = set()
+    start = len(result.timeline)
+    for index, interval in enumerate(result.timeline):
+        answered |= set(interval["per_pod"])
+        if answered == set(pods):
+            start = index + 1
+            break
+    counted: dict[str, int] = {}
+    for interval in result.timeline[start:]:
+        for pod, calls in interval["per_pod"].items():
+            counted[pod] = counted.get(pod, 0) + calls
+    assert sum(counted.values()) >= 300, result.timeline[:start]
+    checks.assert_even(LoadResult(per_pod=counted), pods, max_ratio=1.2)
 
 
 def test_pick_first_through_headless_dns_stays_on_one_pod(lab):
@@ -112,13 +120,14 @@ def test_a_killed_pod_process_is_restarted_and_turns_ready(lab):
     victim = ready_pod_names(lab)[0]
     pid = lab._pods[victim].process.pid
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pod = next(p for p in lab.pods() if p.name == victim)
-        if pod.restarts == 1 and pod.ready:
-            break
-        time.sleep(0.1)
-    assert pod.restarts == 1 and pod.ready, pod
+
+    def victim_pod():
+        return next(p for p in lab.pods() if p.name == victim)
+
+    wait_until(
+        lambda: victim_pod().restarts == 1 and victim_pod().ready,
+        lambda: f"{victim} restarted once and ready: {victim_pod()}",
+    )
 
 
 def test_a_deleted_pod_is_replaced_by_a_new_ready_pod(lab):
@@ -141,27 +150,37 @@ def sandbox_state(lab) -> dict:
     First it waits for pods that an earlier test scaled away to finish terminating: they
     give their IPs back whenever their grace ends.
     """
-    deadline = time.monotonic() + 30
-    while any(p.terminating for p in list(lab._pods.values())) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: not any(p.terminating for p in list(lab._pods.values())),
+        lambda: f"earlier pods to finish terminating: {lab.pods()}",
+    )
     with open_local(lab.kube_proxy.admin_url("/listeners?format=json"), timeout=10) as reply:
         listeners = json.load(reply)
-    return {
-        "objects": dict(lab._objects),
-        "cluster IPs": dict(lab._cluster_ips),
-        # Names, not readiness: a probe may time out on a busy machine at any moment.
-        "pods": {p.name for p in lab.pods()},
-        "free pod and Service IPs": lab.block.free(),
-        # Processes other than the pods' own (kube-proxy, add-ons, and any a refused apply
-        # would leak); a pod's process may restart or end with its grace at any moment, and
-        # the pods themselves are compared by name above.
-        "processes": {pid for pid, p in lab.launcher.children.items() if p.poll() is None}
-        - {p.process.pid for p in lab._pods.values() if p.process},
-        "kube-proxy listeners": sorted(
-            json.dumps(item["local_address"], sort_keys=True)
-            for item in listeners["listener_statuses"]
-        ),
-    }
+    # One moment for all of the rest: the controller and the probes change it under this lock.
+    with lab._lock:
+        return {
+            "objects": dict(lab._objects),
+            "cluster IPs": dict(lab._cluster_ips),
+            # Names, not readiness: a probe may time out on a busy machine at any moment.
+            "pods": {p.name for p in lab.pods()},
+            "free pod and Service IPs": lab.block.free(),
+            # Processes other than the pods' own (kube-proxy, add-ons, and any a refused
+            # apply would leak); a pod's process may restart or end with its grace at any
+            # moment, and the pods themselves are compared by name above.
+            "processes": {pid for pid, p in lab.launcher.children.items() if p.poll() is None}
+            - {p.process.pid for p in lab._pods.values() if p.process},
+            "kube-proxy listeners": sorted(
+                json.dumps(item["local_address"], sort_keys=True)
+                for item in listeners["listener_statuses"]
+            ),
+        }
+
+
+def controller_rounds(lab, rounds: int = 2) -> None:
+    """Wait until the sandbox's controller has run `rounds` more rounds, however slow."""
+    for _ in range(rounds):
+        lab._wake.set()  # the controller clears it as a round begins
+        wait_until(lambda: not lab._wake.is_set(), "a round of the sandbox's controller")
 
 
 @pytest.mark.parametrize("bad_file", sorted(BAD.glob("*.y*ml")), ids=lambda p: p.name)
@@ -195,7 +214,7 @@ def test_an_apply_the_data_plane_refuses_consumes_nothing(lab, monkeypatch):
     before = sandbox_state(lab)
     with pytest.raises(RuntimeError, match="refused a Service"):
         lab.apply(good + "---\n" + deployment)
-    time.sleep(0.5)  # a few controller rounds: any pod it wrongly started would show now
+    controller_rounds(lab)  # any pod it wrongly started would show now
     assert sandbox_state(lab) == before
 
 
@@ -253,8 +272,35 @@ def test_switching_a_service_to_headless_is_refused(lab):
             "ports": [{"name": "grpc", "port": 50051}],
         },
     }
-    with pytest.raises(ManifestError, match="spec.clusterIP.*immutable"):
+    with pytest.raises(ManifestError) as caught:
         lab.apply(service)
+    # The API server's words (ValidateServiceUpdate): the first cluster IP never changes.
+    assert 'spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set' in str(
+        caught.value
+    )
+    assert caught.value.field == "spec.clusterIP"
+
+
+def test_reapplying_a_headless_service_without_cluster_ip_keeps_it_headless(lab):
+    # An update that leaves clusterIP out keeps the live value, "None" included
+    # (patchAllocatedValues in kubernetes' pkg/registry/core/service/storage/alloc.go).
+    manifest = HEADLESS.read_text()
+    assert "  clusterIP: None\n" in manifest
+    [line] = lab.apply(manifest.replace("  clusterIP: None\n", ""))
+    assert line.startswith("service/grpc-server-headless "), line
+    with pytest.raises(ValueError, match="headless"):
+        lab.target("grpc-server-headless", via="clusterip")
+
+
+def test_naming_none_in_cluster_ips_of_a_cluster_ip_service_is_refused_there(lab):
+    service = (BASE / "service-clusterip.yaml").read_text()
+    changed = service.replace("  type: ClusterIP\n", '  type: ClusterIP\n  clusterIPs: ["None"]\n')
+    assert changed != service
+    with pytest.raises(ManifestError) as caught:
+        lab.apply(changed)
+    assert "may not change once set" in str(caught.value)
+    assert caught.value.field == "spec.clusterIPs[0]"
+    assert lab.target("grpc-server", via="clusterip")  # still there, still a cluster IP
 
 
 def test_a_changed_deployment_rolls_its_pods(lab):
@@ -355,10 +401,10 @@ def test_no_process_outlives_an_owner_killed_with_sigkill():
     finally:
         owner.kill()
         owner.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
-        time.sleep(0.1)
-    assert not [pid for pid in children if _alive(pid)]
+    wait_until(
+        lambda: not any(_alive(pid) for pid in children),
+        lambda: f"the sandbox's children to end: {[p for p in children if _alive(p)]} live",
+    )
 
 
 def _alive(pid: int) -> bool:

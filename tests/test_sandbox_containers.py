@@ -7,16 +7,15 @@ Each case is one a learner may write, with what kind would do with it.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import grpc
 import pytest
 import yaml
+from support import REPO
 
 import grpclab
 from grpclab._generated import demo_pb2, demo_pb2_grpc
 
-REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = REPO / "cluster" / "manifests" / "base" / "00-namespace.yaml"
 BASE_DEPLOYMENT = yaml.safe_load((REPO / "cluster/manifests/base/deployment.yaml").read_text())
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -117,3 +116,15 @@ def test_a_numeric_target_port_needs_no_container_port(lab):
     assert say_hello(lab.target("undeclared", port=80, via="clusterip")).served_by.pod_name == (
         pod.name
     )
+
+
+def test_every_data_plane_resolves_target_ports_the_same_way():
+    # kube-proxy, the mesh, the ingress and gateway front ends all ask EndpointAddress.
+    from grpclab.cluster.sandbox.addons import EndpointAddress
+
+    pod = EndpointAddress("p", "127.42.1.10", {"grpc": 9191, "9191": 9191})
+    assert pod.target_port({"port": 80, "targetPort": "grpc"}) == 9191
+    assert pod.target_port({"port": 80, "targetPort": 50051}) == 50051  # undeclared is fine
+    assert pod.target_port({"port": 80, "targetPort": "50051"}) == 50051
+    assert pod.target_port({"port": 8080}) == 8080  # no targetPort: the port itself
+    assert pod.target_port({"port": 80, "targetPort": "metrics"}) is None  # name not declared

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -23,12 +22,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from support import wait_for_ready, wait_until
 
 from grpclab._generated import admin_pb2, admin_pb2_grpc, demo_pb2, demo_pb2_grpc
 from grpclab.server import POD_NETWORK_ENV, BindError, ServerConfig, parse_config, serve
 
 HOST = "127.0.0.1"
-READY = re.compile(r"grpclab\.server ready pod=(\S+) ip=(\S+) port=(\d+) metrics=(\d+)")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -105,15 +104,10 @@ def _launch(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> Launch:
         server = ServerProcess(proc, pod_name, 0, 0, out, err)
         if not wait_ready:
             return server
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            match = READY.search(server.stdout())
-            if match:
-                server.port, server.metrics_port = int(match[3]), int(match[4])
-                return server
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        ready = wait_for_ready(out, proc)
+        if ready:
+            server.port, server.metrics_port = ready.port, ready.metrics_port
+            return server
         pytest.fail(f"server never became ready (rc={proc.poll()}):\n{server.stderr()}")
 
     return launch
@@ -443,7 +437,12 @@ def test_serve_in_process_releases_port_and_threads(ending: str) -> None:
             task.cancel()
 
     assert asyncio.run(scenario()) == "pod-inline"
-    assert [t for t in threading.enumerate() if t.ident not in threads_before] == []
+
+    # A thread the server stopped may still be finishing its last lines: wait for it to end.
+    def started() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.ident not in threads_before]
+
+    wait_until(lambda: not started(), lambda: f"the server's threads to end: {started()}", 10)
 
 
 def test_serve_in_process_bind_error_leaves_nothing_bound() -> None:
@@ -534,10 +533,7 @@ def test_the_server_binds_every_interface_and_reports_pod_ip(tmp_path: Path) -> 
             env=env,
         )
     try:
-        deadline = time.monotonic() + 30
-        while not READY.search(out.read_text()) and proc.poll() is None:
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.05)
+        assert wait_for_ready(out, proc), out.read_text()
         assert "bind=0.0.0.0" in out.read_text(), out.read_text()
         for address in (f"127.0.0.1:{port}", f"127.0.0.77:{port}"):
             reply = _say_hello(address)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from support import REPO
 
 import grpclab
 from grpclab import checks
 from grpclab.load import LoadSpec
 from grpclab.side_by_side import run_side_by_side
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

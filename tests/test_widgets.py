@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from support import MANIFESTS
 
 import grpclab
 from grpclab import checks
@@ -24,8 +23,6 @@ from grpclab.widgets import (
     timeline_rates,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-MANIFESTS = REPO / "cluster" / "manifests"
 PODS = [
     "grpc-server-aaaaaaaaaa-00001",
     "grpc-server-aaaaaaaaaa-00002",

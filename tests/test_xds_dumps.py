@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
+from support import BASE, ISTIO
 
 import grpclab
 from grpclab.xds.dumps import NotInDumpError, dumped_cluster, dumped_virtual_host
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "cluster" / "manifests" / "base"
-ISTIO = ROOT / "cluster" / "manifests" / "istio"
 CLUSTER_NAME = "outbound|50051||grpc-server.production.svc.cluster.local"
 HOST = "grpc-server.production.svc.cluster.local"
 

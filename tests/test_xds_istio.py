@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,12 +11,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from support import ISTIO
 
 from grpclab.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, istio
 from grpclab.xds.istio import Endpoint, IstioConfigError, ServicePort
 
-ROOT = Path(__file__).resolve().parents[1]
-ISTIO = ROOT / "cluster" / "manifests" / "istio"
 HOST = "grpc-server.production.svc.cluster.local"
 CLUSTER_NAME = f"outbound|50051||{HOST}"
 PORT = ServicePort(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -11,11 +10,11 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from support import REPO
 
 from grpclab.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, proxyless
 from grpclab.xds.istio import Endpoint, IstioConfigError, ServicePort
 
-ROOT = Path(__file__).resolve().parents[1]
 HOST = "grpc-server.production.svc.cluster.local"
 NAME = f"{HOST}:50051"
 CLUSTER_NAME = f"outbound|50051||{HOST}"
@@ -32,7 +31,7 @@ PORT = ServicePort(
 
 
 def manifest(path: str) -> dict:
-    return yaml.safe_load((ROOT / "cluster" / "manifests" / path).read_text())
+    return yaml.safe_load((REPO / "cluster" / "manifests" / path).read_text())
 
 
 def manager_of(listener) -> hcm_pb2.HttpConnectionManager:

@@ -8,8 +8,10 @@ Node process inherits this process's environment (an `xds:///` target's bootstra
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grpclab import checks, private_resolver
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.preflight import MissingTool
@@ -31,6 +34,9 @@ RUN_TIMEOUT_S = 300.0
 # The LoadSpec fields client.js understands; any other field set away from its default is
 # refused rather than silently ignored.
 SUPPORTED = frozenset({"target", "rpcs", "concurrency", "lb_policy", "deadline_s"})
+URI = re.compile(r"^(?:([A-Za-z0-9+.-]+):)?(?://([^/]*)/)?(.+)$")
+# The schemes grpc-js 1.14 and @grpc/grpc-js-xds register besides dns: (no DNS lookup).
+NOT_DNS = frozenset({"ipv4", "ipv6", "unix", "xds"})
 
 
 @dataclass
@@ -38,6 +44,9 @@ class NodeResult(LoadResult):
     """A LoadResult from the Node client, with the first error message for each status code."""
 
     error_details: dict[str, str] = field(default_factory=dict)
+    # With run(..., alternative_resolver=False): what the client asked the machine's
+    # resolver (grpclab.private_resolver's stand-in), "TYPE name", each once.
+    system_resolver_asked: list[str] = field(default_factory=list)
 
 
 def node_version(node: str) -> str:
@@ -135,44 +144,118 @@ def to_job(name: str, spec: LoadSpec) -> dict[str, object]:
     return {"name": name, **{key: getattr(spec, key) for key in sorted(SUPPORTED)}}
 
 
-def run(specs: Mapping[str, LoadSpec], alternative_resolver: bool = True) -> dict[str, NodeResult]:
-    """Run each spec in one Node process, one after another; results by the same names.
+def looks_up_names(target: str) -> bool:
+    """Whether grpc-js hands this target's host to its DNS resolver as a name: a `dns:`
+    target, or one whose scheme grpc-js does not know (then the whole target is read as
+    `dns:` host:port), and whose host is not an IP address."""
+    scheme, path = URI.match(target).group(1, 3)  # grpc-js uri-parser.ts
+    if scheme in NOT_DNS:
+        return False
+    if scheme != "dns":
+        path = target
+    if path.startswith("["):
+        host = path[1 : path.find("]")]
+    else:  # grpc-js splitHostPort: one colon separates the port; more is an IPv6 address
+        host = path.rsplit(":", 1)[0] if path.count(":") == 1 else path
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
 
-    alternative_resolver=False sets GRPC_NODE_USE_ALTERNATIVE_RESOLVER=false, to show
-    what a grpc-js client does with a dns://SERVER/name target without it.
+
+def run(specs: Mapping[str, LoadSpec], alternative_resolver: bool = True) -> dict[str, NodeResult]:
+    """Run the specs in a Node process, one after another; results by the same names.
+
+    alternative_resolver=False sets GRPC_NODE_USE_ALTERNATIVE_RESOLVER=false, to show what a
+    grpc-js client does with a dns://SERVER/name target without it: it asks the machine's
+    resolver. So that no cluster name reaches the real one, each spec whose target grpc-js
+    would look up then runs in its own Node process with a private stand-in for the machine's
+    resolver (grpclab.private_resolver), and its result lists the questions that stand-in
+    was asked; the other specs (address lists, xds:///) run as usual. Where the stand-in
+    cannot run, MissingTool says why: the name is never sent to the machine's resolver.
     """
     require()
-    jobs = [to_job(name, spec) for name, spec in specs.items()]
+    jobs = {name: to_job(name, spec) for name, spec in specs.items()}
     env = {**os.environ, RESOLVER_ENV: "true" if alternative_resolver else "false"}
-    done = subprocess.run(
-        [shutil.which("node") or "node", str(CLIENT)],
-        input=json.dumps({"runs": jobs}),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=CLIENT_DIR,
-        timeout=RUN_TIMEOUT_S,
-    )
+    private = [
+        name
+        for name, spec in specs.items()
+        if not alternative_resolver and looks_up_names(spec.target)
+    ]
+    if private:
+        private_resolver.require()
+    results: dict[str, NodeResult] = {}
+    shared = [jobs[name] for name in specs if name not in private]
+    if shared:
+        results.update(_parse(_run_client(shared, env, isolated=False)[0]))
+    for name in private:
+        done, asked = _run_client([jobs[name]], env, isolated=True)
+        (result,) = _parse(done).values()
+        result.system_resolver_asked = asked
+        results[name] = result
+    return {name: results[name] for name in specs}
+
+
+def _run_client(
+    jobs: list[dict[str, object]], env: dict[str, str], isolated: bool
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    argv = [shutil.which("node") or "node", str(CLIENT)]
+    how = {"input": json.dumps({"runs": jobs}), "env": env, "cwd": CLIENT_DIR}
+    if isolated:
+        done, asked = private_resolver.run(argv, timeout=RUN_TIMEOUT_S, **how)
+    else:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, **how)
+        asked = []
     if done.returncode != 0:
         raise RuntimeError(
             f"the Node client exited with {done.returncode}: {done.stderr.strip()[-2000:]}"
         )
+    return done, asked
+
+
+def _parse(done: subprocess.CompletedProcess[str]) -> dict[str, NodeResult]:
     results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
-    return {name: NodeResult(**results[name], done=True) for name in specs}
+    return {name: NodeResult(**result, done=True) for name, result in results.items()}
 
 
-def side_by_side(
-    pods: list[str], title: str, python: LoadResult, node: LoadResult, width: int = 460
-) -> Any:
-    """Two DistributionCharts in a row: the Python client's counts, then the Node client's."""
-    import ipywidgets
+@dataclass
+class SideBySide:
+    """Where the calls went, Python's run beside Node's: a static plotly figure, which renders
+    from the saved notebook without a kernel; its text form is the counts per pod."""
 
-    from grpclab.widgets import DistributionChart
+    pods: list[str]
+    title: str
+    python: LoadResult
+    node: LoadResult
 
-    figures = []
-    for language, result in (("Python", python), ("Node", node)):
-        chart = DistributionChart(pods, f"{title}: {language}")
-        chart.figure.layout.width = width
-        chart.update(result)
-        figures.append(chart.figure)
-    return ipywidgets.HBox(figures)
+    def figure(self) -> Any:
+        from plotly.subplots import make_subplots
+
+        from grpclab.widgets import BASE_LAYOUT, DistributionChart
+
+        runs = {"Python": self.python, "Node": self.node}
+        figure = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=tuple(runs))
+        for column, result in enumerate(runs.values(), start=1):
+            chart = DistributionChart(self.pods)  # the bars every chart in the tutorial draws
+            chart.update(result)
+            figure.add_trace(chart.figure.data[0], row=1, col=column)
+        top = max((count for r in runs.values() for count in r.per_pod.values()), default=0)
+        figure.update_layout(BASE_LAYOUT, title=self.title, showlegend=False, width=920)
+        figure.update_yaxes(range=[0, max(1, top) * 1.15], gridcolor="#ebebeb")
+        figure.update_yaxes(title="OK replies", row=1, col=1)
+        return figure
+
+    def _repr_mimebundle_(self, **_: Any) -> dict[str, Any]:
+        from grpclab.widgets import PLOTLY_MIME, figure_json
+
+        text = ", ".join(
+            f"{language} {'/'.join(map(str, checks.counts_for(result, self.pods)))}"
+            for language, result in (("Python", self.python), ("Node", self.node))
+        )
+        return {PLOTLY_MIME: figure_json(self.figure()), "text/plain": f"{self.title}: {text}"}
+
+
+def side_by_side(pods: list[str], title: str, python: LoadResult, node: LoadResult) -> SideBySide:
+    """The calls per pod of a Python run and a Node run of the same spec, side by side."""
+    return SideBySide(list(pods), title, python, node)

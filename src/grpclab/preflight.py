@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
-MIN_PYTHON = (3, 11)
 MIN_FREE_BLOCKS = 2  # a notebook's sandbox, and one for a test run or a second notebook
 JUPYTER_PORT = 8888
 DEVCONTAINER_FIX = (
@@ -46,15 +45,19 @@ class Finding:
         return f"{text} -> fix: {self.fix}" if self.fix and self.status in (WARN, FAIL) else text
 
 
-def check_python() -> Finding:
-    version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info >= MIN_PYTHON:
+def check_python(version_info: tuple[int, ...] = tuple(sys.version_info[:3])) -> Finding:
+    from grpclab.wheelhouse import requires_python, supported_minors, supported_range_text
+
+    version = ".".join(map(str, version_info[:3]))
+    if ".".join(map(str, version_info[:2])) in supported_minors():
         return Finding("Python", OK, f"{version} ({sys.executable})")
     return Finding(
         "Python",
         FAIL,
-        f"{version} is older than 3.11",
-        "install Python 3.11 or newer (`uv python install 3.11`), then `make setup`",
+        f"{version}: grpclab supports {supported_range_text()} (requires-python "
+        f"{requires_python()})",
+        "install a supported Python (Debian 12's python3 is 3.11.2), then `make setup "
+        "PYTHON=python3.X`",
     )
 
 
@@ -325,11 +328,17 @@ def require_prometheus() -> None:
 
 
 def check_node() -> Finding:
-    from grpclab import node_client
+    from grpclab import node_client, private_resolver
 
     found = node_client.missing()
     if found:
         return Finding("Node client", WARN, f"{found[0]}: only notebook 11 needs it", found[1])
+    # Section 3 of notebook 11 runs the client in a namespace of its own.
+    namespaces = private_resolver.missing()
+    if namespaces:
+        return Finding(
+            "Node client", WARN, f"{namespaces[0]}: notebook 11 section 3 needs it", namespaces[1]
+        )
     return Finding("Node client", OK, f"{node_client.versions()} (notebook 11)")
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [
     REPO / "notebooks" / name
     for name in (

@@ -7,15 +7,12 @@ The same tests run on the kind cluster in .github/workflows/kind.yml, so they us
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from support import BASE, HEADLESS
 
 import grpclab
 
-REPO = Path(__file__).resolve().parents[2]
-BASE = REPO / "cluster" / "manifests" / "base"
-HEADLESS = REPO / "cluster" / "manifests" / "headless" / "service-headless.yaml"
 DEPLOYMENT = "grpc-server"
 REPLICAS = 3  # what cluster/manifests/base/deployment.yaml asks for
 # Generous: on kind a first rollout pulls nothing but still starts three containers.

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 from grpclab.load import LoadResult, LoadSpec
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
     from grpclab.monitoring import Sample, Series
+    from grpclab.xds import Nack
 
 ManifestSource = str | Path | Mapping[str, Any] | list[Mapping[str, Any]]
 BACKENDS = ("sandbox", "kind", "kubeconfig")
@@ -172,6 +175,28 @@ class Cluster(ABC):
         Envoy, or on a real cluster the istio-proxy of a client pod in the namespace. Read
         clusters and routes out of it with grpclab.xds.dumps.
         """
+
+    def xds_resources(self, type_url: str) -> dict[str, Message]:
+        """What the xDS control plane serves the proxyless gRPC client that
+        `target(via="xds")` set up: the resources of one type (grpclab.xds.LISTENER, ROUTE,
+        CLUSTER, ENDPOINT), by name."""
+        raise NotImplementedError(self._no_xds_control_plane("xds_resources"))
+
+    def xds_nacks(self) -> list[Nack]:
+        """Every update that proxyless client refused (NACKed), oldest first, with its reason."""
+        raise NotImplementedError(self._no_xds_control_plane("xds_nacks"))
+
+    def stop_xds(self) -> None:
+        """Stop the xDS control plane; its clients keep serving from what they last got."""
+        raise NotImplementedError(self._no_xds_control_plane("stop_xds"))
+
+    def _no_xds_control_plane(self, method: str) -> str:
+        return (
+            f"{method}: the {self.backend} backend does not open its xDS control plane to "
+            "grpclab (on a real cluster it is Istio's istiod: inspect it with `istioctl "
+            "proxy-status` and `istioctl proxy-config`); notebook 07, which uses it, runs on "
+            "the sandbox only"
+        )
 
     def component(self, name: str) -> Component:
         """What plays `name` (kube-proxy or an add-on) here, and its memory if measured.

@@ -293,9 +293,9 @@ def job_start(job: Any, pods: Sequence[Any], image: str) -> JobStart:
     """Read a load Job and its pods: started, failed to start, or still waiting (and on what).
 
     Failures are the states that do not pass by waiting: the Job's Failed condition
-    (deadline, backoff limit), a pod that failed before its load container ran, an image
-    that cannot be pulled, and container-create errors (a missing Secret or ConfigMap, a
-    bad command). An unschedulable pod or one whose containers are being created is
+    (deadline, backoff limit), a pod that failed before its load container ran, the demo
+    image that cannot be pulled, and container-create errors (a missing Secret or ConfigMap,
+    a bad command). An unschedulable pod or one whose containers are being created is
     waiting; the caller's start timeout ends that.
     """
     for condition in (job.status.conditions if job is not None and job.status else None) or []:
@@ -314,7 +314,11 @@ def job_start(job: Any, pods: Sequence[Any], image: str) -> JobStart:
                 return JobStart(pod=pod.metadata.name)
             reason = state.waiting.reason if state and state.waiting else None
             message = (state.waiting.message or "") if state and state.waiting else ""
-            if reason in IMAGE_PULL_ERRORS:
+            if reason in IMAGE_PULL_ERRORS and (item.name == LOAD_CONTAINER or "Never" in reason):
+                # The demo image is never in a registry: kind-up.sh loads it into the nodes,
+                # so a pull of it fails for good. A sidecar's image (istio/proxyv2, ...) comes
+                # from a registry that may fail for a moment; the kubelet retries it, and the
+                # start timeout ends the wait.
                 return JobStart(
                     failure=f"container {item.name}: image {item.image or image} cannot be "
                     f"pulled ({reason}: {message}). On kind, `make kind-up` builds the demo "
@@ -1599,6 +1603,10 @@ class KubeCluster(Cluster):
             lines.append(
                 f"  {view.name} {view.phase} ready={view.ready} restarts={view.restarts} {why}"
             )
+            if not view.ready:  # which probe, and the kubelet's last word on it
+                lines += [f"    {probe}" for probe in _probes(pod)]
+                events = self._events([view.name], namespace=namespace, reason="Unhealthy")
+                lines += [f"  {event}" for event in events]
         return "\n".join(lines) or "  (no pods)"
 
     def _follow_job(
@@ -1666,17 +1674,28 @@ class KubeCluster(Cluster):
             waiting.update(state.waiting)
             time.sleep(self.poll_interval)
 
-    def _events(self, names: Iterable[str], last: int = 8) -> list[str]:
+    def _events(
+        self,
+        names: Iterable[str],
+        last: int = 8,
+        namespace: str | None = None,
+        reason: str | None = None,
+    ) -> list[str]:
         """The latest events about the named objects in the namespace, as kubectl shows them."""
         wanted = set(names)
         try:
-            items = self._core.list_namespaced_event(self.namespace).items
+            items = self._core.list_namespaced_event(namespace or self.namespace).items
         except _api_exception():
             return []  # no permission to read events: the timeout message stands alone
-        mine = [e for e in items if e.involved_object and e.involved_object.name in wanted]
+        mine = [
+            e
+            for e in items
+            if e.involved_object and e.involved_object.name in wanted and reason in (None, e.reason)
+        ]
         mine.sort(key=lambda e: str(e.last_timestamp or e.event_time or ""))
         return [
             f"  {e.involved_object.kind}/{e.involved_object.name}: {e.reason}: {e.message}"
+            + (f" (x{e.count})" if (e.count or 0) > 1 else "")
             for e in mine[-last:]
         ]
 
@@ -1686,6 +1705,30 @@ class KubeCluster(Cluster):
             if status.name == LOAD_CONTAINER and status.state and status.state.terminated:
                 return status.state.terminated.exit_code
         return None
+
+
+def _probes(pod: Any) -> list[str]:
+    """The pod's probes as `kubectl describe` sums them up: which container, kind, where."""
+    found = []
+    for container in pod.spec.containers if pod.spec else []:
+        for which in ("startup", "readiness", "liveness"):
+            probe = getattr(container, f"{which}_probe", None)
+            if probe is None:
+                continue
+            if probe.grpc is not None:
+                how = f"grpc :{probe.grpc.port}" + (
+                    f" service={probe.grpc.service}" if probe.grpc.service else ""
+                )
+            elif probe.http_get is not None:
+                how = f"http-get :{probe.http_get.port}{probe.http_get.path or '/'}"
+            elif probe.tcp_socket is not None:
+                how = f"tcp-socket :{probe.tcp_socket.port}"
+            elif probe._exec is not None:
+                how = f"exec {probe._exec.command}"
+            else:
+                how = "(no handler)"
+            found.append(f"{container.name}: {which} probe {how}")
+    return found
 
 
 def _waiting_reasons(pod: Any) -> list[str]:

@@ -54,9 +54,11 @@ from grpclab.cluster.sandbox.pods import (
 from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.server import POD_NETWORK_ENV
-from grpclab.xds import LISTENER, XdsServer
+from grpclab.xds import LISTENER, Nack, XdsServer
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
     from grpclab.cluster.sandbox.mesh import MeshAddon
 from grpclab.xds.kube_proxy import NODE_ID as KUBE_PROXY_NODE
 from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
@@ -370,6 +372,29 @@ class Sandbox(Cluster):
 
         return installed(self, addon_for_via(self, "mesh"))
 
+    def xds_resources(self, type_url: str) -> dict[str, Message]:
+        """What grpclab's xDS server serves the notebook's proxyless client, by name."""
+        return self.xds.resources(self._proxyless_node(), type_url)
+
+    def xds_nacks(self) -> list[Nack]:
+        node = self._proxyless_node()
+        return [nack for nack in self.xds.nacks if nack.node_id == node]
+
+    def stop_xds(self) -> None:
+        """Stop grpclab's xDS server: the proxyless client and kube-proxy's Envoy keep what
+        they last got."""
+        self._check_up()
+        self.xds.stop()
+
+    def _proxyless_node(self) -> str:
+        self._check_up()
+        addon = self.addons.get("xds")
+        if addon is None:
+            raise ValueError(
+                'no proxyless xDS client here yet: call target(service, via="xds") first'
+            )
+        return addon.node_id
+
     def component(self, name: str) -> Component:
         """What plays `name` here (Envoy for kube-proxy, say) and its resident memory now."""
         from grpclab.cluster.sandbox.components import component
@@ -447,9 +472,8 @@ class Sandbox(Cluster):
                 continue
             if obj["kind"] == "Deployment" and old["spec"]["selector"] != obj["spec"]["selector"]:
                 raise refusal(obj, label, index, "field is immutable", ("spec", "selector"))
-            if obj["kind"] == "Service" and _headless(old) != _headless(obj):
-                reason = "field is immutable: delete the Service to make it headless or not"
-                raise refusal(obj, label, index, reason, ("spec", "clusterIP"))
+            if obj["kind"] == "Service":
+                _keep_cluster_ip(old, obj, label, index)
 
     def _store(self, obj: dict) -> str:
         key = _key(obj)
@@ -747,13 +771,9 @@ def _dns_records_and_proxied_ports(
         cluster_ip = view.cluster_ips[(namespace, name)]
         records[fqdn] = (cluster_ip,)
         for port in service["spec"]["ports"]:
-            target = str(port.get("targetPort") or port["port"])
-            # A number needs no containerPort (that is only a declaration); a name does.
             endpoints = tuple(
                 sorted(
-                    (b.ip, int(target) if target.isdigit() else b.ports[target])
-                    for b in backends
-                    if target.isdigit() or target in b.ports
+                    (b.ip, b.target_port(port)) for b in backends if b.target_port(port) is not None
                 )
             )
             proxied.append(
@@ -782,6 +802,34 @@ def _key(obj: Mapping[str, Any]) -> Key:
 
 def _headless(service: Mapping[str, Any]) -> bool:
     return service["spec"].get("clusterIP") == "None"
+
+
+def _keep_cluster_ip(old: Mapping[str, Any], new: dict, label: str, index: int) -> None:
+    """What the API server does with clusterIP when a Service is updated.
+
+    An update that leaves clusterIP out keeps the live one, "None" included
+    (patchAllocatedValues, kubernetes pkg/registry/core/service/storage/alloc.go), so a
+    headless Service stays headless. One that names another value is refused: the first
+    cluster IP never changes once set.
+    """
+    spec = new["spec"]
+    if not spec.get("clusterIP") and not spec.get("clusterIPs"):
+        if _headless(old):
+            spec["clusterIP"] = "None"
+        return
+    wrote = "clusterIP" if spec.get("clusterIP") else "clusterIPs"
+    value = spec.get("clusterIP") or spec["clusterIPs"][0]
+    if _headless(old) != (value == "None"):
+        before = "None" if _headless(old) else "its assigned cluster IP"
+        raise refusal(
+            new,
+            label,
+            index,
+            f'spec.clusterIPs[0]: Invalid value: ["{value}"]: may not change once set '
+            f"(it is {before})",
+            ("spec", wrote) if wrote == "clusterIP" else ("spec", wrote, 0),
+            "delete the Service, then apply it again, to make it headless or not",
+        )
 
 
 def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -824,13 +872,7 @@ def _ready_addresses(
 ) -> str:
     """`ipv4:ip:port,...`: the ready pods behind one Service port, as its EndpointSlice has them."""
     item = next(p for p in service["spec"]["ports"] if p["port"] == number)
-    wanted = item.get("targetPort", number)
-    # A numeric targetPort need not be declared in the pod; a named one must be.
-    found = [
-        f"{b.ip}:{wanted if isinstance(wanted, int) else b.ports[wanted]}"
-        for b in ready
-        if isinstance(wanted, int) or wanted in b.ports
-    ]
+    found = [f"{b.ip}:{b.target_port(item)}" for b in ready if b.target_port(item) is not None]
     if not found:
         meta = service["metadata"]
         raise ValueError(f"service {meta['namespace']}/{meta['name']} has no ready endpoints")

@@ -21,6 +21,15 @@ class EndpointAddress:
     ports: Mapping[str, int]  # containerPort name -> number (unnamed ports under str(number))
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def target_port(self, service_port: Mapping[str, Any]) -> int | None:
+        """Where a Service port's traffic goes on this pod, as the EndpointSlice controller
+        resolves it: a number as it is (no containerPort need declare it), a name through the
+        pod's containerPorts; None when the pod has no port of that name."""
+        target = service_port.get("targetPort") or service_port["port"]
+        if isinstance(target, int) or str(target).isdigit():
+            return int(target)
+        return self.ports.get(target)
+
 
 @dataclass(frozen=True)
 class ClusterView:

@@ -37,12 +37,11 @@ def service_backend(
         return None
     for item in obj["spec"].get("ports") or []:
         if port in (item.get("name"), item["port"]) or str(port) == str(item["port"]):
-            target = str(item.get("targetPort", item["port"]))
             endpoints = tuple(
                 sorted(
-                    (address.ip, address.ports[target])
+                    (address.ip, address.target_port(item))
                     for address in view.endpoints.get((namespace, service), ())
-                    if target in address.ports
+                    if address.target_port(item) is not None
                 )
             )
             return Backend(namespace, service, item["port"], item.get("appProtocol"), endpoints)

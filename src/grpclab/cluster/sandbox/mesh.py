@@ -77,16 +77,15 @@ def service_ports(view: ClusterView) -> list[ServicePort]:
         for port in service["spec"]["ports"]:
             if not is_grpc_port(port):
                 continue
-            target = str(port.get("targetPort", port["port"]))
             endpoints = tuple(
                 Endpoint(
                     b.ip,
-                    b.ports[target],
+                    b.target_port(port),
                     b.labels.get(REGION_LABEL, SANDBOX_REGION),
                     b.labels.get(ZONE_LABEL, SANDBOX_ZONE),
                 )
                 for b in backends
-                if target in b.ports
+                if b.target_port(port) is not None
             )
             ports.append(ServicePort(namespace, name, port["port"], endpoints))
     return ports
