@@ -546,3 +546,16 @@ def test_cli_options_become_typed_channel_options(capsys: pytest.CaptureFixture[
     spec = spec_from_args(args)
     assert spec.channel_options == {"a": 5, "b": "x=y"}
     assert (spec.rpcs, spec.duration_s, spec.lb_policy) == (None, 2.0, "rr")
+
+
+def test_after_every_pod_answered_counts_from_the_interval_after_the_last_first_reply():
+    timeline = [
+        {"t": 0.00, "per_pod": {"a": 5}, "errors": {}},
+        {"t": 0.01, "per_pod": {"a": 3, "b": 2}, "errors": {}},
+        {"t": 0.02, "per_pod": {"a": 1, "c": 1}, "errors": {}},
+        {"t": 0.03, "per_pod": {"a": 4, "b": 4, "c": 4}, "errors": {}},
+        {"t": 0.04, "per_pod": {"a": 2, "b": 3, "c": 3}, "errors": {}},
+    ]
+    result = LoadResult(per_pod={"a": 15, "b": 9, "c": 8}, timeline=timeline, done=True)
+    assert result.after_every_pod_answered(["a", "b", "c"]).per_pod == {"a": 6, "b": 7, "c": 7}
+    assert result.after_every_pod_answered(["a", "b", "d"]).per_pod == {}

@@ -19,7 +19,7 @@ from grpclab import checks
 from grpclab.cluster import manifests
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox import Sandbox, SandboxDownError
-from grpclab.load import LoadResult, LoadSpec
+from grpclab.load import LoadSpec
 from grpclab.local_http import open_local
 
 
@@ -57,19 +57,9 @@ def test_round_robin_through_headless_dns_reaches_every_pod_evenly(lab):
     result = lab.run_load(LoadSpec(target, rpcs=1200, lb_policy="round_robin", interval_s=0.01))
     assert result.failed == 0
     assert set(result.per_pod) == set(pods)
-    answered: set[str] = set()
-    start = len(result.timeline)
-    for index, interval in enumerate(result.timeline):
-        answered |= set(interval["per_pod"])
-        if answered == set(pods):
-            start = index + 1
-            break
-    counted: dict[str, int] = {}
-    for interval in result.timeline[start:]:
-        for pod, calls in interval["per_pod"].items():
-            counted[pod] = counted.get(pod, 0) + calls
-    assert sum(counted.values()) >= 300, result.timeline[:start]
-    checks.assert_even(LoadResult(per_pod=counted), pods, max_ratio=1.2)
+    steady = result.after_every_pod_answered(pods)
+    assert steady.ok >= 300, result.timeline[:5]
+    checks.assert_even(steady, pods, max_ratio=1.2)
 
 
 def test_pick_first_through_headless_dns_stays_on_one_pod(lab):

@@ -175,6 +175,25 @@ class LoadResult:
         """The fraction (0..1) of OK replies that `pod` served."""
         return self.per_pod.get(pod, 0) / self.ok if self.ok else 0.0
 
+    def after_every_pod_answered(self, pods: Iterable[str]) -> LoadResult:
+        """OK replies per pod from the first interval after every one of `pods` answered.
+
+        round_robin picks among READY subchannels only, so the calls made while a channel is
+        still connecting go to the pods it reached first. Evenness is a property of the
+        balanced steady state: count from the interval after the last pod's first reply.
+        Empty when some pod never answered.
+        """
+        wanted, answered = set(pods), set()
+        for index, interval in enumerate(self.timeline):
+            answered |= set(interval["per_pod"])
+            if wanted <= answered:
+                counted: dict[str, int] = {}
+                for later in self.timeline[index + 1 :]:
+                    for pod, calls in later["per_pod"].items():
+                        counted[pod] = counted.get(pod, 0) + calls
+                return LoadResult(per_pod=counted, done=self.done)
+        return LoadResult(done=self.done)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
