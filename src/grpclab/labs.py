@@ -582,9 +582,14 @@ def _after(result: LoadResult, since_s: float) -> dict[str, int]:
     return per_pod
 
 
-def _failed_calls(result: LoadResult) -> str:
-    codes = ", ".join(f"{code} x{count}" for code, count in result.errors.items())
-    return f"{result.failed} of {result.total} calls failed" + (f" ({codes})" if codes else "")
+def _failed_calls(*results: LoadResult) -> str:
+    errors: dict[str, int] = {}
+    for result in results:
+        for code, count in result.errors.items():
+            errors[code] = errors.get(code, 0) + count
+    failed, total = sum(errors.values()), sum(result.total for result in results)
+    codes = ", ".join(f"{code} x{count}" for code, count in errors.items())
+    return f"{failed} of {total} calls failed" + (f" ({codes})" if codes else "")
 
 
 _FIX_FILE_HINT = "the message names the file, the object and the field to fix"
@@ -657,14 +662,11 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             spread_hint,
         )
     )
-    failed = sum(run.failed for run in runs)
-    codes = sorted({code for run in runs for code in run.errors})
     items.append(
         rules.item(
             "no_failure",
-            failed == 0,
-            f"{failed} of {sum(run.total for run in runs)} calls failed"
-            + (f" ({', '.join(codes)})" if codes else ""),
+            all(run.failed == 0 for run in runs),
+            _failed_calls(*runs),
             "0 failed calls",
             "the status codes say why; notebook 02's table shows them per pod, and "
             "print(lab.pods()) shows a pod that is not ready",

@@ -84,15 +84,12 @@ def missing() -> tuple[str, str] | None:
 
 def problem() -> str | None:
     """What stops the Node client from running here, and the fix, in one sentence; or None."""
-    found = missing()
-    return f"{found[0]}: {found[1]}" if found else None
+    return MissingTool.sentence(missing())
 
 
 def require() -> None:
     """Raise MissingTool, which names the fix, when the Node client cannot run here."""
-    found = problem()
-    if found:
-        raise MissingTool(f"This notebook runs a Node.js gRPC client. {found}.")
+    MissingTool.check(missing(), "This notebook runs a Node.js gRPC client.")
 
 
 def versions() -> str:

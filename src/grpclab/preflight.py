@@ -308,6 +308,17 @@ class MissingTool(RuntimeError):
         # IPython shows this instead of a traceback: the fix is all a learner needs.
         return [f"{type(self).__name__}: {self}"]
 
+    @classmethod
+    def sentence(cls, found: tuple[str, str] | None) -> str | None:
+        """A `(what is missing, the fix)` pair as one sentence, or None when nothing is."""
+        return f"{found[0]}: {found[1]}" if found else None
+
+    @classmethod
+    def check(cls, found: tuple[str, str] | None, needed_for: str) -> None:
+        """Raise, saying what `needed_for` needs and the fix, when `found` names a gap."""
+        if found:
+            raise cls(f"{needed_for} {cls.sentence(found)}.")
+
 
 def require_prometheus() -> None:
     """Raise MissingTool, saying exactly what to install, when the sandbox has no Prometheus;

@@ -65,18 +65,16 @@ def missing() -> tuple[str, str] | None:
 
 def problem() -> str | None:
     """Why the namespace cannot be made here, and the fix, in one sentence; or None."""
-    found = missing()
-    return f"{found[0]}: {found[1]}" if found else None
+    return MissingTool.sentence(missing())
 
 
 def require() -> None:
     """Raise MissingTool, naming the fix, when `run` cannot make its namespace here."""
-    found = problem()
-    if found:
-        raise MissingTool(
-            "Showing which resolver a program asks needs a private resolver, in a namespace "
-            f"of its own, so that no name reaches the machine's DNS server: {found}."
-        )
+    MissingTool.check(
+        missing(),
+        "Showing which resolver a program asks needs a private resolver, in a namespace "
+        "of its own, so that no name reaches the machine's DNS server:",
+    )
 
 
 def run(
