@@ -25,7 +25,7 @@ ifeq ($(strip $(WHEELHOUSE)),)
 	rm -f .venv/.wheelhouse
 else
 	@echo "installing offline from $(WHEELHOUSE)/ (no index; WHEELHOUSE= to use PyPI)"
-	$(PYTHON) src/grpclab/wheelhouse.py install $(WHEELHOUSE) $(UV) $(PYTHON)
+	$(PYTHON) src/grpclab/tools/wheelhouse.py install $(WHEELHOUSE) $(UV) $(PYTHON)
 endif
 	touch $@
 
@@ -46,7 +46,7 @@ demo: setup  ## headless: ClusterIP vs round_robin, requests per pod
 	$(RUN) grpclab demo
 
 test: setup lint  ## every test: lint, stale stubs, unit, sandbox, contract, notebooks
-	$(RUN) python -m grpclab.codegen --check
+	$(RUN) python -m grpclab.tools.codegen --check
 	$(RUN) pytest tests
 
 test-unit: setup
@@ -70,8 +70,8 @@ format: setup
 	$(RUN) ruff check --fix src tests bench
 	$(RUN) ruff format src tests bench
 
-protos: setup  ## regenerate src/grpclab/_generated from protos/
-	$(RUN) python -m grpclab.codegen
+protos: setup  ## regenerate src/grpclab/demo/_generated from protos/
+	$(RUN) python -m grpclab.tools.codegen
 
 bench: setup  ## benchmarks: each prints ratios measured in one run
 	for script in bench/bench_*.py; do $(RUN) python "$$script" || exit 1; done
@@ -84,7 +84,7 @@ kind-down:  ## remove the kind cluster
 
 wheelhouse:  ## wheels of every locked package for every supported Python, in wheelhouse/
 	$(MAKE) setup WHEELHOUSE=  # from PyPI, not from the wheelhouse being rebuilt
-	$(RUN) python -m grpclab.wheelhouse wheelhouse
+	$(RUN) python -m grpclab.tools.wheelhouse wheelhouse
 
 preflight: setup  ## is this machine ready for the workshop? (under 30 s)
 	$(RUN) grpclab preflight

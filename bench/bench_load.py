@@ -1,8 +1,8 @@
-"""Throughput of `grpclab.load.run_async` against a bare grpc.aio loop, in one run.
+"""Throughput of `grpclab.load.runner.run_async` against a bare grpc.aio loop, in one run.
 
 Usage: .venv/bin/python bench/bench_load.py [--rounds 10] [--seconds 1.5] [--concurrency 8]
 
-Both sides call SayHello on one real demo server (`python -m grpclab.server`) over one
+Both sides call SayHello on one real demo server (`python -m grpclab.demo.server`) over one
 channel with the same options and concurrency. Rounds alternate AB, BA, AB... so that
 drifting machine load hits both sides alike; each round gives one B/A ratio. Client CPU
 per RPC is printed too: the server shares the 2 cores, so RPC/s alone can hide client cost.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import grpc
 
-from grpclab._generated import demo_pb2, demo_pb2_grpc
-from grpclab.load import LoadResult, LoadSpec, _Tally, _worker, channel_options, run_async
+from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
+from grpclab.load.runner import LoadResult, LoadSpec, _Tally, _worker, channel_options, run_async
 
 READY = re.compile(r"grpclab\.server ready pod=\S+ ip=\S+ port=(\d+)")
 
@@ -39,7 +39,7 @@ def start_server(log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
             [
                 sys.executable,
                 "-m",
-                "grpclab.server",
+                "grpclab.demo.server",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -86,7 +86,7 @@ async def bare_loop(spec: LoadSpec) -> tuple[float, float]:
 
 
 async def load_generator(spec: LoadSpec) -> tuple[float, float]:
-    """(B) grpclab.load.run_async with a live progress callback, as a notebook runs it."""
+    """(B) grpclab.load.runner.run_async with a live progress callback, as a notebook runs it."""
     snapshots: list[LoadResult] = []
     cpu = time.process_time()
     result = await run_async(spec, snapshots.append)

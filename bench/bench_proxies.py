@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_proxies.py [--rounds 10] [--seconds 1.0]
 
-One sandbox, the same set-up as notebook 10 (`grpclab.compare.prepare`): L4 through
+One sandbox, the same set-up as notebook 10 (`grpclab.measure.compare.prepare`): L4 through
 kube-proxy, the client-side and proxyless clients, the Istio and Linkerd stand-ins, nginx
 and the gateway. Each run keeps one call in flight, so that no pod queues calls and what
 differs from the direct call is the path. Rounds run every path once, the order turned by
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import grpclab
-from grpclab import compare
+from grpclab.measure import compare
 
 REPO = Path(__file__).resolve().parents[1]
 

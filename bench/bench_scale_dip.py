@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/bench_scale_dip.py [--rounds 3]
 Each round runs notebook 03's load (headless Service, round_robin, 4 calls in flight, 7 s)
 three ways and prints the mean replies/s before and during the event:
 - scale: `run_with_scale` from 3 to 5 replicas at 1 s (during: from the scale to 5/5 ready);
-- control: at 1 s, two `python -m grpclab.server` processes start on free loopback ports,
+- control: at 1 s, two `python -m grpclab.demo.server` processes start on free loopback ports,
   outside the cluster: the CPU a pod's start costs, without a pod (during: 1 to 4 s);
 - nothing: the same load, no event (during: 1 to 4 s).
 A closed-loop client's rate is calls in flight / latency, so CPU taken from the shared
@@ -72,7 +72,7 @@ def main() -> None:
             def start_two(snapshot: LoadResult, started: list = started) -> None:
                 if snapshot.elapsed_s >= 1 and not started:
                     for _ in range(2):
-                        argv = [sys.executable, "-m", "grpclab.server", "--host", "127.0.0.1"]
+                        argv = [sys.executable, "-m", "grpclab.demo.server", "--host", "127.0.0.1"]
                         started.append(
                             subprocess.Popen(
                                 [*argv, "--port", str(free_port())],

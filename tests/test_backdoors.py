@@ -29,10 +29,10 @@ BACKENDS = {"cluster/__init__.py", "cluster/kube.py"}
 # Tools that act on this machine, not on a cluster, and so may import the sandbox package.
 MACHINE_TOOLS = {
     # It also reads $GRPCLAB_BACKEND, to check what the chosen backend needs.
-    "preflight.py": "checks that this machine can run the sandbox (Envoy, setpriv, loopback)",
-    "cli.py": "`grpclab down` ends the processes of sandboxes whose owner died",
-    "checks.py": "leftover_sandbox_processes finds what `grpclab down` would end",
-    "certificates.py": "keeps its TLS files in the sandbox's state directory",
+    "tools/preflight.py": "checks that this machine can run the sandbox (Envoy, setpriv, loopback)",
+    "tools/cli.py": "`grpclab down` ends the processes of sandboxes whose owner died",
+    "measure/checks.py": "leftover_sandbox_processes finds what `grpclab down` would end",
+    "tls.py": "keeps its TLS files in the sandbox's state directory",
 }
 # Where the check stands today, known and named (none left); anything else it finds fails.
 KNOWN: set[tuple[str, str]] = set()

@@ -1,4 +1,4 @@
-"""Pickup times, scale-up summaries and the leftover-process check of grpclab.checks."""
+"""Pickup times, scale-up summaries and the leftover-process check of grpclab.measure.checks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from grpclab import checks
 from grpclab.load import LoadResult
+from grpclab.measure import checks
 
 
 def timeline_result(buckets: list[dict[str, int]], interval: float = 0.5) -> LoadResult:
@@ -101,7 +101,7 @@ def state_dir(tmp_path, monkeypatch):
 def pod_like_process():
     # A process whose command line says grpclab, as a sandbox's pod's does.
     process = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "grpclab.server"]
+        [sys.executable, "-c", "import time; time.sleep(60)", "grpclab.demo.server"]
     )
     try:
         yield process.pid

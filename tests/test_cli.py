@@ -27,7 +27,7 @@ def test_demo_on_kind_without_a_cluster_fails_with_connects_error(tmp_path: Path
     env = {**os.environ, "GRPCLAB_BACKEND": "kind", "KUBECONFIG": str(kubeconfig)}
     env["HOME"] = str(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "grpclab.cli", "demo", "--rpcs", "10"],
+        [sys.executable, "-m", "grpclab.tools.cli", "demo", "--rpcs", "10"],
         capture_output=True,
         text=True,
         env=env,

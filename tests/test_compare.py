@@ -19,10 +19,10 @@ import pytest
 from support import MANIFESTS, REPO
 
 import grpclab
-from grpclab import compare
 from grpclab.cluster import NOT_MEASURED, Cluster, Component
 from grpclab.cluster.kube import KubeCluster
 from grpclab.cluster.sandbox.components import tree_rss_kb
+from grpclab.measure import compare
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ def base_container() -> dict:
         # containerPort only declares: the server still listens on its default.
         ({"ports": [{"name": "grpc", "containerPort": 9191}]}, {"grpc": 50051, "metrics": 9090}),
         (
-            {"command": ["python3", "-m", "grpclab.server", "--port", "8000"]},
+            {"command": ["python3", "-m", "grpclab.demo.server", "--port", "8000"]},
             {"grpc": 8000, "metrics": 9090},
         ),
         ({"command": ["/bin/my-server"]}, None),  # not the demo server
@@ -109,10 +109,10 @@ def test_a_command_that_starts_the_demo_server_is_accepted_and_any_other_is_refu
     text = BASE_DEPLOYMENT.read_text().replace(
         "          imagePullPolicy: IfNotPresent\n",
         '          imagePullPolicy: IfNotPresent\n          command: ["python", "-m", '
-        '"grpclab.server"]\n          args: ["--port", "50051"]\n',
+        '"grpclab.demo.server"]\n          args: ["--port", "50051"]\n',
     )
     check_sandbox_support(load_objects(text), "<text>")
-    other = text.replace('"grpclab.server"]', '"http.server"]')
+    other = text.replace('"grpclab.demo.server"]', '"http.server"]')
     with pytest.raises(ManifestError, match=r"containers\[0\]\.command: the sandbox runs only"):
         check_sandbox_support(load_objects(other), "<text>")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from support import wait_until
 
-from grpclab import drills
-from grpclab.load import LoadSpec
+from grpclab.load import LoadSpec, drills
 
 
 def test_the_action_runs_at_s_into_the_load_on_the_loads_own_clock(lab):

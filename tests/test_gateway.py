@@ -10,12 +10,12 @@ from envoy.config.cluster.v3 import cluster_pb2
 from support import BASE, REPO
 
 import grpclab
-from grpclab import checks
-from grpclab.certificates import TlsCheckError, check_tls, issue_certificate
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 from grpclab.cluster.sandbox.catalog import install
 from grpclab.cluster.sandbox.frontends import listen_port
 from grpclab.load import LoadSpec
+from grpclab.measure import checks
+from grpclab.tls import TlsCheckError, check_tls, issue_certificate
 from grpclab.xds import CLUSTER, LISTENER, ROUTE
 from grpclab.xds.gateway import (
     HTTP2_OPTIONS,

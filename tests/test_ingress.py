@@ -13,9 +13,6 @@ import yaml
 from support import REPO
 
 import grpclab
-from grpclab import checks
-from grpclab._generated import demo_pb2, demo_pb2_grpc
-from grpclab.certificates import TlsCheckError, check_tls, issue_certificate, self_signed
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 from grpclab.cluster.nginx_conf import (
     HTTP2_DIRECTIVE_SINCE,
@@ -27,7 +24,10 @@ from grpclab.cluster.nginx_conf import (
 from grpclab.cluster.sandbox import ingress_nginx
 from grpclab.cluster.sandbox.catalog import install
 from grpclab.cluster.sandbox.processes import MissingBinaryError
+from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
 from grpclab.load import LoadSpec
+from grpclab.measure import checks
+from grpclab.tls import TlsCheckError, check_tls, issue_certificate, self_signed
 from grpclab.xds.gateway import Backend
 
 INGRESS = REPO / "cluster" / "manifests" / "ingress" / "ingress-nginx.yaml"

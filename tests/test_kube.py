@@ -49,7 +49,8 @@ from support import CLUSTER, REPO, parse_ready
 import grpclab
 from grpclab.cluster import kube
 from grpclab.cluster.manifests import KUBERNETES_VERSION, load_objects
-from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, build_parser, run, spec_from_args
+from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, run
+from grpclab.load.runner import build_parser, spec_from_args
 
 # -- manifests and the files around them --------------------------------------------------
 
@@ -187,7 +188,7 @@ def dockerfile() -> str:
 def test_the_dockerfile_builds_a_non_root_image_that_runs_the_server():
     text = dockerfile()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    assert 'ENTRYPOINT ["python", "-m", "grpclab.server"]' in text  # args are its flags
+    assert 'ENTRYPOINT ["python", "-m", "grpclab.demo.server"]' in text  # args are its flags
     assert re.search(r"^EXPOSE 50051 9090$", text, re.M)
     user = re.search(r"^USER (\S+)$", text, re.M).group(1)
     assert user.isdigit() and int(user) > 0  # numeric, so runAsNonRoot can check it
@@ -218,7 +219,7 @@ def test_the_image_installs_every_package_the_server_load_cli_and_fault_exec_imp
     probe = "\n".join(
         [
             "import importlib.metadata as md, json, os, sys",
-            "import grpclab.server, grpclab.load",
+            "import grpclab.demo.server, grpclab.load",
             *fault_imports,
             "owner = {}",
             "for dist in md.distributions():",
@@ -653,7 +654,7 @@ def running_demo_server(folder: Path, pod_name: str) -> Iterator[subprocess.Pope
             [
                 sys.executable,
                 "-m",
-                "grpclab.server",
+                "grpclab.demo.server",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -8,10 +8,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from support import BASE, REPO
 
 import grpclab
-from grpclab import checks
 from grpclab.cluster.manifests import ManifestError, check_sandbox_support, load_objects
 from grpclab.cluster.sandbox.catalog import describe, install
 from grpclab.load import LoadSpec
+from grpclab.measure import checks
 from grpclab.xds import CLUSTER, ROUTE
 from grpclab.xds.gateway import Backend
 from grpclab.xds.linkerd import MeshedPort, proxy_resources

@@ -1,4 +1,4 @@
-"""The load generator against real demo servers (`python -m grpclab.server`) on loopback IPs."""
+"""The load generator against real demo servers (`grpclab.demo.server`) on loopback IPs."""
 
 from __future__ import annotations
 
@@ -20,22 +20,19 @@ import grpc
 import pytest
 from support import wait_for_ready
 
-from grpclab._generated import admin_pb2, admin_pb2_grpc, demo_pb2_grpc
+from grpclab.demo._generated import admin_pb2, admin_pb2_grpc, demo_pb2_grpc
+from grpclab.demo.server import MyService, PodState
 from grpclab.load import (
     DEFAULT_RPCS,
     LoadResult,
     LoadSpec,
-    build_parser,
     channel_options,
     format_table,
     json_line,
-    main,
     parse_json_lines,
     run,
-    run_async,
-    spec_from_args,
 )
-from grpclab.server import MyService, PodState
+from grpclab.load.runner import build_parser, main, run_async, spec_from_args
 
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
@@ -64,7 +61,7 @@ def start_pods(hosts: tuple[str, ...], logs: Path) -> list[DemoPod]:
                     [
                         sys.executable,
                         "-m",
-                        "grpclab.server",
+                        "grpclab.demo.server",
                         "--host",
                         host,
                         "--port",

@@ -6,10 +6,10 @@ import pytest
 import yaml
 from support import BASE, HEADLESS, ISTIO, base_sandbox
 
-from grpclab import checks, drills
 from grpclab.cluster.controllers import describe_addon, install_addon
 from grpclab.cluster.sandbox.mesh import EMULATION_NOTE
-from grpclab.load import LoadResult, LoadSpec
+from grpclab.load import LoadResult, LoadSpec, drills
+from grpclab.measure import checks
 from grpclab.xds.dumps import dumped_cluster
 
 CLUSTER_NAME = "outbound|50051||grpc-server.production.svc.cluster.local"

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 from support import HEADLESS, base_sandbox
 
-from grpclab import checks, node_client, preflight, private_resolver
 from grpclab.cluster import Cluster
-from grpclab.load import LoadSpec
+from grpclab.load import LoadSpec, node_client, private_resolver
+from grpclab.measure import checks
+from grpclab.tools import preflight
 
 NODE_MISSING = node_client.problem()
 needs_node = pytest.mark.skipif(NODE_MISSING is not None, reason=f"{NODE_MISSING}")

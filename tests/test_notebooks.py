@@ -19,7 +19,8 @@ import nbformat
 import pytest
 from support import REPO
 
-from grpclab import node_client, preflight, private_resolver
+from grpclab.load import node_client, private_resolver
+from grpclab.tools import preflight
 
 NOTEBOOKS = REPO / "notebooks"
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"

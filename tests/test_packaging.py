@@ -5,7 +5,7 @@ import tomllib
 import yaml
 from support import REPO
 
-from grpclab import codegen
+from grpclab.tools import codegen
 
 
 def pyproject_requirements() -> set[str]:

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from grpclab.preflight import MissingTool, check_python, require_prometheus
-from grpclab.wheelhouse import supported_range_text
+from grpclab.tools.preflight import MissingTool, check_python, require_prometheus
+from grpclab.tools.wheelhouse import supported_range_text
 
 LINE_STATES = ("ok", "warn", "FAIL", "skip")
 
@@ -19,7 +19,7 @@ def preflight(*args: str) -> subprocess.CompletedProcess[str]:
     # The default state directory: address blocks are shared by every sandbox on the machine.
     env = dict(os.environ, GRPCLAB_BACKEND="sandbox")
     return subprocess.run(
-        [sys.executable, "-m", "grpclab.cli", "preflight", *args],
+        [sys.executable, "-m", "grpclab.tools.cli", "preflight", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -75,7 +75,7 @@ def test_an_envoy_that_does_not_run_fails(tmp_path):
 def test_nginx_is_reported_with_its_version_and_where_it_came_from():
     env_free = {key: value for key, value in os.environ.items() if key != "GRPCLAB_NGINX"}
     run = subprocess.run(
-        [sys.executable, "-m", "grpclab.cli", "preflight", "--no-sandbox"],
+        [sys.executable, "-m", "grpclab.tools.cli", "preflight", "--no-sandbox"],
         capture_output=True,
         text=True,
         env=dict(env_free, GRPCLAB_BACKEND="sandbox", PATH="/usr/bin:/bin"),

@@ -1,4 +1,4 @@
-"""grpclab.private_resolver: a program's questions to the machine's resolver stay on loopback."""
+"""grpclab.load.private_resolver: questions to the machine's resolver stay on loopback."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from grpclab import node_client, preflight, private_resolver
-from grpclab.preflight import MissingTool
+from grpclab.load import node_client, private_resolver
+from grpclab.tools import preflight
+from grpclab.tools.preflight import MissingTool
 
 PROBLEM = private_resolver.problem()
 needs_namespaces = pytest.mark.skipif(PROBLEM is not None, reason=f"{PROBLEM}")

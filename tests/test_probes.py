@@ -19,9 +19,9 @@ from support import BASE
 from support import wait_until as wait_for
 
 import grpclab
-from grpclab._generated import admin_pb2, admin_pb2_grpc
 from grpclab.cluster.sandbox import Sandbox
 from grpclab.cluster.sandbox.pods import PodRuntime, ProbeState, due_probes, record_result
+from grpclab.demo._generated import admin_pb2, admin_pb2_grpc
 from grpclab.load import LoadSpec
 
 TEMPLATE = yaml.safe_load((BASE / "deployment.yaml").read_text())

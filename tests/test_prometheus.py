@@ -10,11 +10,11 @@ import pytest
 from support import HEADLESS, base_sandbox, wait_until
 
 import grpclab
-from grpclab import checks, monitoring
 from grpclab.cluster import Cluster
 from grpclab.cluster.sandbox.processes import MissingBinaryError
 from grpclab.cluster.sandbox.prometheus import prometheus_binary
 from grpclab.load import LoadSpec
+from grpclab.measure import checks, monitoring
 
 QUERIES = monitoring.corrected_queries()
 GUIDE = monitoring.guide_queries()

@@ -10,8 +10,8 @@ import pytest
 from support import BASE, ISTIO, REPO
 
 import grpclab
-from grpclab import checks, drills
-from grpclab.load import LoadSpec
+from grpclab.load import LoadSpec, drills
+from grpclab.measure import checks
 from grpclab.widgets import run_with_scale
 from grpclab.xds import CLUSTER
 

@@ -15,12 +15,12 @@ from support import BAD_MANIFESTS as BAD
 from support import BASE, HEADLESS, REPO, base_sandbox, wait_until
 
 import grpclab
-from grpclab import checks
 from grpclab.cluster import manifests
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox import Sandbox, SandboxDownError
 from grpclab.load import LoadSpec
 from grpclab.local_http import open_local
+from grpclab.measure import checks
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_pick_first_through_headless_dns_stays_on_one_pod(lab):
 def test_local_address_reaches_the_pod_it_names(lab):
     import grpc
 
-    from grpclab._generated import demo_pb2, demo_pb2_grpc
+    from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
 
     for pod in ready_pod_names(lab):
         address = lab.local_address(pod)

@@ -14,7 +14,7 @@ import yaml
 from support import REPO
 
 import grpclab
-from grpclab._generated import demo_pb2, demo_pb2_grpc
+from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
 
 NAMESPACE = REPO / "cluster" / "manifests" / "base" / "00-namespace.yaml"
 BASE_DEPLOYMENT = yaml.safe_load((REPO / "cluster/manifests/base/deployment.yaml").read_text())
@@ -95,7 +95,7 @@ def test_a_probe_on_another_port_than_the_server_never_turns_ready_and_is_named(
 def test_logs_are_on_the_interface_and_name_unknown_pods(lab):
     lab.apply(deployment("with-logs", 50051, 50051))
     (pod,) = lab.wait_ready("with-logs", timeout=60)
-    assert f"grpclab.server ready pod={pod.name} ip={pod.ip} port=50051" in lab.logs(pod.name)
+    assert f"grpclab.demo.server ready pod={pod.name} ip={pod.ip} port=50051" in lab.logs(pod.name)
     assert len(lab.logs(pod.name, tail=1).splitlines()) == 1
     with pytest.raises(KeyError, match="no-such-pod"):
         lab.logs("no-such-pod")

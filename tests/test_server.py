@@ -24,8 +24,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_for_ready, wait_until
 
-from grpclab._generated import admin_pb2, admin_pb2_grpc, demo_pb2, demo_pb2_grpc
-from grpclab.server import POD_NETWORK_ENV, BindError, ServerConfig, parse_config, serve
+from grpclab.demo._generated import admin_pb2, admin_pb2_grpc, demo_pb2, demo_pb2_grpc
+from grpclab.demo.server import POD_NETWORK_ENV, BindError, ServerConfig, parse_config, serve
 
 HOST = "127.0.0.1"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -94,7 +94,15 @@ def _launch(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> Launch:
             flags = (*flags, "--metrics-port", str(free_port()))
         with out.open("wb") as out_file, err.open("wb") as err_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "grpclab.server", "--host", HOST, "--pod-name", pod_name]
+                [
+                    sys.executable,
+                    "-m",
+                    "grpclab.demo.server",
+                    "--host",
+                    HOST,
+                    "--pod-name",
+                    pod_name,
+                ]
                 + list(flags),
                 stdout=out_file,
                 stderr=err_file,
@@ -115,7 +123,7 @@ def _launch(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> Launch:
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launch]:
-    """Start `python -m grpclab.server` subprocesses; every one is killed by PID afterwards."""
+    """Start `python -m grpclab.demo.server` subprocesses; every one is killed by PID afterwards."""
     started: list[subprocess.Popen[bytes]] = []
     try:
         yield _launch(tmp_path, started)
@@ -527,7 +535,7 @@ def test_the_server_binds_every_interface_and_reports_pod_ip(tmp_path: Path) -> 
     out = tmp_path / "server.out"
     with out.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "grpclab.server", "--metrics-port", "0"],
+            [sys.executable, "-m", "grpclab.demo.server", "--metrics-port", "0"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

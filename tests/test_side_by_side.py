@@ -6,8 +6,8 @@ import pytest
 from support import REPO
 
 import grpclab
-from grpclab import checks
 from grpclab.load import LoadSpec
+from grpclab.measure import checks
 from grpclab.side_by_side import run_side_by_side
 
 

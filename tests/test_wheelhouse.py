@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from grpclab.wheelhouse import (
+from grpclab.tools.wheelhouse import (
     BUILD_BACKEND,
     REPO,
     build,

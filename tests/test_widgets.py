@@ -6,8 +6,8 @@ import pytest
 from support import MANIFESTS
 
 import grpclab
-from grpclab import checks
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.measure import checks
 from grpclab.widgets import (
     PLOTLY_MIME,
     WIDGET_MIME,

@@ -21,7 +21,7 @@ _EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `python -m grpclab.load` and `python -m grpclab.server` do not import
+    # Lazy, so `python -m grpclab.load` and `python -m grpclab.demo.server` do not import
     # themselves twice (runpy warns) and a pod does not load the cluster code.
     if name in _EXPORTS:
         import importlib

@@ -4,7 +4,7 @@ A lab folder holds `starter/` (the files as handed out), `solution/`, `rules.yam
 `work/`: the learner's copy of `starter/`, which the notebook makes and the learner edits.
 `check_lab` first holds the files to the lab's rules (which objects and fields are the
 learner's to change; an allow-list against the shipped starter), then applies them,
-drives load with `client.yaml`, and measures what the lab teaches with grpclab.checks.
+drives load with `client.yaml`, and measures what the lab teaches with grpclab.measure.checks.
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from grpclab import checks
 from grpclab.cluster import Cluster
 from grpclab.cluster.manifests import kubectl_ref, load_objects
-from grpclab.drills import DrillError, drill
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.load.drills import DrillError, drill
+from grpclab.measure import checks
+from grpclab.paths import LABS, MANIFESTS
 
 if TYPE_CHECKING:
-    from grpclab.certificates import TlsBundle
+    from grpclab.tls import TlsBundle
 
-REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "cluster" / "manifests"
-LABS_DIR = REPO / "labs"
+LABS_DIR = LABS
 CLIENT_FILE = "client.yaml"
 RULES_FILE = "rules.yaml"
 DEPLOYMENT = "grpc-server"
@@ -890,7 +889,7 @@ def gateway_tls(cluster: Cluster) -> TlsBundle:
     Secrets hold private keys, so none is in the repository: like notebook 06, the lab
     makes one, as `kubectl create secret tls grpc-tls --cert=... --key=...` would.
     """
-    from grpclab.certificates import issue_certificate
+    from grpclab.tls import issue_certificate
 
     tls = issue_certificate([GATEWAY_HOST])
     cluster.apply(tls.secret("grpc-tls"))

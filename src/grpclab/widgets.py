@@ -37,9 +37,9 @@ import plotly.colors
 import plotly.graph_objects as go
 import traitlets
 
-from grpclab import checks
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.measure import checks
 
 PALETTE = plotly.colors.qualitative.Plotly
 OLD_POD_COLOR = "#a8a8a8"
@@ -200,7 +200,7 @@ class _LiveChart:
         return pod_order(self.pods, self.result)
 
     def summary(self, max_ratio: float = 1.2) -> str:
-        """The stable text of `grpclab.checks.summary` for the last run (nbval checks it)."""
+        """The stable text of `checks.summary` for the last run (nbval checks it)."""
         if self.result is None:
             raise RuntimeError(
                 f"{type(self).__name__} {self.title!r} has no run yet: pass chart.update "

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from grpclab import checks
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.measure import checks
 
 from .conftest import BASE, DEPLOYMENT, HEADLESS, REPLICAS, ROLLOUT_TIMEOUT
 
@@ -170,7 +170,7 @@ def say_hello(address: str) -> str:
     """The pod that answers one SayHello at `address`, dialled from this process."""
     import grpc
 
-    from grpclab._generated import demo_pb2, demo_pb2_grpc
+    from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
 
     # No proxy for cluster addresses, whatever $http_proxy says (as the load generator does).
     with grpc.insecure_channel(address, [("grpc.enable_http_proxy", 0)]) as channel:
@@ -200,7 +200,9 @@ def test_logs_show_what_the_pods_server_printed(cluster):
     name = ready_names(cluster)[0]
     pod = next(p for p in cluster.pods({"app": "grpc-server"}) if p.name == name)
     lines = cluster.logs(name, tail=50).splitlines()
-    assert any(f"grpclab.server ready pod={name} ip={pod.ip} " in line for line in lines), lines
+    assert any(f"grpclab.demo.server ready pod={name} ip={pod.ip} " in line for line in lines), (
+        lines
+    )
     assert len(cluster.logs(name, tail=1).splitlines()) == 1
     with pytest.raises(KeyError):
         cluster.logs("grpclab-contract-no-such-pod")

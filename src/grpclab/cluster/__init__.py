@@ -14,7 +14,7 @@ from grpclab.load import LoadResult, LoadSpec
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-    from grpclab.monitoring import Sample, Series
+    from grpclab.measure.monitoring import Sample, Series
     from grpclab.xds import Nack
 
 ManifestSource = str | Path | Mapping[str, Any] | list[Mapping[str, Any]]
@@ -211,12 +211,12 @@ class Cluster(ABC):
         raise NotImplementedError(
             f"the {self.backend} backend does not run Prometheus for you yet: install it with "
             "cluster/addons/prometheus.sh, then `kubectl -n grpclab-monitoring port-forward "
-            "svc/prometheus 9090` and query http://127.0.0.1:9090 with grpclab.monitoring"
+            "svc/prometheus 9090` and query http://127.0.0.1:9090 with grpclab.measure.monitoring"
         )
 
     def prometheus_query(self, promql: str, at: float | None = None) -> list[Sample]:
         """Evaluate PromQL at Unix time `at` (default: now) on this cluster's Prometheus."""
-        from grpclab.monitoring import query
+        from grpclab.measure.monitoring import query
 
         return query(self.prometheus_url(), promql, at)
 
@@ -224,7 +224,7 @@ class Cluster(ABC):
         self, promql: str, start: float, end: float, step: float = 1.0
     ) -> list[Series]:
         """Evaluate PromQL every `step` seconds between two Unix times."""
-        from grpclab.monitoring import query_range
+        from grpclab.measure.monitoring import query_range
 
         return query_range(self.prometheus_url(), promql, start, end, step)
 

@@ -14,11 +14,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# cluster/Dockerfile: ENTRYPOINT ["python", "-m", "grpclab.server"], and no CMD, so that a
+# cluster/Dockerfile: ENTRYPOINT ["python", "-m", "grpclab.demo.server"], and no CMD, so that a
 # manifest's `args:` are the server's flags.
-IMAGE_ENTRYPOINT = ("python", "-m", "grpclab.server")
+IMAGE_ENTRYPOINT = ("python", "-m", "grpclab.demo.server")
 IMAGE_CMD: tuple[str, ...] = ()
-# What a `command` may start in the sandbox: the image's python running grpclab.server.
+# What a `command` may start in the sandbox: the image's python running grpclab.demo.server.
 _PYTHON = re.compile(r"(?:.*/)?python(?:3(?:\.\d+)?)?")
 _REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
@@ -55,11 +55,11 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 
 def server_flags(argv: Sequence[str]) -> list[str] | None:
-    """The flags `argv` passes to grpclab.server, or None when it runs something else."""
+    """The flags `argv` passes to grpclab.demo.server, or None when it runs something else."""
     if (
         len(argv) >= 3
         and _PYTHON.fullmatch(argv[0])
-        and list(argv[1:3]) == ["-m", "grpclab.server"]
+        and list(argv[1:3]) == ["-m", "grpclab.demo.server"]
     ):
         return list(argv[3:])
     return None
@@ -99,7 +99,7 @@ def listening_ports(
     `containerPort` is only a declaration. None when the container runs something else or
     its flags do not parse (such a container exits at once, as it would on a cluster).
     """
-    from grpclab.server import parse_config
+    from grpclab.demo.server import parse_config
 
     env = container_env(container, fields)
     flags = server_flags(server_argv(container, env))

@@ -34,6 +34,7 @@ from grpclab.cluster.manifests import (
     source_label,
 )
 from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, parse_json_lines
+from grpclab.paths import REPO
 
 DEFAULT_IMAGE = "grpclab/demo-server:0.1.0"  # built and loaded into kind by cluster/kind-up.sh
 KIND_CLUSTER = "grpclab"
@@ -816,7 +817,7 @@ ADMIN_SCRIPT = """\
 import json, sys
 import grpc
 from google.protobuf.json_format import MessageToDict
-from grpclab._generated import admin_pb2, admin_pb2_grpc
+from grpclab.demo._generated import admin_pb2, admin_pb2_grpc
 method = admin_pb2.DESCRIPTOR.services_by_name["Admin"].methods_by_name[sys.argv[2]]
 request = getattr(admin_pb2, method.input_type.name)(**json.loads(sys.argv[3]))
 with grpc.insecure_channel(sys.argv[1]) as channel:
@@ -884,7 +885,7 @@ def _status(error: Exception) -> int | None:
 
 def addons_dir() -> Path:
     """cluster/addons of this checkout (found from the package, else from the working dir)."""
-    candidates = [Path(__file__).resolve().parents[3], Path.cwd(), *Path.cwd().parents]
+    candidates = [REPO, Path.cwd(), *Path.cwd().parents]
     for base in candidates:
         if (base / "cluster" / "addons").is_dir():
             return base / "cluster" / "addons"

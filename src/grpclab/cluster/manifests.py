@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from grpclab.paths import REPO
+
 # The one Kubernetes version every manifest is checked against. Keep it at the minor version
 # of the kind node image that cluster/ pins, so "valid here" means "kubectl apply accepts it".
 KUBERNETES_VERSION = "1.31"
@@ -65,9 +67,9 @@ SANDBOX_MAX_REPLICAS = 20
 SANDBOX_FIELD_REFS = ("metadata.name", "metadata.namespace", "status.podIP")
 
 _YAML_SUFFIXES = (".yaml", ".yml")
-# src/grpclab/cluster/manifests.py -> the checkout root, so that "cluster/manifests/..."
-# also works from a notebook whose working directory is notebooks/.
-_CHECKOUT_ROOT = Path(__file__).resolve().parents[3]
+# The checkout root, so that "cluster/manifests/..." also works from a notebook whose
+# working directory is notebooks/.
+_CHECKOUT_ROOT = REPO
 
 
 class ManifestError(ValueError):
@@ -985,7 +987,7 @@ def _check_container(container: Mapping[str, Any], path: tuple[Any, ...]) -> Ite
         yield _Problem(
             (*path, "image"),
             f"the sandbox cannot pull images; it runs only the demo server, not {image!r}",
-            "use grpclab/demo-server:<tag> (it runs `python -m grpclab.server`); "
+            "use grpclab/demo-server:<tag> (it runs `python -m grpclab.demo.server`); "
             "the kind backend runs any image",
         )
     for key in ("volumeMounts", "volumeDevices", "envFrom", "lifecycle"):

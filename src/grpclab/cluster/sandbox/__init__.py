@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -52,8 +51,9 @@ from grpclab.cluster.sandbox.pods import (
     reset_for_start,
 )
 from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
+from grpclab.demo.server import POD_NETWORK_ENV
 from grpclab.load import LoadResult, LoadSpec
-from grpclab.server import POD_NETWORK_ENV
+from grpclab.paths import SRC
 from grpclab.xds import LISTENER, Nack, XdsServer
 
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ class Sandbox(Cluster):
     def set_fault(self, pod: str, namespace: str | None = None, **fault: Any) -> dict[str, Any]:
         from google.protobuf.json_format import MessageToDict
 
-        from grpclab._generated import admin_pb2, admin_pb2_grpc
+        from grpclab.demo._generated import admin_pb2, admin_pb2_grpc
 
         self._check_up()
         with self._lock:
@@ -587,7 +587,7 @@ class Sandbox(Cluster):
         env = container_env(pod.container, pod.fields)
         flags = server_flags(server_argv(pod.container, env))
         if flags is None:  # check_sandbox_support refused it at apply
-            raise ValueError(f"pod {pod.name}: the container does not run grpclab.server")
+            raise ValueError(f"pod {pod.name}: the container does not run grpclab.demo.server")
         process_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -595,11 +595,11 @@ class Sandbox(Cluster):
             "PYTHONUNBUFFERED": "1",
             **env,
             # A pod runs the same grpclab as the notebook, installed or not.
-            "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+            "PYTHONPATH": str(SRC),
             # The pod's network namespace: its server's "every interface" is the pod's IP.
             POD_NETWORK_ENV: pod.ip,
         }
-        argv = python_module_argv("grpclab.server", *flags)
+        argv = python_module_argv("grpclab.demo.server", *flags)
         pod.process = self.launcher.start(pod.name, argv, env=process_env)
 
     def _terminate(self, pod: PodRuntime) -> None:

@@ -11,9 +11,9 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from grpclab.certificates import certificate_from_secret
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.frontends import EnvoyFrontend, listen_port, service_backend
+from grpclab.tls import certificate_from_secret
 from grpclab.xds.gateway import (
     ENVOY_GATEWAY_API_VERSION,
     GATEWAY_API_VERSION,

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grpclab.certificates import certificate_from_secret, self_signed
 from grpclab.cluster.nginx_conf import (
     INGRESS_CLASS,
     STATUS_PORT,
@@ -34,6 +33,7 @@ from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.frontends import listen_port, service_backend
 from grpclab.cluster.sandbox.processes import MissingBinaryError, require_binary
 from grpclab.local_http import open_local
+from grpclab.tls import certificate_from_secret, self_signed
 from grpclab.xds.gateway import Backend
 
 if TYPE_CHECKING:

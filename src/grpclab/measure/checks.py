@@ -136,7 +136,7 @@ def machine_ready() -> dict[str, bool]:
     The answers come from `grpclab preflight`'s own checks, which also say how to fix
     whatever is missing.
     """
-    from grpclab import preflight
+    from grpclab.tools import preflight
 
     checks = {
         "Python 3.11 or newer": preflight.check_python,

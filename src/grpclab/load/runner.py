@@ -29,7 +29,7 @@ from typing import Any
 
 import grpc
 
-from grpclab._generated import demo_pb2, demo_pb2_grpc
+from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
 from grpclab.local_http import open_local
 
 METHODS = ("SayHello", "GetUser")

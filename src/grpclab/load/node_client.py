@@ -16,15 +16,15 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from grpclab import checks, private_resolver
 from grpclab.cluster import Cluster
-from grpclab.load import LoadResult, LoadSpec
-from grpclab.preflight import MissingTool
+from grpclab.load import LoadResult, LoadSpec, private_resolver
+from grpclab.measure import checks
+from grpclab.paths import NODE_CLIENT
+from grpclab.tools.preflight import MissingTool
 
-CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
+CLIENT_DIR = NODE_CLIENT
 CLIENT = CLIENT_DIR / "client.js"
 # grpc-js sends a dns://SERVER/name target's name to SERVER only with this set to "true";
 # otherwise it asks the machine's resolver, which does not know cluster names.
@@ -45,7 +45,7 @@ class NodeResult(LoadResult):
 
     error_details: dict[str, str] = field(default_factory=dict)
     # With run(..., alternative_resolver=False): what the client asked the machine's
-    # resolver (grpclab.private_resolver's stand-in), "TYPE name", each once.
+    # resolver (grpclab.load.private_resolver's stand-in), "TYPE name", each once.
     system_resolver_asked: list[str] = field(default_factory=list)
 
 
@@ -168,7 +168,7 @@ def run(specs: Mapping[str, LoadSpec], alternative_resolver: bool = True) -> dic
     grpc-js client does with a dns://SERVER/name target without it: it asks the machine's
     resolver. So that no cluster name reaches the real one, each spec whose target grpc-js
     would look up then runs in its own Node process with a private stand-in for the machine's
-    resolver (grpclab.private_resolver), and its result lists the questions that stand-in
+    resolver (grpclab.load.private_resolver), and its result lists the questions that stand-in
     was asked; the other specs (address lists, xds:///) run as usual. Where the stand-in
     cannot run, MissingTool says why: the name is never sent to the machine's resolver.
     """

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from grpclab._generated import admin_pb2 as grpclab_dot___generated_dot_admin__pb2
+from grpclab.demo._generated import admin_pb2 as grpclab_dot_demo_dot___generated_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in grpclab/_generated/admin_pb2_grpc.py depends on'
+        + ' but the generated code in grpclab/demo/_generated/admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class AdminStub:
         """
         self.SetFault = channel.unary_unary(
                 '/grpclab.admin.v1.Admin/SetFault',
-                request_serializer=grpclab_dot___generated_dot_admin__pb2.Fault.SerializeToString,
-                response_deserializer=grpclab_dot___generated_dot_admin__pb2.Fault.FromString,
+                request_serializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.SerializeToString,
+                response_deserializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.FromString,
                 _registered_method=True)
         self.GetFault = channel.unary_unary(
                 '/grpclab.admin.v1.Admin/GetFault',
-                request_serializer=grpclab_dot___generated_dot_admin__pb2.GetFaultRequest.SerializeToString,
-                response_deserializer=grpclab_dot___generated_dot_admin__pb2.Fault.FromString,
+                request_serializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.GetFaultRequest.SerializeToString,
+                response_deserializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.FromString,
                 _registered_method=True)
         self.Crash = channel.unary_unary(
                 '/grpclab.admin.v1.Admin/Crash',
-                request_serializer=grpclab_dot___generated_dot_admin__pb2.CrashRequest.SerializeToString,
-                response_deserializer=grpclab_dot___generated_dot_admin__pb2.CrashReply.FromString,
+                request_serializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.CrashRequest.SerializeToString,
+                response_deserializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.CrashReply.FromString,
                 _registered_method=True)
 
 
@@ -81,18 +81,18 @@ def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SetFault': grpc.unary_unary_rpc_method_handler(
                     servicer.SetFault,
-                    request_deserializer=grpclab_dot___generated_dot_admin__pb2.Fault.FromString,
-                    response_serializer=grpclab_dot___generated_dot_admin__pb2.Fault.SerializeToString,
+                    request_deserializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.FromString,
+                    response_serializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.SerializeToString,
             ),
             'GetFault': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFault,
-                    request_deserializer=grpclab_dot___generated_dot_admin__pb2.GetFaultRequest.FromString,
-                    response_serializer=grpclab_dot___generated_dot_admin__pb2.Fault.SerializeToString,
+                    request_deserializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.GetFaultRequest.FromString,
+                    response_serializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.SerializeToString,
             ),
             'Crash': grpc.unary_unary_rpc_method_handler(
                     servicer.Crash,
-                    request_deserializer=grpclab_dot___generated_dot_admin__pb2.CrashRequest.FromString,
-                    response_serializer=grpclab_dot___generated_dot_admin__pb2.CrashReply.SerializeToString,
+                    request_deserializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.CrashRequest.FromString,
+                    response_serializer=grpclab_dot_demo_dot___generated_dot_admin__pb2.CrashReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -120,8 +120,8 @@ class Admin:
             request,
             target,
             '/grpclab.admin.v1.Admin/SetFault',
-            grpclab_dot___generated_dot_admin__pb2.Fault.SerializeToString,
-            grpclab_dot___generated_dot_admin__pb2.Fault.FromString,
+            grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.SerializeToString,
+            grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.FromString,
             options,
             channel_credentials,
             insecure,
@@ -147,8 +147,8 @@ class Admin:
             request,
             target,
             '/grpclab.admin.v1.Admin/GetFault',
-            grpclab_dot___generated_dot_admin__pb2.GetFaultRequest.SerializeToString,
-            grpclab_dot___generated_dot_admin__pb2.Fault.FromString,
+            grpclab_dot_demo_dot___generated_dot_admin__pb2.GetFaultRequest.SerializeToString,
+            grpclab_dot_demo_dot___generated_dot_admin__pb2.Fault.FromString,
             options,
             channel_credentials,
             insecure,
@@ -174,8 +174,8 @@ class Admin:
             request,
             target,
             '/grpclab.admin.v1.Admin/Crash',
-            grpclab_dot___generated_dot_admin__pb2.CrashRequest.SerializeToString,
-            grpclab_dot___generated_dot_admin__pb2.CrashReply.FromString,
+            grpclab_dot_demo_dot___generated_dot_admin__pb2.CrashRequest.SerializeToString,
+            grpclab_dot_demo_dot___generated_dot_admin__pb2.CrashReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,7 @@ class Finding:
 
 
 def check_python(version_info: tuple[int, ...] = tuple(sys.version_info[:3])) -> Finding:
-    from grpclab.wheelhouse import requires_python, supported_minors, supported_range_text
+    from grpclab.tools.wheelhouse import requires_python, supported_minors, supported_range_text
 
     version = ".".join(map(str, version_info[:3]))
     if ".".join(map(str, version_info[:2])) in supported_minors():
@@ -339,7 +339,7 @@ def require_prometheus() -> None:
 
 
 def check_node() -> Finding:
-    from grpclab import node_client, private_resolver
+    from grpclab.load import node_client, private_resolver
 
     found = node_client.missing()
     if found:
@@ -358,8 +358,9 @@ def check_mini_sandbox(timeout_s: float = 20.0) -> Finding:
     from grpclab.cluster.manifests import load_objects
     from grpclab.cluster.sandbox import Sandbox
     from grpclab.load import LoadSpec
+    from grpclab.paths import MANIFESTS
 
-    manifests = Path(__file__).resolve().parents[2] / "cluster" / "manifests" / "base"
+    manifests = MANIFESTS / "base"
     name = "mini sandbox (Envoy + DNS + 1 pod)"
     started = time.monotonic()
     try:

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from grpclab._generated import demo_pb2 as grpclab_dot___generated_dot_demo__pb2
+from grpclab.demo._generated import demo_pb2 as grpclab_dot_demo_dot___generated_dot_demo__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in grpclab/_generated/demo_pb2_grpc.py depends on'
+        + ' but the generated code in grpclab/demo/_generated/demo_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class MyServiceStub:
         """
         self.SayHello = channel.unary_unary(
                 '/mypackage.MyService/SayHello',
-                request_serializer=grpclab_dot___generated_dot_demo__pb2.HelloRequest.SerializeToString,
-                response_deserializer=grpclab_dot___generated_dot_demo__pb2.HelloReply.FromString,
+                request_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloRequest.SerializeToString,
+                response_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloReply.FromString,
                 _registered_method=True)
         self.GetUser = channel.unary_unary(
                 '/mypackage.MyService/GetUser',
-                request_serializer=grpclab_dot___generated_dot_demo__pb2.GetUserRequest.SerializeToString,
-                response_deserializer=grpclab_dot___generated_dot_demo__pb2.User.FromString,
+                request_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.User.FromString,
                 _registered_method=True)
 
 
@@ -66,13 +66,13 @@ def add_MyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SayHello': grpc.unary_unary_rpc_method_handler(
                     servicer.SayHello,
-                    request_deserializer=grpclab_dot___generated_dot_demo__pb2.HelloRequest.FromString,
-                    response_serializer=grpclab_dot___generated_dot_demo__pb2.HelloReply.SerializeToString,
+                    request_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloRequest.FromString,
+                    response_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloReply.SerializeToString,
             ),
             'GetUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUser,
-                    request_deserializer=grpclab_dot___generated_dot_demo__pb2.GetUserRequest.FromString,
-                    response_serializer=grpclab_dot___generated_dot_demo__pb2.User.SerializeToString,
+                    request_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.GetUserRequest.FromString,
+                    response_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.User.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,8 +100,8 @@ class MyService:
             request,
             target,
             '/mypackage.MyService/SayHello',
-            grpclab_dot___generated_dot_demo__pb2.HelloRequest.SerializeToString,
-            grpclab_dot___generated_dot_demo__pb2.HelloReply.FromString,
+            grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloRequest.SerializeToString,
+            grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -127,8 +127,8 @@ class MyService:
             request,
             target,
             '/mypackage.MyService/GetUser',
-            grpclab_dot___generated_dot_demo__pb2.GetUserRequest.SerializeToString,
-            grpclab_dot___generated_dot_demo__pb2.User.FromString,
+            grpclab_dot_demo_dot___generated_dot_demo__pb2.GetUserRequest.SerializeToString,
+            grpclab_dot_demo_dot___generated_dot_demo__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Regenerate the Python stubs from protos/ (`python -m grpclab.codegen [--check]`)."""
+"""Regenerate the Python stubs from protos/ (`python -m grpclab.tools.codegen [--check]`)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-PROTOS = REPO / "protos"
-GENERATED_PACKAGE = "grpclab/_generated"
-OUTPUT_ROOT = REPO / "src"
+from grpclab.paths import PROTOS, REPO, SRC
+
+GENERATED_PACKAGE = "grpclab/demo/_generated"
+OUTPUT_ROOT = SRC
 
 
 def generate(output_root: Path) -> list[Path]:
-    """Run protoc on every proto; imports come out as `grpclab._generated.X`."""
+    """Run protoc on every proto; imports come out as `grpclab.demo._generated.X`."""
     from grpc_tools import protoc  # dev dependency: only code generation needs it
 
     sources = sorted(PROTOS.glob("*.proto"))
     package_dir = output_root / GENERATED_PACKAGE
     package_dir.mkdir(parents=True, exist_ok=True)
-    (package_dir / "__init__.py").write_text('"""Generated from protos/ by grpclab.codegen."""\n')
+    (package_dir / "__init__.py").write_text(
+        '"""Generated from protos/ by grpclab.tools.codegen."""\n'
+    )
     for source in sources:
-        # The -I mapping makes protoc write `from grpclab._generated import x_pb2`,
+        # The -I mapping makes protoc write `from grpclab.demo._generated import x_pb2`,
         # so the stubs import cleanly from an installed package.
         status = protoc.main(
             [

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grpclab import checks
 from grpclab.cluster import NOT_MEASURED, Cluster
 from grpclab.cluster.manifests import load_objects
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.measure import checks
 from grpclab.side_by_side import run_side_by_side
 
 DEPLOYMENT = "grpc-server"
@@ -175,8 +175,8 @@ def prepare(
     installed, the backend lacks its `via`) is skipped, and the reason is printed. A
     solution whose component runs here as a stand-in says what stands in.
     """
-    from grpclab.certificates import issue_certificate
     from grpclab.cluster.controllers import install_addon
+    from grpclab.tls import issue_certificate
 
     wanted = [s for s in SOLUTIONS if only is None or s.key in set(only)]
     unknown = set(only or ()) - {s.key for s in SOLUTIONS}

@@ -1,6 +1,6 @@
 """The demo gRPC server every pod runs: MyService, health, reflection, fault knobs, /metrics.
 
-Run it with `python -m grpclab.server --help`; each flag falls back to an environment
+Run it with `python -m grpclab.demo.server --help`; each flag falls back to an environment
 variable because Kubernetes passes configuration as env. It listens on every interface of
 its pod by default; POD_IP only says who served a call.
 """
@@ -26,8 +26,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from grpclab._generated import admin_pb2, admin_pb2_grpc, demo_pb2, demo_pb2_grpc
-from grpclab.metrics import MetricsInterceptor, ServerMetrics
+from grpclab.demo._generated import admin_pb2, admin_pb2_grpc, demo_pb2, demo_pb2_grpc
+from grpclab.demo.metrics import MetricsInterceptor, ServerMetrics
 
 MY_SERVICE = demo_pb2.DESCRIPTOR.services_by_name["MyService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
@@ -197,7 +197,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.CrashRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CrashReply:
         code = request.exit_code or CRASH_EXIT_CODE
-        print(f"grpclab.server: crash requested, exiting {code} without a drain", flush=True)
+        print(f"grpclab.demo.server: crash requested, exiting {code} without a drain", flush=True)
         # Late enough for this reply to leave; os._exit skips every handler and finally
         # block, so open connections are cut by the kernel, as a SIGKILL would cut them.
         asyncio.get_running_loop().call_later(0.05, os._exit, code)
@@ -294,7 +294,7 @@ async def serve(
         await server.start()
         try:
             _say(
-                f"grpclab.server ready pod={config.pod_name} ip={pod.served_by.pod_ip} "
+                f"grpclab.demo.server ready pod={config.pod_name} ip={pod.served_by.pod_ip} "
                 f"port={port} metrics={config.metrics_port} bind={config.host}"
             )
             if on_ready:
@@ -303,12 +303,12 @@ async def serve(
             if config.drain:
                 await pod.health.enter_graceful_shutdown()
                 _say(
-                    f"grpclab.server draining pod={config.pod_name}: health NOT_SERVING, "
+                    f"grpclab.demo.server draining pod={config.pod_name}: health NOT_SERVING, "
                     f"stopping in {config.drain_delay_s:g}s with {config.drain_grace_s:g}s grace"
                 )
                 await asyncio.sleep(config.drain_delay_s)
                 await server.stop(config.drain_grace_s)
-            _say(f"grpclab.server stopped pod={config.pod_name}")
+            _say(f"grpclab.demo.server stopped pod={config.pod_name}")
         finally:
             # Immediate stop: --no-drain, cancellation, or a no-op after the drain above.
             await server.stop(None)
@@ -353,7 +353,7 @@ def parse_config(
     container's, to learn where its server will listen.
     """
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="python -m grpclab.server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m grpclab.demo.server", description=__doc__)
 
     def add(flag: str, env: str, convert: Callable[[str], Any], default: Any, what: str) -> None:
         raw = environ.get(env, "")
@@ -450,12 +450,12 @@ async def _serve_until_signalled(config: ServerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m grpclab.server`; returns the process exit code."""
+    """Entry point of `python -m grpclab.demo.server`; returns the process exit code."""
     config = parse_config(argv)
     try:
         asyncio.run(_serve_until_signalled(config))
     except BindError as error:
-        print(f"grpclab.server: {error}", file=sys.stderr, flush=True)
+        print(f"grpclab.demo.server: {error}", file=sys.stderr, flush=True)
         return 2
     return 0
 

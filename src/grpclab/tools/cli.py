@@ -8,16 +8,15 @@ import shutil
 import signal
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "cluster" / "manifests"
+from grpclab.paths import MANIFESTS
 
 
 def demo(rpcs: int) -> int:
     """ClusterIP with one channel against headless with round_robin, on $GRPCLAB_BACKEND."""
-    from grpclab import checks, connect
+    from grpclab import connect
     from grpclab.load import LoadSpec
+    from grpclab.measure import checks
 
     started = time.monotonic()
     try:
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="headless ClusterIP vs round_robin comparison")
     demo_parser.add_argument("--rpcs", type=int, default=600)
     commands.add_parser("down", help="clean up after sandboxes whose owner died")
-    from grpclab import preflight
+    from grpclab.tools import preflight
 
     preflight.add_arguments(
         commands.add_parser("preflight", help=preflight.__doc__.splitlines()[0])

@@ -1,4 +1,4 @@
-"""`python -m grpclab.wheelhouse [DIR]`: every wheel grpclab needs, for installing offline.
+"""`python -m grpclab.tools.wheelhouse [DIR]`: every wheel grpclab needs, for installing offline.
 
 Writes DIR (default: wheelhouse/) with requirements.txt exported from uv.lock, the wheel
 of every locked package for every Python that pyproject.toml's requires-python admits
@@ -7,7 +7,7 @@ builds grpclab itself). README.txt in it names the Pythons, the CPU and the glib
 Copy DIR and the repository to a USB stick; on a laptop without network, `make setup`
 finds wheelhouse/ (or takes WHEELHOUSE=path) and installs from it with no index.
 
-This file runs on the system's python3 too (`python3 src/grpclab/wheelhouse.py install`,
+This file runs on the system's python3 too (`python3 src/grpclab/tools/wheelhouse.py install`,
 before grpclab is installed): the install side uses the standard library only.
 """
 
@@ -23,7 +23,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+# Not grpclab.paths: `make setup` runs this file as a script, before grpclab is installed.
+REPO = Path(__file__).resolve().parents[3]
 # pyproject.toml's [build-system] requires, and what hatchling asks for to build editable.
 BUILD_BACKEND = ["hatchling", "editables"]
 GLIBC = 36  # Debian 12's glibc is 2.36: the newest manylinux wheels its Python can load
@@ -68,7 +69,7 @@ def uv_binary() -> str:
     found = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
     if not Path(found).exists():
         raise SystemExit(
-            "grpclab.wheelhouse: uv not found; run `make setup` first (it installs uv)"
+            "grpclab.tools.wheelhouse: uv not found; run `make setup` first (it installs uv)"
         )
     return found
 
@@ -235,7 +236,7 @@ def install(wheelhouse: Path, uv: str, python: str, venv: Path = REPO / ".venv")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grpclab.wheelhouse", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m grpclab.tools.wheelhouse", description=__doc__)
     parser.add_argument("directory", nargs="?", default="wheelhouse", type=Path)
     parser.add_argument("--dev", action="store_true", help="add the test tools (pytest, nbval...)")
     parser.add_argument(

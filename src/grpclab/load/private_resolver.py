@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from grpclab.preflight import MissingTool
+from grpclab.tools.preflight import MissingTool
 
 UNSHARE = ("--user", "--map-root-user", "--mount", "--net")
 LOOPBACK = "127.0.0.1"
@@ -97,7 +97,7 @@ def run(
                 *UNSHARE,
                 sys.executable,
                 "-m",
-                "grpclab.private_resolver",
+                "grpclab.load.private_resolver",
                 str(record),
                 *argv,
             ],
@@ -116,7 +116,7 @@ def run(
         return done, json.loads(record.read_text())
 
 
-# Inside the namespace (python -m grpclab.private_resolver RECORD ARGV...).
+# Inside the namespace (python -m grpclab.load.private_resolver RECORD ARGV...).
 
 
 def _loopback_up() -> None:

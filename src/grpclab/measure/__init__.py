@@ -1,0 +1,5 @@
+"""Reading results: checked summaries, whole-path comparisons and Prometheus queries.
+
+Lives here: checks, compare, monitoring.
+May import: grpclab.load, grpclab.cluster (through the Cluster interface only), grpclab.xds.
+"""

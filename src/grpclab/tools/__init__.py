@@ -1,0 +1,6 @@
+"""What runs around the lab: the `grpclab` CLI, preflight checks, the offline wheelhouse, codegen.
+
+Lives here: cli, preflight, wheelhouse (also run as a script before install), codegen.
+May import: anything in grpclab.
+Nothing else in grpclab imports tools, except preflight's MissingTool.
+"""
