@@ -35,11 +35,11 @@ SCALED = timeline_result(
 )
 
 
-def test_first_served_is_the_start_of_the_pods_first_bucket():
-    assert checks.first_served_s(SCALED, "old") == 0.0
-    assert checks.first_served_s(SCALED, "n1") == 1.5
-    assert checks.first_served_s(SCALED, "n2") == 2.5
-    assert checks.first_served_s(SCALED, "idle") is None
+def test_first_reply_is_the_start_of_the_pods_first_interval():
+    assert SCALED.first_reply_s("old") == 0.0
+    assert SCALED.first_reply_s("n1") == 1.5
+    assert SCALED.first_reply_s("n2") == 2.5
+    assert SCALED.first_reply_s("idle") is None
 
 
 def test_pickup_waits_for_the_last_new_pod():
@@ -190,5 +190,5 @@ def test_lost_requests_counts_failures_in_the_window_or_in_the_whole_run():
 
 
 def test_a_timeline_of_one_bucket_has_no_width_to_measure():
-    with pytest.raises(ValueError, match="two buckets"):
+    with pytest.raises(ValueError, match="two intervals"):
         checks.drain_time(timeline_result([{"a": 1}]), "a", since_s=0)

@@ -556,3 +556,95 @@ def test_after_every_pod_answered_counts_from_the_interval_after_the_last_first_
     result = LoadResult(per_pod={"a": 15, "b": 9, "c": 8}, timeline=timeline, done=True)
     assert result.after_every_pod_answered(["a", "b", "c"]).per_pod == {"a": 6, "b": 7, "c": 7}
     assert result.after_every_pod_answered(["a", "b", "d"]).per_pod == {}
+
+
+# -- The timeline's questions, answered by LoadResult ------------------------------------
+
+
+def test_a_real_runs_timeline_answers_window_questions(pods: list[DemoPod]) -> None:
+    # Three pods, one failing every call: OK replies and failures in every interval.
+    set_fault(pods[2], error_rate=1.0, error_code=grpc.StatusCode.UNAVAILABLE.value[0])
+    try:
+        spec = LoadSpec(
+            static_target(pods), duration_s=0.6, concurrency=3, lb_policy="round_robin",
+            interval_s=0.05,
+        )  # fmt: skip
+        result = run(spec)
+    finally:
+        set_fault(pods[2])
+    assert result.interval_s() == pytest.approx(spec.interval_s)
+    whole = result.between()
+    assert (whole.per_pod, whole.errors) == (result.per_pod, result.errors)
+    assert whole.pod_ips == result.pod_ips
+    starts = [interval["t"] for interval in result.timeline]
+    # Cut anywhere, the two windows hold every call once: each interval is on one side.
+    for cut in (0.0, 0.1, 0.23, 0.3, result.elapsed_s):
+        early, late = result.between(0, cut), result.between(cut)
+        assert early.ok + late.ok == result.ok and early.failed + late.failed == result.failed
+        side = [t for t in starts if t < cut]
+        assert early.ok == sum(
+            sum(result.timeline[i]["per_pod"].values()) for i in range(len(side))
+        )
+    # From 0.12 s: the intervals that start at 0.15 s or later; touching, also the one at 0.1 s.
+    assert result.between(0.12).per_pod == result.between(0.15).per_pod
+    assert result.between(0.12, touching=True).per_pod == result.between(0.1).per_pod
+    assert result.between(0.1, 0.2).elapsed_s == pytest.approx(0.1)
+    # The last interval is cut short by the end of the run: only complete ones are left.
+    complete = result.complete_intervals()
+    assert complete == result.timeline[: len(complete)]
+    assert len(complete) >= len(result.timeline) - 1
+    assert all(i["t"] + spec.interval_s <= result.elapsed_s + 1e-6 for i in complete)
+    for name in result.per_pod:
+        first = result.first_reply_s(name)
+        assert result.between(0, first).per_pod.get(name, 0) == 0
+        assert result.between(first, first + spec.interval_s / 2).per_pod[name] > 0
+    assert result.first_reply_s(pods[2].name) is None  # it failed every call
+    failing_from, failing_to = result.failing_s()
+    assert result.between(0, failing_from).failed == 0
+    assert result.between(failing_to).failed == 0
+    assert result.between(failing_from, failing_to).failed == result.failed
+    # After the warm-up: the calls once both answering pods had answered, evenly spread.
+    steady = result.after_every_pod_answered([pods[0].name, pods[1].name])
+    assert set(steady.per_pod) == {pods[0].name, pods[1].name}
+    assert 0 < steady.ok < result.ok
+    assert result.after_every_pod_answered([pod.name for pod in pods]).per_pod == {}
+
+
+def test_window_questions_on_a_known_timeline() -> None:
+    # Intervals of 0.5 s; the run ended at 2.2 s, so the one from 2.0 s is cut short.
+    timeline = [
+        {"t": 0.0, "per_pod": {"a": 4}, "errors": {}},
+        {"t": 0.5, "per_pod": {"a": 2, "b": 2}, "errors": {"UNAVAILABLE": 1}},
+        {"t": 1.0, "per_pod": {"a": 2, "b": 3}, "errors": {}},
+        {"t": 1.5, "per_pod": {"b": 5}, "errors": {"CANCELLED": 2}},
+        {"t": 2.0, "per_pod": {"b": 1}, "errors": {}},
+    ]
+    result = LoadResult(
+        per_pod={"a": 8, "b": 11},
+        pod_ips={"a": "10.0.0.1", "b": "10.0.0.2"},
+        errors={"CANCELLED": 2, "UNAVAILABLE": 1},
+        timeline=timeline,
+        elapsed_s=2.2,
+        done=True,
+    )
+    assert result.interval_s() == 0.5
+    assert result.complete_intervals() == timeline[:4]
+    assert result.between(0.5, 1.5).per_pod == {"a": 4, "b": 5}
+    assert result.between(0.5, 1.5).errors == {"UNAVAILABLE": 1}
+    assert result.between(0.5, 1.5).pod_ips == result.pod_ips
+    assert result.between(0.7, 1.5).per_pod == {"a": 2, "b": 3}
+    assert result.between(0.7, 1.5, touching=True).per_pod == {"a": 4, "b": 5}
+    assert result.between(1.5).elapsed_s == pytest.approx(0.7)  # the run ended at 2.2 s
+    assert result.between(3.0).per_pod == {} and result.between(3.0).elapsed_s == 0.0
+    assert result.first_reply_s("b") == 0.5 and result.first_reply_s("c") is None
+    assert result.failing_s() == (0.5, 2.0)
+    assert result.after_every_pod_answered(["a", "b"]).per_pod == {"a": 2, "b": 9}
+
+
+def test_a_timeline_of_one_interval_has_no_width_to_tell() -> None:
+    result = LoadResult(per_pod={"a": 1}, timeline=[{"t": 0.0, "per_pod": {"a": 1}}], elapsed_s=0.3)
+    with pytest.raises(ValueError, match="two intervals"):
+        result.interval_s()
+    assert result.interval_s(default=0.5) == 0.5
+    assert result.complete_intervals() == []
+    assert result.between().per_pod == {"a": 1}

@@ -571,16 +571,6 @@ def _ready(
     return pods
 
 
-def _after(result: LoadResult, since_s: float) -> dict[str, int]:
-    """Calls per pod in the timeline buckets that start at `since_s` or later."""
-    per_pod: dict[str, int] = {}
-    for bucket in result.timeline:
-        if bucket["t"] >= since_s:
-            for pod, count in bucket["per_pod"].items():
-                per_pod[pod] = per_pod.get(pod, 0) + count
-    return per_pod
-
-
 def _failed_calls(*results: LoadResult) -> str:
     errors: dict[str, int] = {}
     for result in results:
@@ -650,7 +640,7 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             spread_hint,
         )
     )
-    ratios = [checks.max_min_ratio(_after(run, limits["connect_s"]), pods) for run in runs]
+    ratios = [checks.max_min_ratio(run.between(limits["connect_s"]), pods) for run in runs]
     items.append(
         rules.item(
             "even",
@@ -801,12 +791,8 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             if pod.name != victim and pod.ready:
                 cluster.set_fault(pod.name, added_latency_ms=0)
     result, killed_at = run.result, run.action_started_s
-    width = checks.bucket_width(result)
-    before = sum(
-        b["per_pod"].get(victim, 0)
-        for b in result.timeline
-        if killed_at - 1 <= b["t"] < killed_at - width / 2
-    )
+    width = result.interval_s()
+    before = result.between(killed_at - 1, killed_at - width / 2).per_pod.get(victim, 0)
     items.append(
         rules.item(
             "kill",
@@ -858,13 +844,8 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "learn of it (healthCheckConfig)",
         )
     )
-    served_after = sum(
-        count
-        for bucket in result.timeline
-        if bucket["t"] >= killed_at
-        for pod, count in bucket["per_pod"].items()
-        if pod != victim
-    )
+    after = result.between(killed_at)
+    served_after = after.ok - after.per_pod.get(victim, 0)
     items.append(
         rules.item(
             "after",

@@ -59,16 +59,12 @@ class SideBySideRun:
 
 
 def share_over_time(result: LoadResult, pod: str) -> tuple[list[float], list[float | None]]:
-    """Start of each complete timeline bucket, and the share of its OK replies `pod` served."""
-    timeline = result.timeline
-    width = timeline[1]["t"] - timeline[0]["t"] if len(timeline) > 1 else result.elapsed_s
+    """Start of each complete timeline interval, and the share of its OK replies `pod` served."""
     times, shares = [], []
-    for bucket in timeline:
-        if bucket["t"] + width > result.elapsed_s + 1e-6:
-            break  # cut short by the end of the run
-        total = sum(bucket["per_pod"].values())
-        times.append(bucket["t"])
-        shares.append(round(bucket["per_pod"].get(pod, 0) / total, 4) if total else None)
+    for interval in result.complete_intervals():
+        total = sum(interval["per_pod"].values())
+        times.append(interval["t"])
+        shares.append(round(interval["per_pod"].get(pod, 0) / total, 4) if total else None)
     return times, shares
 
 

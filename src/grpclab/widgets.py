@@ -76,25 +76,18 @@ def bar_counts(pods: Iterable[str], result: LoadResult | None) -> list[int]:
     return [per_pod.get(pod, 0) for pod in pods]
 
 
-def interval_of(result: LoadResult, default: float = DEFAULT_INTERVAL_S) -> float:
-    """The width of one timeline bucket (LoadResult does not store it; the t values show it)."""
-    if len(result.timeline) >= 2:
-        return result.timeline[1]["t"] - result.timeline[0]["t"]
-    return default
-
-
 def timeline_rates(
-    pods: Iterable[str], result: LoadResult, interval_s: float | None = None
+    pods: Iterable[str], result: LoadResult
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """Bucket start times and OK replies per second for each pod, complete buckets only."""
-    width = interval_s or interval_of(result)
-    buckets = list(result.timeline)
-    # The newest bucket is still filling (or was cut short by the end of the run): drawn,
-    # it would look like a drop in traffic that did not happen.
-    if buckets and buckets[-1]["t"] + width > result.elapsed_s + 1e-6:
-        buckets.pop()
-    times = [bucket["t"] for bucket in buckets]
-    rates = {pod: [bucket["per_pod"].get(pod, 0) / width for bucket in buckets] for pod in pods}
+    """Interval start times and OK replies per second for each pod, complete intervals only.
+
+    The newest interval is still filling (or was cut short by the end of the run): drawn,
+    it would look like a drop in traffic that did not happen.
+    """
+    intervals = result.complete_intervals()
+    width = result.interval_s(default=DEFAULT_INTERVAL_S)
+    times = [interval["t"] for interval in intervals]
+    rates = {pod: [i["per_pod"].get(pod, 0) / width for i in intervals] for pod in pods}
     return times, rates
 
 
@@ -515,7 +508,7 @@ class ScaleRun:
         return (
             f"{head}; every new pod had served {pickup:.1f} s after that "
             f"({self.ready_at_s + pickup:.1f} s into the run; resolution "
-            f"{interval_of(self.result):g} s)"
+            f"{self.result.interval_s(default=DEFAULT_INTERVAL_S):g} s)"
         )
 
 

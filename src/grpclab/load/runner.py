@@ -175,24 +175,101 @@ class LoadResult:
         """The fraction (0..1) of OK replies that `pod` served."""
         return self.per_pod.get(pod, 0) / self.ok if self.ok else 0.0
 
+    # -- The timeline's questions: every caller asks them here, not of the timeline itself.
+    # An interval is [t, t + interval_s); a call counts in the one in which it finished.
+
+    def interval_s(self, default: float | None = None) -> float:
+        """The width of one timeline interval (LoadSpec.interval_s), read from the t values.
+
+        A timeline of fewer than two intervals does not show it: `default`, or ValueError.
+        """
+        if len(self.timeline) >= 2:
+            return self.timeline[1]["t"] - self.timeline[0]["t"]
+        if default is None:
+            raise ValueError("the timeline needs two intervals or more to tell their width")
+        return default
+
+    def complete_intervals(self) -> list[dict[str, Any]]:
+        """The timeline without its last interval when the run's end cut that one short.
+
+        In a progress snapshot the newest interval is still filling, and the final result's
+        last one is usually partial: drawn or compared, it would look like a drop in traffic
+        that did not happen. A timeline of one interval is always partial.
+        """
+        if len(self.timeline) < 2:
+            return []
+        width = self.interval_s()
+        last = self.timeline[-1]
+        partial = last["t"] + width > self.elapsed_s + 1e-6
+        return self.timeline[:-1] if partial else list(self.timeline)
+
+    def between(
+        self, since_s: float = 0.0, until_s: float = math.inf, touching: bool = False
+    ) -> LoadResult:
+        """The calls that finished between `since_s` and `until_s` (seconds into the run).
+
+        The resolution is one interval: the intervals that start in [since_s, until_s)
+        count, or with `touching`, every interval that overlaps the window (also the one
+        under way at since_s). The answer is a LoadResult of those calls: per_pod, errors,
+        pod_ips, and elapsed_s the time its intervals span. The timeline keeps no latencies
+        or status messages per interval, so the answer has none, and no timeline.
+        """
+        if touching:
+            width = self.interval_s()
+            chosen = [i for i in self.timeline if i["t"] + width > since_s and i["t"] < until_s]
+        else:
+            chosen = [i for i in self.timeline if since_s <= i["t"] < until_s]
+        per_pod: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for interval in chosen:
+            for pod, calls in interval["per_pod"].items():
+                per_pod[pod] = per_pod.get(pod, 0) + calls
+            for code, calls in interval.get("errors", {}).items():
+                errors[code] = errors.get(code, 0) + calls
+        span = self._end_of(chosen[-1]) - chosen[0]["t"] if chosen else 0.0
+        return LoadResult(
+            per_pod=dict(sorted(per_pod.items())),
+            pod_ips={pod: ip for pod, ip in self.pod_ips.items() if pod in per_pod},
+            errors=dict(sorted(errors.items())),
+            elapsed_s=round(max(span, 0.0), 6),
+            done=self.done,
+        )
+
+    def first_reply_s(self, pod: str) -> float | None:
+        """Start of the first interval in which `pod` answered a call; None if it never did."""
+        for interval in self.timeline:
+            if interval["per_pod"].get(pod, 0) > 0:
+                return interval["t"]
+        return None
+
+    def failing_s(self) -> tuple[float, float] | None:
+        """From the start of the first interval with a failed call to the end of the last one.
+
+        None when no call failed.
+        """
+        failing = [interval for interval in self.timeline if interval.get("errors")]
+        if not failing:
+            return None
+        return failing[0]["t"], self._end_of(failing[-1])
+
     def after_every_pod_answered(self, pods: Iterable[str]) -> LoadResult:
-        """OK replies per pod from the first interval after every one of `pods` answered.
+        """The calls from the first interval after every one of `pods` answered (`between`).
 
         round_robin picks among READY subchannels only, so the calls made while a channel is
         still connecting go to the pods it reached first. Evenness is a property of the
         balanced steady state: count from the interval after the last pod's first reply.
         Empty when some pod never answered.
         """
-        wanted, answered = set(pods), set()
-        for index, interval in enumerate(self.timeline):
-            answered |= set(interval["per_pod"])
-            if wanted <= answered:
-                counted: dict[str, int] = {}
-                for later in self.timeline[index + 1 :]:
-                    for pod, calls in later["per_pod"].items():
-                        counted[pod] = counted.get(pod, 0) + calls
-                return LoadResult(per_pod=counted, done=self.done)
-        return LoadResult(done=self.done)
+        firsts = [self.first_reply_s(pod) for pod in pods]
+        if any(t is None for t in firsts):
+            return LoadResult(done=self.done)
+        later = [interval["t"] for interval in self.timeline if interval["t"] > max(firsts)]
+        return self.between(later[0]) if later else LoadResult(done=self.done)
+
+    def _end_of(self, interval: dict[str, Any]) -> float:
+        """Where `interval` ends: one width after its start, or at the run's end if sooner."""
+        end = interval["t"] + self.interval_s(default=self.elapsed_s)
+        return min(end, self.elapsed_s) if self.elapsed_s > interval["t"] else end
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

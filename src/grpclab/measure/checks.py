@@ -79,24 +79,16 @@ def assert_single_pod(result: LoadResult) -> None:
     )
 
 
-def first_served_s(result: LoadResult, pod: str) -> float | None:
-    """Start (s since the load began) of the first timeline bucket in which `pod` served."""
-    for bucket in result.timeline:
-        if bucket["per_pod"].get(pod, 0) > 0:
-            return bucket["t"]
-    return None
-
-
 def pickup_time(result: LoadResult, new_pods: Iterable[str], since_s: float = 0.0) -> float | None:
     """Seconds from `since_s` until every pod in `new_pods` had served; None if one never did.
 
-    The resolution is one timeline bucket (LoadSpec.interval_s); 0 means within the bucket
-    in which the pods became ready.
+    The resolution is one timeline interval (LoadSpec.interval_s); 0 means within the
+    interval in which the pods became ready.
     """
     names = list(new_pods)
     if not names:
         raise ValueError("pickup_time: new_pods is empty (did the scale add any pod?)")
-    firsts = [first_served_s(result, pod) for pod in names]
+    firsts = [result.first_reply_s(pod) for pod in names]
     if any(t is None for t in firsts):
         return None
     return max(0.0, max(firsts) - since_s)
@@ -147,38 +139,26 @@ def machine_ready() -> dict[str, bool]:
     return {need: check().status == preflight.OK for need, check in checks.items()}
 
 
-def bucket_width(result: LoadResult) -> float:
-    """The timeline's bucket width in seconds (LoadSpec.interval_s; the t values show it)."""
-    if len(result.timeline) < 2:
-        raise ValueError("the timeline needs two buckets or more to tell its bucket width")
-    return result.timeline[1]["t"] - result.timeline[0]["t"]
-
-
 def lost_requests(result: LoadResult, since_s: float = 0.0, until_s: float = math.inf) -> int:
-    """Calls that failed, whatever their status code, in timeline buckets overlapping the window.
+    """Calls that failed, whatever their status code, in timeline intervals overlapping the window.
 
     With the defaults it is every failed call of the run (`result.failed`).
     """
     if since_s <= 0 and until_s == math.inf:
         return result.failed
-    width = bucket_width(result)
-    return sum(
-        sum(bucket["errors"].values())
-        for bucket in result.timeline
-        if bucket["t"] + width > since_s and bucket["t"] < until_s
-    )
+    return result.between(since_s, until_s, touching=True).failed
 
 
 def drain_time(result: LoadResult, pod: str, since_s: float) -> float | None:
     """Seconds from `since_s` until `pod` served its last call of the run.
 
-    None when it still served in the run's last complete bucket (it never drained). The
-    resolution is one bucket: the end of the last bucket in which it served counts.
+    None when it still served in the run's last complete interval (it never drained). The
+    resolution is one interval: the end of the last interval in which it served counts.
     """
-    width = bucket_width(result)
-    # The run's end cuts the last bucket short: a few calls in it say nothing about a drain.
-    complete = [b for b in result.timeline if b["t"] + width <= result.elapsed_s + 1e-6]
-    served = [bucket["t"] for bucket in complete if bucket["per_pod"].get(pod, 0) > 0]
+    width = result.interval_s()
+    # The run's end cuts the last interval short: a few calls in it say nothing about a drain.
+    complete = result.complete_intervals()
+    served = [interval["t"] for interval in complete if interval["per_pod"].get(pod, 0) > 0]
     if not served or served[-1] + width <= since_s:
         return 0.0
     if served[-1] == complete[-1]["t"]:

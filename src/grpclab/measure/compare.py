@@ -393,13 +393,11 @@ def measure_crash(
         after = run.event_done_s[key] + 0.5  # past the calls that were in flight at the kill
         row = rows[key]
         row.crash_failed, row.crash_total = result.failed, result.total
-        row.served_after_crash = any(
-            sum(b["per_pod"].values()) for b in result.timeline if b["t"] >= after
-        )
-        failing = [b["t"] for b in result.timeline if b["errors"]]
+        row.served_after_crash = result.between(after).ok > 0
+        failing = result.failing_s()
         row.extra["crash_errors"] = dict(result.errors)
-        # How long calls kept failing: the first to the end of the last bucket with a failure.
-        row.extra["crash_failing_s"] = failing[-1] + 0.1 - failing[0] if failing else 0.0
+        # How long calls kept failing: the first to the end of the last interval with a failure.
+        row.extra["crash_failing_s"] = failing[1] - failing[0] if failing else 0.0
     out(f"pod crashed mid-load: {run.outcome} (no drain)")
     return run.outcome
 
