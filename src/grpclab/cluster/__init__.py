@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grpclab import prometheus
 from grpclab.load import LoadResult, LoadSpec
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-    from grpclab.measure.monitoring import Sample, Series
+    from grpclab.prometheus import Sample, Series
     from grpclab.xds import Nack
 
 ManifestSource = str | Path | Mapping[str, Any] | list[Mapping[str, Any]]
@@ -216,17 +217,13 @@ class Cluster(ABC):
 
     def prometheus_query(self, promql: str, at: float | None = None) -> list[Sample]:
         """Evaluate PromQL at Unix time `at` (default: now) on this cluster's Prometheus."""
-        from grpclab.measure.monitoring import query
-
-        return query(self.prometheus_url(), promql, at)
+        return prometheus.query(self.prometheus_url(), promql, at)
 
     def prometheus_query_range(
         self, promql: str, start: float, end: float, step: float = 1.0
     ) -> list[Series]:
         """Evaluate PromQL every `step` seconds between two Unix times."""
-        from grpclab.measure.monitoring import query_range
-
-        return query_range(self.prometheus_url(), promql, start, end, step)
+        return prometheus.query_range(self.prometheus_url(), promql, start, end, step)
 
     @abstractmethod
     def describe(self) -> str:

@@ -2,8 +2,10 @@
 
 Lives here: runner (channels, calls, tallies, the `python -m grpclab.load` CLI, which a pod
 runs), drills (actions during a run), the Node client and the private DNS resolver.
-May import: runner only grpclab.demo and grpclab.local_http;
-drills and node_client also grpclab.cluster.
+May import: runner only grpclab.demo and grpclab.local_http (a Job's pod runs it); the others
+also grpclab.cluster (the interface, no backend), grpclab.xds (a sidecar's config dump),
+grpclab.paths, grpclab.tools.missing, and for the Node client's chart grpclab.measure.checks
+and grpclab.widgets. tests/test_architecture.py holds each package to what it says here.
 """
 
 from grpclab.load.runner import (

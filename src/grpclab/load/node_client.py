@@ -22,7 +22,7 @@ from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec, private_resolver
 from grpclab.measure import checks
 from grpclab.paths import NODE_CLIENT
-from grpclab.tools.preflight import MissingTool
+from grpclab.tools.missing import MissingTool
 
 CLIENT_DIR = NODE_CLIENT
 CLIENT = CLIENT_DIR / "client.js"

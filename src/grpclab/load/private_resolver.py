@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from grpclab.tools.preflight import MissingTool
+from grpclab.tools.missing import MissingTool
 
 UNSHARE = ("--user", "--map-root-user", "--mount", "--net")
 LOOPBACK = "127.0.0.1"

