@@ -713,9 +713,28 @@ def _api_server_rules(obj: Mapping[str, Any]) -> Iterator[_Problem]:
     pod: Any = obj
     for key in path:
         pod = (pod or {}).get(key) if isinstance(pod, Mapping) else None
+    grace = (pod or {}).get("terminationGracePeriodSeconds", 30)
     for group in ("initContainers", "containers"):
         for index, container in enumerate(_items((pod or {}).get(group))):
             yield from _container_port_rules(container, (*path, group, index))
+            yield from _sleep_action_rules(container, grace, (*path, group, index))
+
+
+def _sleep_action_rules(
+    container: Mapping[str, Any], grace: Any, path: tuple[Any, ...]
+) -> Iterator[_Problem]:
+    """validateSleepAction (pkg/apis/core/validation): 0 < seconds <= the grace period, as
+    on the Kubernetes of cluster/kind.yaml (1.31); 1.33 and later also take 0 (KEP-4818)."""
+    for hook in ("preStop", "postStart"):
+        sleep = ((container.get("lifecycle") or {}).get(hook) or {}).get("sleep")
+        seconds = (sleep or {}).get("seconds")
+        if isinstance(seconds, int) and isinstance(grace, int) and not 0 < seconds <= grace:
+            yield _Problem(
+                (*path, "lifecycle", hook, "sleep", "seconds"),
+                f"Invalid value: {seconds}: must be greater than 0 and less than "
+                f"terminationGracePeriodSeconds ({grace})",
+                "Kubernetes refuses this too: the hook counts against the grace period",
+            )
 
 
 def _port_number_problem(value: Any, where: tuple[Any, ...]) -> _Problem | None:
@@ -971,7 +990,13 @@ def _image_repository(image: str) -> str:
 
 
 def _check_container(container: Mapping[str, Any], path: tuple[Any, ...]) -> Iterator[_Problem]:
-    from grpclab.cluster.containers import IMAGE_ENTRYPOINT, container_argv, server_flags
+    from grpclab.cluster.containers import (
+        IMAGE_ENTRYPOINT,
+        UnsupportedHook,
+        container_argv,
+        prestop_sleep_seconds,
+        server_flags,
+    )
 
     command = container.get("command")
     if command and server_flags(container_argv(command, container.get("args"))) is None:
@@ -990,9 +1015,13 @@ def _check_container(container: Mapping[str, Any], path: tuple[Any, ...]) -> Ite
             "use grpclab/demo-server:<tag> (it runs `python -m grpclab.demo.server`); "
             "the kind backend runs any image",
         )
-    for key in ("volumeMounts", "volumeDevices", "envFrom", "lifecycle"):
+    for key in ("volumeMounts", "volumeDevices", "envFrom"):
         if container.get(key):
             yield _Problem((*path, key), f"the sandbox backend does not support {key} yet")
+    try:
+        prestop_sleep_seconds(container)
+    except UnsupportedHook as refused:
+        yield _Problem((*path, *refused.field.split(".")), refused.reason, refused.hint or None)
     ports = _items(container.get("ports"))
     port_names: dict[str, int] = {}
     for index, port in enumerate(ports):
