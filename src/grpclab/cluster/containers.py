@@ -127,6 +127,10 @@ def _image_env() -> dict[str, str]:
 # runs what it can run faithfully: the `sleep` action (beta and on by default since
 # Kubernetes 1.30, GA in 1.34: KEP-3960), and an `exec` hook that only sleeps.
 
+# The kubelet's minimumGracePeriodInSeconds, "A minimal shutdown window for avoiding
+# unnecessary SIGKILLs": SIGTERM to SIGKILL takes at least this long, even after a preStop
+# hook used up the grace period (pkg/kubelet/kuberuntime/kuberuntime_container.go).
+MINIMUM_GRACE_SECONDS = 2
 _SLEEP_PROGRAM = re.compile(r"(?:/usr)?(?:/bin/)?sleep")
 _SHELL = re.compile(r"(?:/usr)?(?:/bin/)?(?:sh|bash|dash|ash)")
 _SECONDS = r"\d+(?:\.\d+)?"

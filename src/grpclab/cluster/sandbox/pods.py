@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpclab.cluster.containers import listening_ports, prestop_sleep_seconds
+from grpclab.cluster.containers import (
+    MINIMUM_GRACE_SECONDS,
+    listening_ports,
+    prestop_sleep_seconds,
+)
 
 if TYPE_CHECKING:
     from grpclab.cluster.sandbox.processes import ProcessLauncher
@@ -26,9 +30,6 @@ PROBE_DEFAULTS = {
     "failureThreshold": 3,
 }
 DEFAULT_GRACE_SECONDS = 30
-# The kubelet's minimumGracePeriodInSeconds: "A minimal shutdown window for avoiding
-# unnecessary SIGKILLs" (pkg/kubelet/kuberuntime/kuberuntime_container.go).
-MINIMUM_GRACE_SECONDS = 2
 # Channel options for the sandbox's own calls to pods: a private subchannel pool, so
 # the prober's connection is never shared with (and counted as) the learner's client
 # traffic, and no HTTP proxy, which a laptop's $http_proxy would otherwise put
