@@ -173,7 +173,7 @@ BACKENDS = ("grpclab.cluster.sandbox", "grpclab.cluster.kube")
 # specific name applies: grpclab.load.runner has a rule of its own.
 MAY_IMPORT = {
     "grpclab.demo": set(),
-    "grpclab.load.runner": {"grpclab.demo", "grpclab.local_http"},
+    "grpclab.load.runner": {"grpclab.demo", "grpclab.local_http", "grpclab.load.client_code"},
     "grpclab.load": {
         "grpclab.demo",
         "grpclab.local_http",

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from grpclab.load.runner import LoadSpec
+if TYPE_CHECKING:  # it reads a spec and makes none: LoadSpec.client_code imports this module
+    from grpclab.load.runner import LoadSpec
 
 LANGUAGES = ("python", "node")
 WIDTH = 88  # the longest line a service config literal gets before it is split
