@@ -6,14 +6,13 @@ since that client started), so the event's start and end are given on every clie
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.load.drills import act_during
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -78,80 +77,16 @@ def run_side_by_side(
     """Run every load at once; `at_s` seconds into the first one, call `event(snapshots)`.
 
     `snapshots` holds each client's latest progress, so the event can act on what the
-    clients do (flip the pod a connection is pinned to). The event runs in a thread of its
-    own, so a slow one (a rollout) does not stall the clients; an error in it is raised
-    after the run. Every load must last longer than `at_s`.
+    clients do (flip the pod a connection is pinned to). The timing is
+    `grpclab.load.drills.act_during`'s: the event runs in a thread of its own, so a slow one
+    (a rollout) does not stall the clients, and an error in it is raised after the run.
+    Every load must last longer than `at_s`.
     """
-    if not loads:
-        raise ValueError("run_side_by_side: loads is empty; name at least one LoadSpec")
-    for name, spec in loads.items():
-        if spec.duration_s is None or spec.duration_s <= at_s:
-            raise ValueError(
-                f"run_side_by_side: loads[{name!r}].duration_s must be longer than "
-                f"at_s={at_s} (got {spec.duration_s!r}); the event happens during the run"
-            )
-    first = next(iter(loads))
-    callbacks = dict(on_progress or {})
-    clocks: dict[str, float] = {}  # perf_counter at each client's t=0
-    latest: dict[str, LoadResult] = {}
-    state: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def fire(snapshots: dict[str, LoadResult]) -> None:
-        try:
-            state["outcome"] = event(snapshots)
-        except BaseException as error:  # handed to the caller after the run
-            state["error"] = error
-        finally:
-            state["done"] = time.perf_counter()
-
-    def progress_of(name: str) -> Callable[[LoadResult], None]:
-        def progress(snapshot: LoadResult) -> None:
-            with lock:
-                clocks.setdefault(name, time.perf_counter() - snapshot.elapsed_s)
-                latest[name] = snapshot
-                due = name == first and snapshot.elapsed_s >= at_s and "thread" not in state
-                if due and not snapshot.done:
-                    state["at"] = time.perf_counter()
-                    state["thread"] = threading.Thread(
-                        target=fire, args=(dict(latest),), name="grpclab-event", daemon=True
-                    )
-                    state["thread"].start()
-            if name in callbacks:
-                callbacks[name](snapshot)
-
-        return progress
-
-    results: dict[str, LoadResult] = {}
-    failures: dict[str, BaseException] = {}
-
-    def drive(name: str) -> None:
-        try:
-            results[name] = lab.run_load(loads[name], on_progress=progress_of(name))
-        except BaseException as error:
-            failures[name] = error
-
-    started_at = time.time()
-    threads = [
-        threading.Thread(target=drive, args=(name,), name=f"grpclab-client-{name}", daemon=True)
-        for name in loads
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        name, error = next(iter(failures.items()))
-        raise RuntimeError(f"run_side_by_side: the client {name!r} failed: {error}") from error
-    if "thread" not in state:
-        raise RuntimeError(f"run_side_by_side: the run ended before at_s={at_s} s; no event")
-    state["thread"].join()
-    if "error" in state:
-        raise state["error"]
+    run = act_during(lab, loads, at_s, lambda during: event(during.snapshots), on_progress)
     return SideBySideRun(
-        results={name: results[name] for name in loads},  # in the caller's order
-        event_s={name: state["at"] - clocks[name] for name in loads},
-        event_done_s={name: state["done"] - clocks[name] for name in loads},
-        outcome=state.get("outcome"),
-        started_at=started_at,
+        results=run.results,
+        event_s=run.started_s,
+        event_done_s=run.done_s,
+        outcome=run.outcome,
+        started_at=run.started_at,
     )

@@ -39,6 +39,7 @@ import traitlets
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec
+from grpclab.load.drills import During, act_during, check_timing
 from grpclab.measure import checks
 
 PALETTE = plotly.colors.qualitative.Plotly
@@ -524,63 +525,40 @@ def run_with_scale(
 ) -> ScaleRun:
     """Run `spec` and scale `deployment` to `replicas` once the load has run `at_s` seconds.
 
-    A `chart` follows the run live: the scale and the rollout's end are marked on it,
-    the new pods are drawn (at 0 until they serve), and so is their pickup.
+    The timing is `grpclab.load.drills.act_during`'s. A `chart` follows the run live: the
+    scale and the rollout's end are marked on it, the new pods are drawn (at 0 until they
+    serve), and so is their pickup.
     """
-    if spec.duration_s is None or spec.duration_s <= at_s:
-        raise ValueError(
-            f"run_with_scale: LoadSpec.duration_s must be longer than at_s={at_s} "
-            f"(got duration_s={spec.duration_s!r}); the scale happens during the run"
-        )
+    check_timing({"": spec}, at_s)  # before waiting for the pods: nothing could scale
     before = [pod.name for pod in lab.wait_ready(deployment, timeout=timeout)]
     if chart is not None:
         chart.add_pods(before, new=False)
-    state: dict[str, Any] = {}
 
-    def scale_and_wait() -> None:
-        try:
-            lab.scale(deployment, replicas)
-            if chart is not None:
-                chart.mark(state["scaled_at_s"], f"scale to {replicas}")
-            state["ready"] = [pod.name for pod in lab.wait_ready(deployment, timeout=timeout)]
-            state["ready_at_s"] = time.perf_counter() - state["t0"]
-            if chart is not None:
-                chart.add_pods(state["ready"])
-                chart.mark(state["ready_at_s"], f"{replicas}/{replicas} ready")
-        except BaseException as error:  # handed to the caller after the run
-            state["error"] = error
+    def scale_and_wait(during: During) -> tuple[list[str], float]:
+        lab.scale(deployment, replicas)
+        if chart is not None:
+            chart.mark(during.started_s, f"scale to {replicas}")
+        ready = [pod.name for pod in lab.wait_ready(deployment, timeout=timeout)]
+        ready_at_s = during.now()
+        if chart is not None:
+            chart.add_pods(ready)
+            chart.mark(ready_at_s, f"{replicas}/{replicas} ready")
+        return ready, ready_at_s
 
     def progress(snapshot: LoadResult) -> None:
-        # The snapshot's elapsed_s is on the load generator's clock; anchoring t0 here
-        # puts the scale events on the same clock as the timeline.
-        if "t0" not in state:
-            state["t0"] = time.perf_counter() - snapshot.elapsed_s
-        if snapshot.elapsed_s >= at_s and "thread" not in state and not snapshot.done:
-            state["scaled_at_s"] = snapshot.elapsed_s
-            state["thread"] = threading.Thread(
-                target=scale_and_wait, name="grpclab-scale", daemon=True
-            )
-            state["thread"].start()
         if chart is not None:
             chart.update(snapshot)
         if on_progress is not None:
             on_progress(snapshot)
 
-    result = lab.run_load(spec, on_progress=progress)
-    thread = state.get("thread")
-    if thread is None:
-        raise RuntimeError(f"run_with_scale: the run ended before at_s={at_s} s; nothing scaled")
-    thread.join(timeout=timeout)
-    if "error" in state:
-        raise state["error"]
-    if "ready_at_s" not in state:
-        raise TimeoutError(f"deployment {deployment} not ready {timeout} s after the scale")
+    acted = act_during(lab, {"": spec}, at_s, scale_and_wait, {"": progress}, timeout)
+    ready, ready_at_s = acted.outcome
     run = ScaleRun(
-        result=result,
+        result=acted.results[""],
         before=before,
-        new_pods=sorted(set(state["ready"]) - set(before)),
-        scaled_at_s=state["scaled_at_s"],
-        ready_at_s=state["ready_at_s"],
+        new_pods=sorted(set(ready) - set(before)),
+        scaled_at_s=acted.started_s[""],
+        ready_at_s=round(ready_at_s, 3),
     )
     if chart is not None:
         chart.show_pickup(run)
