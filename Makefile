@@ -62,13 +62,16 @@ notebooks: setup  ## re-execute every notebook and store its outputs (no widget 
 	$(RUN) jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.store_widget_state=False notebooks/*.ipynb
 
-lint: setup
-	$(RUN) ruff check src tests bench
-	$(RUN) ruff format --check src tests bench
+# Everything people read: the code, and the notebooks' and labs' cells (ruff reads .ipynb).
+LINTED := src tests bench notebooks labs
 
-format: setup
-	$(RUN) ruff check --fix src tests bench
-	$(RUN) ruff format src tests bench
+lint: setup  ## ruff over $(LINTED)
+	$(RUN) ruff check $(LINTED)
+	$(RUN) ruff format --check $(LINTED)
+
+format: setup  ## ruff's fixes and format over $(LINTED)
+	$(RUN) ruff check --fix $(LINTED)
+	$(RUN) ruff format $(LINTED)
 
 protos: setup  ## regenerate src/grpclab/demo/_generated from protos/
 	$(RUN) python -m grpclab.tools.codegen
