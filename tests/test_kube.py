@@ -581,13 +581,28 @@ SPECS = [
     LoadSpec(
         "grpc-server.production.svc.cluster.local:50051", proxy_admin="http://127.0.0.1:15000"
     ),
+    LoadSpec(
+        "dns:///grpc-server-headless.production.svc.cluster.local:50051",
+        lb_policy="round_robin",
+        retry_policy={
+            "maxAttempts": 3,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+        retry_throttling={"maxTokens": 10, "tokenRatio": 0.1},
+        deadline_s=None,
+    ),
 ]
 
 
 def _normalised(spec: LoadSpec) -> dict:
     data = spec.to_dict()
-    data["service_config"] = spec.service_config_json() if spec.service_config is not None else None
-    data["lb_policy"] = None if spec.service_config is not None else spec.lb_policy
+    # What goes on the channel: lb_policy and the retry fields are part of the service config.
+    data["service_config"] = spec.service_config_json()
+    for name in ("lb_policy", "retry_policy", "hedging_policy", "retry_throttling"):
+        del data[name]
     data["channel_options"] = {
         k: int(v) if isinstance(v, bool) else v for k, v in spec.channel_options.items()
     }

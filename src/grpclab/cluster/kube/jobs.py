@@ -173,13 +173,16 @@ def load_cli_args(spec: LoadSpec) -> list[str]:
     else:
         args += ["--duration", repr(float(spec.duration_s))]
     args += ["--concurrency", str(spec.concurrency), "--channels", str(spec.channels)]
-    if spec.service_config is not None:
-        args += ["--service-config", spec.service_config_json()]
-    elif spec.lb_policy is not None:
-        args += ["--lb-policy", spec.lb_policy]
+    config = spec.service_config_json()  # lb_policy, retry and hedging fields included
+    if config is not None:
+        args += ["--service-config", config]
     for key, value in spec.channel_options.items():
         args += ["--option", f"{key}={_option_value(key, value)}"]
-    args += ["--deadline", repr(float(spec.deadline_s)), "--method", spec.method]
+    if spec.deadline_s is None:
+        args += ["--no-deadline"]
+    else:
+        args += ["--deadline", repr(float(spec.deadline_s))]
+    args += ["--method", spec.method]
     args += ["--interval", repr(float(spec.interval_s))]
     if spec.tls_ca_file is not None:
         args += ["--tls-ca", spec.tls_ca_file]
