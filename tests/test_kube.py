@@ -646,7 +646,10 @@ def test_the_load_job_is_a_valid_job_that_runs_the_cli_once_and_cleans_up():
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"] == ["python", "-m", "grpclab.load"]
     assert container["args"] == kube.load_cli_args(spec)
-    assert "--duration" in container["args"] and "round_robin" in container["args"]
+    assert "--duration" in container["args"]
+    # lb_policy travels in the service config, as the client's own code would set it.
+    config = container["args"][container["args"].index("--service-config") + 1]
+    assert json.loads(config) == {"loadBalancingConfig": [{"round_robin": {}}]}
 
 
 def test_a_tls_load_job_carries_the_ca_bundle_and_points_the_cli_at_its_copy():

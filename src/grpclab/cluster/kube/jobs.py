@@ -322,6 +322,8 @@ class LoadJobs:
         on_progress: Callable[[LoadResult], None] | None = None,
     ) -> LoadResult:
         """Create the Job for `spec`, follow it to its result, and delete it."""
+        import urllib3
+
         pem = Path(spec.tls_ca_file).read_text() if spec.tls_ca_file else None
         name = f"grpclab-load-{secrets.token_hex(4)}"
         manifest = load_job_manifest(
@@ -341,7 +343,7 @@ class LoadJobs:
             # (ttlSecondsAfterFinished removes the Job anyway).
             try:
                 self.delete(name)
-            except Exception:  # any failure at all: it must not hide the run's own error
+            except (api_exception(), urllib3.exceptions.HTTPError):  # refused, or no answer
                 log.warning("could not delete load Job %s/%s", self.namespace, name, exc_info=True)
             raise
         self.delete(name)
