@@ -190,6 +190,12 @@ def load_cli_args(spec: LoadSpec) -> list[str]:
         args += ["--tls-server-name", spec.tls_server_name]
     if spec.proxy_admin is not None:
         args += ["--proxy-admin", spec.proxy_admin]
+    if spec.stream_messages is not None:
+        args += ["--stream-messages", str(spec.stream_messages)]
+    if spec.stream_duration_s is not None:
+        args += ["--stream-duration", repr(float(spec.stream_duration_s))]
+    if spec.stream_interval_s:
+        args += ["--stream-interval", repr(float(spec.stream_interval_s))]
     return [*args, "--json", "--progress-json"]
 
 
