@@ -13,6 +13,7 @@ import functools
 import math
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +27,11 @@ from grpclab.cluster.containers import (
     UnsupportedHook,
     prestop_sleep_seconds,
 )
-from grpclab.cluster.manifests import kubectl_ref, load_objects
+from grpclab.cluster.manifests import ManifestError, kubectl_ref, load_objects
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.load.drills import DrillError, drill
 from grpclab.measure import checks
+from grpclab.notes import say
 from grpclab.paths import LABS, MANIFESTS
 
 if TYPE_CHECKING:
@@ -119,6 +121,46 @@ def read_client_config(path: str | Path) -> ClientConfig:
     except ValueError as error:
         raise LabFilesError(f"{where}: field 'service_config': {error}") from None
     return config
+
+
+# --- the learner's query ------------------------------------------------------------------
+
+QUERY_SUFFIX = ".promql"
+# What in a PromQL expression is not a metric name: keywords, and label lists after them.
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and"}
+_PROMQL_WORDS |= {"or", "unless", "offset", "inf", "nan", "atan2", "start", "end"}
+_LABEL_LIST = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE
+)
+_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`")
+_IDENTIFIER = re.compile(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(?![\w:]|\s*\()")
+
+
+def read_query(path: str | Path) -> str:
+    """The PromQL in `path`, without its comment lines; a LabFilesError names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LabFilesError(f"{path}: not found (run the notebook's first cell)") from None
+    query = "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")
+    ).strip()
+    if not query:
+        raise LabFilesError(f"{path}: holds no query (lines that start with # are comments)")
+    if "__name__" in query:
+        raise LabFilesError(
+            f"{path}: selects metrics through __name__: name each metric it reads instead"
+        )
+    return query
+
+
+def metric_names(query: str) -> set[str]:
+    """The metric names a PromQL expression reads (not its functions, keywords or labels)."""
+    text = _STRING.sub('""', query)
+    text = _LABEL_LIST.sub(" ", text)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)
+    return {name for name in _IDENTIFIER.findall(text) if name.lower() not in _PROMQL_WORDS}
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -298,15 +340,23 @@ class FileRule:
     why: str
     may_change: tuple[str, ...] = ()  # client.yaml: its fields
     objects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "Kind/name" ->
+    metrics: tuple[str, ...] = ()  # a .promql file: the metric names its query may read
 
     @property
     def is_client(self) -> bool:
         return self.name == CLIENT_FILE
 
+    @property
+    def is_query(self) -> bool:
+        return self.name.endswith(QUERY_SUFFIX)
+
     def allowed(self) -> str:
         """What the learner may change here, as the README says it."""
         if self.is_client:
             return "only " + _words([f"`{text}`" for text in self.may_change])
+        if self.is_query:
+            names = _words([f"`{name}`" for name in self.metrics])
+            return f"one PromQL expression that reads no metric but {names}"
         parts = []
         for ref, rule in self.objects.items():
             kind, name = ref.split("/", 1)
@@ -335,6 +385,13 @@ class FileRule:
                 return [str(error)]
             found = changed_fields(asdict(read_client_config(shipped)), yours, self.may_change, {})
             return [f"{self.name}: {problem}" for problem in found]
+        if self.is_query:
+            try:
+                read = metric_names(read_query(path))
+            except LabFilesError as error:
+                return [str(error)]
+            others = sorted(name for name in read if name not in self.metrics)
+            return [f"{self.name}: it reads {name}" for name in others]
         try:
             objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
         except ValueError as error:
@@ -375,6 +432,7 @@ class LabRules:
                 " ".join(str(rule["why"]).split()),
                 tuple(rule.get("may_change", ())),
                 rule.get("objects", {}),
+                tuple(rule.get("metrics", ())),
             )
             for name, rule in data["files"].items()
         )
@@ -384,7 +442,7 @@ class LabRules:
 
     @property
     def manifests(self) -> tuple[str, ...]:
-        return tuple(rule.name for rule in self.files if not rule.is_client)
+        return tuple(rule.name for rule in self.files if not (rule.is_client or rule.is_query))
 
     def item(self, key: str, passed: bool, measured: str, expected: str, hint: str) -> CheckItem:
         return CheckItem(self.passes_when[key], passed, measured, expected, hint)
@@ -534,7 +592,7 @@ def _rules(folder: str) -> LabRules:
 def _objects(path: Path) -> list[Mapping[str, Any]]:
     try:
         return load_objects(path)
-    except Exception:
+    except ManifestError:  # the rules check reports a file that does not load
         return []
 
 
@@ -996,6 +1054,94 @@ def _run_lab04(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
 
 
+# --- lab 06: the evenness query --------------------------------------------------------------
+
+QUERY_FILE = "evenness.promql"
+HEADLESS_SERVICE = "grpc-server-headless"
+
+
+def _fresh_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> list[str]:
+    """New pods, as after a rollout: a pod that has served no call has no series yet."""
+    old = {pod.name for pod in cluster.pods({"app": DEPLOYMENT})}
+    for name in old:
+        cluster.delete_pod(name)
+    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: rules.limits["pods"]}, items)[DEPLOYMENT]
+    if old & set(pods):
+        raise RuntimeError(f"pods {sorted(old & set(pods))} were deleted but are still ready")
+    return pods
+
+
+def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    from grpclab.measure import monitoring
+
+    limits = rules.limits
+    query = read_query(files / QUERY_FILE)  # the rules have read it already
+    cluster.prometheus_url()  # starts the sandbox's Prometheus before the pods it scrapes
+    pods = _fresh_pods(cluster, rules, items)
+    monitoring.wait_for_scrape(cluster, pods)
+    load = {"rpcs": None, "duration_s": limits["run_s"], "concurrency": 4}
+    runs = {
+        # pick_first through the ClusterIP: one connection, so one pod gets every call.
+        "uneven": LoadSpec(cluster.target(DEPLOYMENT, via="clusterip"), **load),
+        "even": LoadSpec(cluster.target(HEADLESS_SERVICE), lb_policy="round_robin", **load),
+    }
+    tolerance = limits["tolerance"]
+    for key, spec in runs.items():
+        result = cluster.run_load(spec)
+        end = time.time()
+        monitoring.wait_for_scrape(cluster, pods, after=end)
+        truth = checks.evenness(result, pods)
+        counts = ", ".join(str(result.per_pod.get(pod, 0)) for pod in pods)
+        try:
+            samples = cluster.prometheus_query(query, at=end)
+        except monitoring.PrometheusError as error:
+            items.append(
+                rules.item(
+                    key,
+                    False,
+                    str(error),
+                    f"one number within {tolerance:g} of {truth:.2f}",
+                    "Prometheus says what it could not parse or evaluate; try the query in "
+                    "lab.prometheus_query(...) first",
+                )
+            )
+            continue
+        value = samples[0].value if len(samples) == 1 else math.nan
+        shown = (
+            f"{value:.2f}"
+            if len(samples) == 1
+            else f"{len(samples)} numbers ({', '.join(f'{s.value:.2f}' for s in samples[:4])})"
+        )
+        if len(samples) != 1:
+            hint = (
+                "the query gives one number per group: aggregate the per-pod rates into one "
+                "number (stddev(...) / avg(...) of a vector with one sample per pod)"
+            )
+        elif key == "uneven" and abs(value) < tolerance:
+            hint = (
+                "your query calls this run even, but one pod served every call: a pod that "
+                "has never served a call has no grpc_server_handled_total series, so stddev "
+                "and avg never see it. Give every scraped pod a 0 (the `up` series has one "
+                "per pod) and combine the two with `or on (pod)`"
+            )
+        else:
+            hint = (
+                "the answer is the stddev over the mean of the per-pod call rates of "
+                "mypackage.MyService, every pod counted once: sum the series of each pod "
+                "(sum by (pod)), and leave out the health checks the kubelet sends"
+            )
+        items.append(
+            rules.item(
+                key,
+                len(samples) == 1 and abs(value - truth) <= tolerance,
+                f"your query gives {shown}; the client counted {counts} calls per pod, "
+                f"evenness {truth:.2f}",
+                f"one number within {tolerance:g} of {truth:.2f}",
+                hint,
+            )
+        )
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _BASE = MANIFESTS / "base"
@@ -1042,6 +1188,18 @@ LABS: dict[str, Lab] = {
             _run_lab04,
             deployments=(DEPLOYMENT, V2_DEPLOYMENT),
             controllers=("envoy-gateway",),
+        ),
+        Lab(
+            "06",
+            "06-promql",
+            "write the evenness query",
+            (
+                _BASE / "00-namespace.yaml",
+                _BASE / "deployment.yaml",
+                _BASE / "service-clusterip.yaml",
+                MANIFESTS / "headless" / "service-headless.yaml",
+            ),
+            _run_lab06,
         ),
     )
 }
@@ -1091,7 +1249,7 @@ def _grade(info: Lab, cluster: Cluster, lab_dir: Path, files: str, items: list[C
         raise _Stop  # a file that breaks the rules never reaches the cluster
     try:
         lines = apply_lab_files(info.number, lab_dir, cluster, files)
-    except Exception as error:
+    except Exception as error:  # any backend's refusal (ManifestError, KubeError...) is a check
         items.append(
             CheckItem("your files apply", False, str(error), "every object applies", _FIX_FILE_HINT)
         )
@@ -1121,8 +1279,8 @@ def check_lab(
     """Replay `lab_dir/files` (the learner's work/ by default) on `cluster` and grade it.
 
     The lab's rules come first: a file that changes more than they allow fails here, and
-    nothing is applied. Prints one line per check, with what to do under each failure,
-    unless `quiet`.
+    nothing is applied. Says one line per check (a grpclab.notes note), with what to do
+    under each failure, unless `quiet`.
     """
     info = lab_info(lab)
     folder = Path(lab_dir) / files
@@ -1147,5 +1305,5 @@ def check_lab(
             )
         )
     if not quiet:
-        print(result.report())
+        say(result.report())
     return result

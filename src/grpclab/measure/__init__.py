@@ -1,6 +1,6 @@
 """Reading results: checked summaries, whole-path comparisons and Prometheus queries.
 
-Lives here: checks, compare, monitoring.
+Lives here: checks, compare, monitoring, streams.
 May import: grpclab.load, grpclab.cluster (the interface and its helpers, no backend; only
 checks reads the sandbox's process records, as `grpclab down` does), grpclab.xds,
 grpclab.prometheus, and for compare's whole-lineup runs grpclab.side_by_side,
