@@ -189,6 +189,7 @@ MAY_IMPORT = {
         "grpclab.cluster",
         "grpclab.xds",
         "grpclab.prometheus",
+        "grpclab.notes",
         "grpclab.side_by_side",
         "grpclab.widgets",
         "grpclab.tls",

@@ -3,6 +3,6 @@
 Lives here: checks, compare, monitoring, streams.
 May import: grpclab.load, grpclab.cluster (the interface and its helpers, no backend; only
 checks reads the sandbox's process records, as `grpclab down` does), grpclab.xds,
-grpclab.prometheus, and for compare's whole-lineup runs grpclab.side_by_side,
-grpclab.widgets and grpclab.tls.
+grpclab.prometheus, grpclab.notes (learner notes), and for compare's whole-lineup runs
+grpclab.side_by_side, grpclab.widgets and grpclab.tls.
 """
