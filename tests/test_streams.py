@@ -393,3 +393,8 @@ def test_progress_snapshots_leave_the_stream_records_to_the_final_result(tmp_pat
     progress = [snapshot for snapshot in snapshots if not snapshot.done]
     assert progress and all(snapshot.streams == [] for snapshot in progress)
     assert progress[-1].ok > 0 and len(final.streams) > 2
+
+
+def test_client_code_refuses_a_stream_spec_and_says_where_to_look():
+    with pytest.raises(ValueError, match="no printed client for the stream mode"):
+        stream_spec("x:1").client_code()
