@@ -334,6 +334,27 @@ class Sandbox(Cluster):
                 raise KeyError(f'pod "{pod}" not found in namespace {runtime.namespace}')
             os.kill(runtime.process.pid, signal.SIGKILL)
 
+    def freeze_pod(self, pod: str, namespace: str | None = None) -> None:
+        """SIGSTOP the pod's process group: its sockets stay open, nothing answers on them."""
+        self._signal_pod(pod, namespace, signal.SIGSTOP)
+
+    def thaw_pod(self, pod: str, namespace: str | None = None) -> None:
+        """SIGCONT the pod's process group."""
+        self._signal_pod(pod, namespace, signal.SIGCONT)
+
+    def _signal_pod(self, pod: str, namespace: str | None, sig: signal.Signals) -> None:
+        self._check_up()
+        with self._lock:
+            runtime = self._pod_runtime(pod, namespace)
+            try:
+                if runtime.process is None:
+                    raise ProcessLookupError
+                self.launcher.signal_group(runtime.process, sig)
+            except ProcessLookupError:  # between a crash and its restart: nothing runs
+                raise KeyError(
+                    f'pod "{pod}" has no running container in namespace {runtime.namespace}'
+                ) from None
+
     def local_address(
         self, pod: str, port: int | str = "grpc", namespace: str | None = None
     ) -> str:
