@@ -28,7 +28,7 @@ import grpc
 from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
 from grpclab.load.runner import LoadResult, LoadSpec, _Tally, _worker, channel_options, run_async
 
-READY = re.compile(r"grpclab\.server ready pod=\S+ ip=\S+ port=(\d+)")
+READY = re.compile(r"grpclab\.demo\.server ready pod=\S+ ip=\S+ port=(\d+)")
 
 
 def start_server(log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:

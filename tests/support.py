@@ -61,7 +61,7 @@ def wait_until(
 
 # grpclab.demo.server prints this once it accepts calls (src/grpclab/demo/server.py, `serve`).
 READY_LINE = re.compile(
-    r"grpclab\.server ready pod=(?P<pod>\S+) ip=(?P<ip>\S+) port=(?P<port>\d+) "
+    r"grpclab\.demo\.server ready pod=(?P<pod>\S+) ip=(?P<ip>\S+) port=(?P<port>\d+) "
     r"metrics=(?P<metrics>\d+)"
 )
 

@@ -42,7 +42,7 @@ from grpclab.labs import (
 STARTER_FAILS = {
     "01": ["headless", "every_pod", "even"],
     "02": ["pickup"],
-    "03": ["no_failure"],
+    "03": ["no_failure", "left"],
     "04": ["get_user"],
 }
 
@@ -50,7 +50,7 @@ STARTER_FAILS = {
 PLAIN = {
     "01": ("every_pod", "1 of 3 pods and 1 of 3 pods", "3 of 3 pods", "kube-proxy"),
     "02": ("pickup", "never served", "within 5 s of Ready", "resolves again"),
-    "03": ("no_failure", "calls failed", "0 failed calls", "stops at once"),
+    "03": ("no_failure", "calls failed", "0 failed calls", "SIGKILL came during the app's drain"),
     "04": ("get_user", "0 of 300 calls on v2", "300 of 300 calls on v2", "Add a rule"),
 }
 
@@ -406,20 +406,48 @@ CHEATS = [
     ),
     Cheat(
         "03",
-        "a drain so long that the deleted pod serves to the end of the run",
+        "the app's drain cut short through its environment",
+        "starter",
+        edit_object("deployment.yaml", set_env("GRPCLAB_DRAIN_DELAY_S", "0")),
+        "deployment.yaml",
+        "env[GRPCLAB_DRAIN_DELAY_S].value changed (shipped: '4'; yours: '0')",
+    ),
+    Cheat(
+        "03",
+        "the grpclab switch that makes the app stop at once",
         "solution",
-        both(
-            edit_object("deployment.yaml", set_env("GRPCLAB_DRAIN_DELAY_S", "8")),
-            edit_object(
-                "deployment.yaml",
-                lambda obj: obj["spec"]["template"]["spec"].update(
-                    terminationGracePeriodSeconds=15
-                ),
+        edit_object("deployment.yaml", set_env("GRPCLAB_NO_DRAIN", "1")),
+        "deployment.yaml",
+        "env[GRPCLAB_NO_DRAIN].name is added",
+    ),
+    Cheat(
+        "03",
+        "a preStop sleep as long as the run, so the deleted pod never fails a call",
+        "solution",
+        edit_object(
+            "deployment.yaml",
+            lambda obj: (
+                obj["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30),
+                container(obj).update(lifecycle={"preStop": {"sleep": {"seconds": 20}}}),
             ),
-            client(service_config=None),
         ),
         "left",
         "still served at the end of the run",
+        behaviour=True,
+    ),
+    Cheat(
+        "03",
+        "a long grace period alone: the client keeps sending until the GOAWAY",
+        "starter",
+        edit_object(
+            "deployment.yaml",
+            lambda obj: (
+                obj["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30),
+                container(obj).pop("lifecycle"),
+            ),
+        ),
+        "left",
+        "its last call",
         behaviour=True,
     ),
     # lab 04: v2 must serve GetUser because of the route

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -434,3 +436,39 @@ def test_loaded_objects_dump_as_plain_yaml() -> None:
 def test_empty_text_is_an_error_not_the_current_directory(text: str) -> None:
     with pytest.raises(ManifestError, match="^<text>: no Kubernetes objects found$"):
         load_objects(text)
+
+
+# The top-level packages of the generated xDS protobufs (envoy, cncf xds, udpa, PGV), and the
+# translators that import them.
+XDS_MODULES = ("envoy", "xds", "udpa", "validate", "grpclab.xds")
+
+
+def test_the_kind_path_never_imports_the_xds_protobufs() -> None:
+    # A fresh interpreter: this test process has imported them long ago. Importing the kind
+    # backend and loading the base manifests (built-in kinds only) must not need them.
+    script = (
+        "import sys\n"
+        "import grpclab.cluster.kube\n"
+        "from grpclab.cluster.manifests import load_objects\n"
+        f"load_objects({str(REPO / 'cluster' / 'manifests' / 'base')!r})\n"
+        f"prefixes = {XDS_MODULES!r}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in prefixes\n"
+        "             or m.startswith(prefixes[-1])))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == "[]"
+
+
+def test_custom_resources_are_known_once_one_is_loaded() -> None:
+    # The lazy registration must still happen: a custom resource with a bad field is refused.
+    rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "r", "namespace": "production"},
+        "spec": {"host": "grpc-server", "trafficPolicy": {"loadBalancer": {"simpel": "x"}}},
+    }
+    with pytest.raises(ManifestError) as caught:
+        load_objects(rule)
+    assert caught.value.field == "spec.trafficPolicy.loadBalancer.simpel"

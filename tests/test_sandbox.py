@@ -185,7 +185,7 @@ def test_bad_manifests_leave_the_state_as_it_was(lab, bad_file):
 def test_an_apply_the_data_plane_refuses_consumes_nothing(lab, monkeypatch):
     # Past every check (switched off here), kube-proxy's Envoy refuses port 70000 itself.
     # The good Service and Deployment beside it must leave no cluster IP, pod or listener.
-    monkeypatch.setattr(manifests, "_api_server_rules", lambda obj: iter(()))
+    monkeypatch.setattr(manifests.api_server, "problems", lambda obj: iter(()))
     good = textwrap.dedent(
         """        apiVersion: v1
         kind: Service

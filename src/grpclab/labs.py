@@ -21,6 +21,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from grpclab.cluster import Cluster
+from grpclab.cluster.containers import (
+    MINIMUM_GRACE_SECONDS,
+    UnsupportedHook,
+    prestop_sleep_seconds,
+)
 from grpclab.cluster.manifests import kubectl_ref, load_objects
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.load.drills import DrillError, drill
@@ -542,11 +547,38 @@ def _deployment_env(path: Path) -> dict[str, str]:
     return {}
 
 
-def _grace_period(path: Path) -> float:
+@dataclass(frozen=True)
+class _Stopping:
+    """What the learner's files make of a pod deletion, for lab 03's hints."""
+
+    grace_s: float  # terminationGracePeriodSeconds
+    hook_s: float  # the preStop sleep (0: none, or a hook whose length is unknown)
+    drain_s: float  # how long the app serves after SIGTERM (GRPCLAB_DRAIN_DELAY_S)
+    watches_health: bool  # the client's service config has a healthCheckConfig
+
+    @property
+    def term_s(self) -> float:
+        """Seconds from SIGTERM to SIGKILL, as the kubelet counts them."""
+        return max(self.grace_s - min(self.hook_s, self.grace_s), MINIMUM_GRACE_SECONDS)
+
+    @property
+    def killed_in_drain(self) -> bool:
+        return self.term_s < self.drain_s + 0.5
+
+
+def _how_it_stops(path: Path, client: ClientConfig) -> _Stopping:
+    grace, hook = 30.0, 0.0
     for obj in _objects(path):
         if obj["kind"] == "Deployment":
-            return float(obj["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))
-    return 30.0
+            pod = obj["spec"]["template"]["spec"]
+            grace = float(pod.get("terminationGracePeriodSeconds", 30))
+            try:
+                hook = prestop_sleep_seconds(pod["containers"][0]) or 0.0
+            except UnsupportedHook:  # a hook only a real cluster runs: its length is unknown
+                hook = 0.0
+    drain = float(_deployment_env(path).get("GRPCLAB_DRAIN_DELAY_S", 1))
+    watches = "healthCheckConfig" in (client.service_config or {})
+    return _Stopping(grace, hook, drain, watches)
 
 
 def _ready(
@@ -820,42 +852,55 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             else "the deletion came late, which is not about your files: run the check again",
         )
     )
-    env = _deployment_env(files / "deployment.yaml")
-    no_drain = env.get("GRPCLAB_NO_DRAIN", "").strip().lower() in ("1", "true", "yes", "on")
-    drain_s = float(env.get("GRPCLAB_DRAIN_DELAY_S", 1)) + float(
-        env.get("GRPCLAB_DRAIN_GRACE_S", 5)
-    )
-    if no_drain:
+    stop = _how_it_stops(files / "deployment.yaml", config)
+    if stop.killed_in_drain:
         hint = (
-            "on SIGTERM your server stops at once and cancels the calls it is serving. "
-            "Which line of deployment.yaml makes it skip its drain?"
+            f"SIGKILL came during the app's drain. The kubelet gives the pod "
+            f"terminationGracePeriodSeconds ({stop.grace_s:g} s) in all, the preStop hook "
+            f"included: after your {stop.hook_s:g} s sleep the app had {stop.term_s:g} s of "
+            f"the {stop.drain_s:g} s it serves after SIGTERM (then it stops, and calls in "
+            "flight get up to 5 s more). Make the grace period cover the sleep and the drain."
         )
-    elif _grace_period(files / "deployment.yaml") < drain_s:
+    elif not stop.watches_health:
         hint = (
-            "the kubelet sends SIGKILL after terminationGracePeriodSeconds, which is shorter "
-            "than your server's drain (delay + grace): the kill cuts the drain short."
+            "the client keeps sending calls to the draining pod until its GOAWAY, "
+            f"{stop.drain_s:g} s after SIGTERM. A service_config with healthCheckConfig lets "
+            "round_robin see the pod's NOT_SERVING at once (see the README)."
         )
     else:
         hint = (
-            "the client keeps sending calls to the draining pod until its connection "
-            "closes. A service_config with healthCheckConfig lets round_robin see the pod's "
-            "NOT_SERVING at once (see the README)."
+            "look at the failed calls' status codes, and at what the README says happens "
+            "between the deletion, SIGTERM and SIGKILL"
         )
     items.append(
         rules.item("no_failure", result.failed == 0, _failed_calls(result), "0 failed calls", hint)
     )
     drained = checks.drain_time(result, victim, since_s=killed_at)
+    within = limits["stop_within_s"]
+    if stop.hook_s >= within:
+        hint = (
+            f"your preStop sleep holds SIGTERM back {stop.hook_s:g} s, and until SIGTERM the "
+            "app does not know that it is going: it serves every call sent to it. A preStop "
+            "sleep is for what follows the endpoints (kube-proxy, an ingress, a mesh); keep "
+            "it short"
+        )
+    elif not stop.watches_health:
+        hint = (
+            "your client learns that the pod is going only from the GOAWAY that ends the "
+            f"app's {stop.drain_s:g} s drain. healthCheckConfig makes it watch the pod's "
+            "health, which turns NOT_SERVING the moment SIGTERM arrives"
+        )
+    else:
+        hint = "look at when SIGTERM reaches the app: the README's timeline of a pod deletion"
     items.append(
         rules.item(
             "left",
-            drained is not None and drained <= limits["stop_within_s"],
+            drained is not None and drained <= within,
             "it still served at the end of the run"
             if drained is None
             else f"its last call {drained:.1f} s after the deletion",
-            f"its last call within {limits['stop_within_s']:g} s of the deletion",
-            "a deleted pod must go: your server keeps serving long after SIGTERM. Keep its "
-            "drain short (GRPCLAB_DRAIN_DELAY_S, GRPCLAB_DRAIN_GRACE_S), and let the client "
-            "learn of it (healthCheckConfig)",
+            f"its last call within {within:g} s of the deletion",
+            hint,
         )
     )
     served_after = sum(

@@ -7,7 +7,7 @@ not translate is an error that names it, not a setting that silently does nothin
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 STRING = {"type": "string"}
@@ -77,16 +77,3 @@ def checker(check: Check, error_type: type[ValueError], problem: Problem):
             yield problem(field_parts(error.field), error.reason)  # type: ignore[attr-defined]
 
     return run
-
-
-def register_all(
-    schemas: MutableMapping[tuple[str, str], Mapping[str, Any]],
-    sandbox_kinds: MutableMapping[tuple[str, str], Callable[[Mapping[str, Any]], Iterator[Any]]],
-    problem: Problem,
-    kinds: Kinds,
-) -> None:
-    """Add each (apiVersion, kind): its schema (None: Kubernetes' own) and sandbox check."""
-    for key, (schema, check, error_type) in kinds.items():
-        if schema is not None:
-            schemas[key] = schema
-        sandbox_kinds[key] = checker(check, error_type, problem)
