@@ -222,3 +222,13 @@ def recovery_summary(result: LoadResult, since_s: float, within_s: float) -> str
         return "calls stopped failing: no (they still failed at the end of the run)"
     within = "yes" if recovered <= within_s else "no"
     return f"calls stopped failing: yes, within {within_s:g} s: {within}"
+
+
+def ok_rate(result: LoadResult, since_s: float = 0.0, until_s: float = math.inf) -> float:
+    """OK replies per second in the complete timeline buckets that lie inside the window."""
+    width = bucket_width(result)
+    until = min(until_s, result.elapsed_s)
+    inside = [b for b in result.timeline if b["t"] >= since_s and b["t"] + width <= until + 1e-6]
+    if not inside:
+        return 0.0
+    return sum(sum(b["per_pod"].values()) for b in inside) / (width * len(inside))
