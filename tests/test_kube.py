@@ -48,7 +48,12 @@ from support import CLUSTER, REPO, parse_ready
 
 import grpclab
 from grpclab.cluster import kube
-from grpclab.cluster.manifests import KUBERNETES_VERSION, load_objects
+from grpclab.cluster.manifests import (
+    KUBERNETES_VERSION,
+    kubectl_ref,
+    load_objects,
+    override_namespace,
+)
 from grpclab.load import PROXY_COUNTERS, LoadResult, LoadSpec, run
 from grpclab.load.runner import build_parser, spec_from_args
 
@@ -265,16 +270,16 @@ def test_the_namespace_override_moves_every_namespaced_object_and_renames_the_na
     objects = load_objects(CLUSTER / "manifests" / "base") + load_objects(
         CLUSTER / "addons" / "prometheus.yaml"
     )
-    moved = kube.override_namespace(objects, "alice")
+    moved = override_namespace(objects, "alice")
     namespaces = [o for o in moved if o["kind"] == "Namespace"]
     assert len(namespaces) == 1 and namespaces[0]["metadata"]["name"] == "alice"
     # Labels of both Namespace objects survive the merge.
     assert namespaces[0]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "grpclab"
     for obj in moved:
         if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
-            assert "namespace" not in obj["metadata"], kube.kubectl_ref(obj)
+            assert "namespace" not in obj["metadata"], kubectl_ref(obj)
         else:
-            assert obj["metadata"]["namespace"] == "alice", kube.kubectl_ref(obj)
+            assert obj["metadata"]["namespace"] == "alice", kubectl_ref(obj)
     assert len(moved) == len(objects) - 1  # two Namespace objects became one
     # The input is left as it was.
     assert {o["metadata"].get("namespace") for o in objects} >= {"production", "grpclab-monitoring"}
@@ -288,13 +293,13 @@ def test_the_namespace_override_moves_the_service_names_inside_mesh_rules():
     ]
     text = json.dumps(objects)
     assert "grpc-server.production.svc.cluster.local" in text
-    moved = json.dumps(kube.override_namespace(objects, "alice"))
+    moved = json.dumps(override_namespace(objects, "alice"))
     assert "production" not in moved
     assert moved.count("grpc-server.alice.svc.cluster.local") == text.count(
         "grpc-server.production.svc.cluster.local"
     )
     # Moving nowhere changes nothing.
-    assert kube.override_namespace(objects, "production") == objects
+    assert override_namespace(objects, "production") == objects
 
 
 def test_the_namespace_override_merges_namespace_labels_and_follows_discovery():
@@ -315,7 +320,7 @@ def test_the_namespace_override_merges_namespace_labels_and_follows_discovery():
             "metadata": {"name": "w", "namespace": "x"},
         },
     ]
-    moved = kube.override_namespace(objects, "bob", is_namespaced=lambda api_version, kind: False)
+    moved = override_namespace(objects, "bob", is_namespaced=lambda api_version, kind: False)
     assert moved[0]["metadata"] == {
         "name": "bob",
         "labels": {"a": "1", "istio-injection": "enabled"},
@@ -333,11 +338,11 @@ def test_the_namespace_comes_from_the_argument_then_the_environment_then_product
 
 def test_kubectl_style_names_and_apply_outcomes():
     assert (
-        kube.kubectl_ref({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "g"}})
+        kubectl_ref({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "g"}})
         == "deployment.apps/g"
     )
     assert (
-        kube.kubectl_ref({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}})
+        kubectl_ref({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}})
         == "service/s"
     )
     assert kube.apply_outcome(None, {"metadata": {"resourceVersion": "7"}}) == "created"
@@ -576,13 +581,28 @@ SPECS = [
     LoadSpec(
         "grpc-server.production.svc.cluster.local:50051", proxy_admin="http://127.0.0.1:15000"
     ),
+    LoadSpec(
+        "dns:///grpc-server-headless.production.svc.cluster.local:50051",
+        lb_policy="round_robin",
+        retry_policy={
+            "maxAttempts": 3,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+        retry_throttling={"maxTokens": 10, "tokenRatio": 0.1},
+        deadline_s=None,
+    ),
 ]
 
 
 def _normalised(spec: LoadSpec) -> dict:
     data = spec.to_dict()
-    data["service_config"] = spec.service_config_json() if spec.service_config is not None else None
-    data["lb_policy"] = None if spec.service_config is not None else spec.lb_policy
+    # What goes on the channel: lb_policy and the retry fields are part of the service config.
+    data["service_config"] = spec.service_config_json()
+    for name in ("lb_policy", "retry_policy", "hedging_policy", "retry_throttling"):
+        del data[name]
     data["channel_options"] = {
         k: int(v) if isinstance(v, bool) else v for k, v in spec.channel_options.items()
     }
@@ -1202,7 +1222,7 @@ def test_a_port_forward_that_writes_much_to_stderr_does_not_stall(tmp_path):
     try:
         assert address == "127.0.0.1:45678"
     finally:
-        kube._stop_process(process)
+        kube.stop_process(process)
 
 
 def test_job_start_reads_image_pull_and_failed_pods_and_waits_on_the_rest():

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from grpclab.cluster import kube
+from grpclab.load import LoadSpec
 
 Reply = tuple[int, dict]
 VERSION = {
@@ -161,7 +162,7 @@ def test_api_errors_other_than_the_handled_statuses_are_not_swallowed(api):
     )
     lab = connect(kubeconfig)
     try:
-        with pytest.raises(kube._api_exception()) as raised:
+        with pytest.raises(kube.api_exception()) as raised:
             lab.delete_pod("grpc-server-abc")
         assert raised.value.status == 500
         state.route = lambda m, p, q, b: None  # 404
@@ -348,8 +349,8 @@ def load_pod(**status) -> dict:
     return pod("load-x", "job", labels={"job-name": "j"}, **status)
 
 
-def spec() -> kube.LoadSpec:
-    return kube.LoadSpec("dns:///grpc-server.production.svc.cluster.local:50051", rpcs=10)
+def spec() -> LoadSpec:
+    return LoadSpec("dns:///grpc-server.production.svc.cluster.local:50051", rpcs=10)
 
 
 def test_a_load_container_that_cannot_be_created_fails_at_once_with_the_reason(api):

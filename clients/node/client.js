@@ -71,7 +71,8 @@ function channelOptions(run) {
 async function drive(MyService, run) {
   const rpcs = run.rpcs ?? 600;
   const concurrency = run.concurrency ?? 8;
-  const deadlineMs = (run.deadline_s ?? 5) * 1000;
+  // deadline_s null: calls without a deadline (LoadSpec(deadline_s=None)).
+  const deadlineMs = run.deadline_s === null ? null : (run.deadline_s ?? 5) * 1000;
   // One channel for the whole run: the client the notebooks start from.
   const client = new MyService(run.target, grpc.credentials.createInsecure(), channelOptions(run));
   const perPod = {};
@@ -83,8 +84,8 @@ async function drive(MyService, run) {
 
   const call = () =>
     new Promise((resolve) => {
-      const deadline = new Date(Date.now() + deadlineMs);
-      client.SayHello({ name: "node" }, { deadline }, (error, reply) => resolve({ error, reply }));
+      const options = deadlineMs === null ? {} : { deadline: new Date(Date.now() + deadlineMs) };
+      client.SayHello({ name: "node" }, options, (error, reply) => resolve({ error, reply }));
     });
 
   async function worker() {

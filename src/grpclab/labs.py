@@ -13,6 +13,7 @@ import functools
 import math
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from grpclab.cluster import Cluster
+from grpclab.cluster.containers import (
+    MINIMUM_GRACE_SECONDS,
+    UnsupportedHook,
+    prestop_sleep_seconds,
+)
 from grpclab.cluster.manifests import kubectl_ref, load_objects
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.load.drills import DrillError, drill
@@ -114,6 +120,46 @@ def read_client_config(path: str | Path) -> ClientConfig:
     except ValueError as error:
         raise LabFilesError(f"{where}: field 'service_config': {error}") from None
     return config
+
+
+# --- the learner's query ------------------------------------------------------------------
+
+QUERY_SUFFIX = ".promql"
+# What in a PromQL expression is not a metric name: keywords, and label lists after them.
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and"}
+_PROMQL_WORDS |= {"or", "unless", "offset", "inf", "nan", "atan2", "start", "end"}
+_LABEL_LIST = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE
+)
+_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`")
+_IDENTIFIER = re.compile(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(?![\w:]|\s*\()")
+
+
+def read_query(path: str | Path) -> str:
+    """The PromQL in `path`, without its comment lines; a LabFilesError names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LabFilesError(f"{path}: not found (run the notebook's first cell)") from None
+    query = "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")
+    ).strip()
+    if not query:
+        raise LabFilesError(f"{path}: holds no query (lines that start with # are comments)")
+    if "__name__" in query:
+        raise LabFilesError(
+            f"{path}: selects metrics through __name__: name each metric it reads instead"
+        )
+    return query
+
+
+def metric_names(query: str) -> set[str]:
+    """The metric names a PromQL expression reads (not its functions, keywords or labels)."""
+    text = _STRING.sub('""', query)
+    text = _LABEL_LIST.sub(" ", text)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)
+    return {name for name in _IDENTIFIER.findall(text) if name.lower() not in _PROMQL_WORDS}
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -293,15 +339,23 @@ class FileRule:
     why: str
     may_change: tuple[str, ...] = ()  # client.yaml: its fields
     objects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "Kind/name" ->
+    metrics: tuple[str, ...] = ()  # a .promql file: the metric names its query may read
 
     @property
     def is_client(self) -> bool:
         return self.name == CLIENT_FILE
 
+    @property
+    def is_query(self) -> bool:
+        return self.name.endswith(QUERY_SUFFIX)
+
     def allowed(self) -> str:
         """What the learner may change here, as the README says it."""
         if self.is_client:
             return "only " + _words([f"`{text}`" for text in self.may_change])
+        if self.is_query:
+            names = _words([f"`{name}`" for name in self.metrics])
+            return f"one PromQL expression that reads no metric but {names}"
         parts = []
         for ref, rule in self.objects.items():
             kind, name = ref.split("/", 1)
@@ -330,6 +384,13 @@ class FileRule:
                 return [str(error)]
             found = changed_fields(asdict(read_client_config(shipped)), yours, self.may_change, {})
             return [f"{self.name}: {problem}" for problem in found]
+        if self.is_query:
+            try:
+                read = metric_names(read_query(path))
+            except LabFilesError as error:
+                return [str(error)]
+            others = sorted(name for name in read if name not in self.metrics)
+            return [f"{self.name}: it reads {name}" for name in others]
         try:
             objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
         except ValueError as error:
@@ -370,6 +431,7 @@ class LabRules:
                 " ".join(str(rule["why"]).split()),
                 tuple(rule.get("may_change", ())),
                 rule.get("objects", {}),
+                tuple(rule.get("metrics", ())),
             )
             for name, rule in data["files"].items()
         )
@@ -379,7 +441,7 @@ class LabRules:
 
     @property
     def manifests(self) -> tuple[str, ...]:
-        return tuple(rule.name for rule in self.files if not rule.is_client)
+        return tuple(rule.name for rule in self.files if not (rule.is_client or rule.is_query))
 
     def item(self, key: str, passed: bool, measured: str, expected: str, hint: str) -> CheckItem:
         return CheckItem(self.passes_when[key], passed, measured, expected, hint)
@@ -542,11 +604,38 @@ def _deployment_env(path: Path) -> dict[str, str]:
     return {}
 
 
-def _grace_period(path: Path) -> float:
+@dataclass(frozen=True)
+class _Stopping:
+    """What the learner's files make of a pod deletion, for lab 03's hints."""
+
+    grace_s: float  # terminationGracePeriodSeconds
+    hook_s: float  # the preStop sleep (0: none, or a hook whose length is unknown)
+    drain_s: float  # how long the app serves after SIGTERM (GRPCLAB_DRAIN_DELAY_S)
+    watches_health: bool  # the client's service config has a healthCheckConfig
+
+    @property
+    def term_s(self) -> float:
+        """Seconds from SIGTERM to SIGKILL, as the kubelet counts them."""
+        return max(self.grace_s - min(self.hook_s, self.grace_s), MINIMUM_GRACE_SECONDS)
+
+    @property
+    def killed_in_drain(self) -> bool:
+        return self.term_s < self.drain_s + 0.5
+
+
+def _how_it_stops(path: Path, client: ClientConfig) -> _Stopping:
+    grace, hook = 30.0, 0.0
     for obj in _objects(path):
         if obj["kind"] == "Deployment":
-            return float(obj["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))
-    return 30.0
+            pod = obj["spec"]["template"]["spec"]
+            grace = float(pod.get("terminationGracePeriodSeconds", 30))
+            try:
+                hook = prestop_sleep_seconds(pod["containers"][0]) or 0.0
+            except UnsupportedHook:  # a hook only a real cluster runs: its length is unknown
+                hook = 0.0
+    drain = float(_deployment_env(path).get("GRPCLAB_DRAIN_DELAY_S", 1))
+    watches = "healthCheckConfig" in (client.service_config or {})
+    return _Stopping(grace, hook, drain, watches)
 
 
 def _ready(
@@ -820,42 +909,55 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             else "the deletion came late, which is not about your files: run the check again",
         )
     )
-    env = _deployment_env(files / "deployment.yaml")
-    no_drain = env.get("GRPCLAB_NO_DRAIN", "").strip().lower() in ("1", "true", "yes", "on")
-    drain_s = float(env.get("GRPCLAB_DRAIN_DELAY_S", 1)) + float(
-        env.get("GRPCLAB_DRAIN_GRACE_S", 5)
-    )
-    if no_drain:
+    stop = _how_it_stops(files / "deployment.yaml", config)
+    if stop.killed_in_drain:
         hint = (
-            "on SIGTERM your server stops at once and cancels the calls it is serving. "
-            "Which line of deployment.yaml makes it skip its drain?"
+            f"SIGKILL came during the app's drain. The kubelet gives the pod "
+            f"terminationGracePeriodSeconds ({stop.grace_s:g} s) in all, the preStop hook "
+            f"included: after your {stop.hook_s:g} s sleep the app had {stop.term_s:g} s of "
+            f"the {stop.drain_s:g} s it serves after SIGTERM (then it stops, and calls in "
+            "flight get up to 5 s more). Make the grace period cover the sleep and the drain."
         )
-    elif _grace_period(files / "deployment.yaml") < drain_s:
+    elif not stop.watches_health:
         hint = (
-            "the kubelet sends SIGKILL after terminationGracePeriodSeconds, which is shorter "
-            "than your server's drain (delay + grace): the kill cuts the drain short."
+            "the client keeps sending calls to the draining pod until its GOAWAY, "
+            f"{stop.drain_s:g} s after SIGTERM. A service_config with healthCheckConfig lets "
+            "round_robin see the pod's NOT_SERVING at once (see the README)."
         )
     else:
         hint = (
-            "the client keeps sending calls to the draining pod until its connection "
-            "closes. A service_config with healthCheckConfig lets round_robin see the pod's "
-            "NOT_SERVING at once (see the README)."
+            "look at the failed calls' status codes, and at what the README says happens "
+            "between the deletion, SIGTERM and SIGKILL"
         )
     items.append(
         rules.item("no_failure", result.failed == 0, _failed_calls(result), "0 failed calls", hint)
     )
     drained = checks.drain_time(result, victim, since_s=killed_at)
+    within = limits["stop_within_s"]
+    if stop.hook_s >= within:
+        hint = (
+            f"your preStop sleep holds SIGTERM back {stop.hook_s:g} s, and until SIGTERM the "
+            "app does not know that it is going: it serves every call sent to it. A preStop "
+            "sleep is for what follows the endpoints (kube-proxy, an ingress, a mesh); keep "
+            "it short"
+        )
+    elif not stop.watches_health:
+        hint = (
+            "your client learns that the pod is going only from the GOAWAY that ends the "
+            f"app's {stop.drain_s:g} s drain. healthCheckConfig makes it watch the pod's "
+            "health, which turns NOT_SERVING the moment SIGTERM arrives"
+        )
+    else:
+        hint = "look at when SIGTERM reaches the app: the README's timeline of a pod deletion"
     items.append(
         rules.item(
             "left",
-            drained is not None and drained <= limits["stop_within_s"],
+            drained is not None and drained <= within,
             "it still served at the end of the run"
             if drained is None
             else f"its last call {drained:.1f} s after the deletion",
-            f"its last call within {limits['stop_within_s']:g} s of the deletion",
-            "a deleted pod must go: your server keeps serving long after SIGTERM. Keep its "
-            "drain short (GRPCLAB_DRAIN_DELAY_S, GRPCLAB_DRAIN_GRACE_S), and let the client "
-            "learn of it (healthCheckConfig)",
+            f"its last call within {within:g} s of the deletion",
+            hint,
         )
     )
     served_after = sum(
@@ -970,6 +1072,94 @@ def _run_lab04(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
 
 
+# --- lab 06: the evenness query --------------------------------------------------------------
+
+QUERY_FILE = "evenness.promql"
+HEADLESS_SERVICE = "grpc-server-headless"
+
+
+def _fresh_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> list[str]:
+    """New pods, as after a rollout: a pod that has served no call has no series yet."""
+    old = {pod.name for pod in cluster.pods({"app": DEPLOYMENT})}
+    for name in old:
+        cluster.delete_pod(name)
+    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: rules.limits["pods"]}, items)[DEPLOYMENT]
+    if old & set(pods):
+        raise RuntimeError(f"pods {sorted(old & set(pods))} were deleted but are still ready")
+    return pods
+
+
+def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    from grpclab.measure import monitoring
+
+    limits = rules.limits
+    query = read_query(files / QUERY_FILE)  # the rules have read it already
+    cluster.prometheus_url()  # starts the sandbox's Prometheus before the pods it scrapes
+    pods = _fresh_pods(cluster, rules, items)
+    monitoring.wait_for_scrape(cluster, pods)
+    load = {"rpcs": None, "duration_s": limits["run_s"], "concurrency": 4}
+    runs = {
+        # pick_first through the ClusterIP: one connection, so one pod gets every call.
+        "uneven": LoadSpec(cluster.target(DEPLOYMENT, via="clusterip"), **load),
+        "even": LoadSpec(cluster.target(HEADLESS_SERVICE), lb_policy="round_robin", **load),
+    }
+    tolerance = limits["tolerance"]
+    for key, spec in runs.items():
+        result = cluster.run_load(spec)
+        end = time.time()
+        monitoring.wait_for_scrape(cluster, pods, after=end)
+        truth = checks.evenness(result, pods)
+        counts = ", ".join(str(result.per_pod.get(pod, 0)) for pod in pods)
+        try:
+            samples = cluster.prometheus_query(query, at=end)
+        except monitoring.PrometheusError as error:
+            items.append(
+                rules.item(
+                    key,
+                    False,
+                    str(error),
+                    f"one number within {tolerance:g} of {truth:.2f}",
+                    "Prometheus says what it could not parse or evaluate; try the query in "
+                    "lab.prometheus_query(...) first",
+                )
+            )
+            continue
+        value = samples[0].value if len(samples) == 1 else math.nan
+        shown = (
+            f"{value:.2f}"
+            if len(samples) == 1
+            else f"{len(samples)} numbers ({', '.join(f'{s.value:.2f}' for s in samples[:4])})"
+        )
+        if len(samples) != 1:
+            hint = (
+                "the query gives one number per group: aggregate the per-pod rates into one "
+                "number (stddev(...) / avg(...) of a vector with one sample per pod)"
+            )
+        elif key == "uneven" and abs(value) < tolerance:
+            hint = (
+                "your query calls this run even, but one pod served every call: a pod that "
+                "has never served a call has no grpc_server_handled_total series, so stddev "
+                "and avg never see it. Give every scraped pod a 0 (the `up` series has one "
+                "per pod) and combine the two with `or on (pod)`"
+            )
+        else:
+            hint = (
+                "the answer is the stddev over the mean of the per-pod call rates of "
+                "mypackage.MyService, every pod counted once: sum the series of each pod "
+                "(sum by (pod)), and leave out the health checks the kubelet sends"
+            )
+        items.append(
+            rules.item(
+                key,
+                len(samples) == 1 and abs(value - truth) <= tolerance,
+                f"your query gives {shown}; the client counted {counts} calls per pod, "
+                f"evenness {truth:.2f}",
+                f"one number within {tolerance:g} of {truth:.2f}",
+                hint,
+            )
+        )
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _BASE = MANIFESTS / "base"
@@ -1016,6 +1206,18 @@ LABS: dict[str, Lab] = {
             _run_lab04,
             deployments=(DEPLOYMENT, V2_DEPLOYMENT),
             controllers=("envoy-gateway",),
+        ),
+        Lab(
+            "06",
+            "06-promql",
+            "write the evenness query",
+            (
+                _BASE / "00-namespace.yaml",
+                _BASE / "deployment.yaml",
+                _BASE / "service-clusterip.yaml",
+                MANIFESTS / "headless" / "service-headless.yaml",
+            ),
+            _run_lab06,
         ),
     )
 }

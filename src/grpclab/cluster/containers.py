@@ -118,3 +118,81 @@ def _image_env() -> dict[str, str]:
     # The image sets no server variables (cluster/Dockerfile's ENV has none), so a parse must
     # not see this process's own GRPC_PORT or POD_IP either.
     return {"PATH": os.environ.get("PATH", "")}
+
+
+# --- the preStop hook ----------------------------------------------------------------------
+#
+# The kubelet runs a container's preStop hook before it sends SIGTERM, bounded by the pod's
+# terminationGracePeriodSeconds (kuberuntime_container.go, executePreStopHook). The sandbox
+# runs what it can run faithfully: the `sleep` action (beta and on by default since
+# Kubernetes 1.30, GA in 1.34: KEP-3960), and an `exec` hook that only sleeps.
+
+# The kubelet's minimumGracePeriodInSeconds, "A minimal shutdown window for avoiding
+# unnecessary SIGKILLs": SIGTERM to SIGKILL takes at least this long, even after a preStop
+# hook used up the grace period (pkg/kubelet/kuberuntime/kuberuntime_container.go).
+MINIMUM_GRACE_SECONDS = 2
+_SLEEP_PROGRAM = re.compile(r"(?:/usr)?(?:/bin/)?sleep")
+_SHELL = re.compile(r"(?:/usr)?(?:/bin/)?(?:sh|bash|dash|ash)")
+_SECONDS = r"\d+(?:\.\d+)?"
+_SHELL_SLEEP = re.compile(rf"\s*(?:exec\s+)?sleep\s+({_SECONDS})\s*;?\s*")
+
+
+class UnsupportedHook(ValueError):
+    """A lifecycle hook the sandbox cannot run as the kubelet would; `field` is under the
+    container (`lifecycle.preStop.exec.command`)."""
+
+    def __init__(self, field: str, reason: str, hint: str = "") -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason, self.hint = field, reason, hint
+
+
+_HOOK_HINT = (
+    'use the sleep action (preStop: {sleep: {seconds: N}}), or an exec ["sleep", "N"] or '
+    '["sh", "-c", "sleep N"]; the kind backend runs any hook'
+)
+
+
+def prestop_sleep_seconds(container: Mapping[str, Any]) -> float | None:
+    """How long the container's preStop hook sleeps; None when it has none.
+
+    UnsupportedHook for a hook that does more than sleep (the sandbox would have to do
+    something else than the kubelet does), and for a postStart hook.
+    """
+    lifecycle = container.get("lifecycle") or {}
+    for key, value in lifecycle.items():
+        if key != "preStop" and value is not None:
+            raise UnsupportedHook(
+                f"lifecycle.{key}", f"the sandbox backend runs only a preStop hook, not {key}"
+            )
+    hook = lifecycle.get("preStop")
+    if not hook:
+        return None
+    handlers = [key for key, value in hook.items() if value is not None]
+    if len(handlers) != 1:
+        raise UnsupportedHook(
+            "lifecycle.preStop",
+            f"must name exactly one handler, not {len(handlers)} ({', '.join(handlers)})",
+            "Kubernetes refuses this too",
+        )
+    [handler] = handlers
+    if handler == "sleep":
+        return float(hook["sleep"].get("seconds", 0))
+    if handler == "exec":
+        command = [str(part) for part in (hook["exec"] or {}).get("command") or []]
+        if len(command) == 2 and _SLEEP_PROGRAM.fullmatch(command[0]):
+            if re.fullmatch(_SECONDS, command[1]):
+                return float(command[1])
+        if len(command) == 3 and _SHELL.fullmatch(command[0]) and command[1] == "-c":
+            match = _SHELL_SLEEP.fullmatch(command[2])
+            if match:
+                return float(match[1])
+        raise UnsupportedHook(
+            "lifecycle.preStop.exec.command",
+            f"the sandbox runs only a sleep in an exec hook, not {command!r}",
+            _HOOK_HINT,
+        )
+    raise UnsupportedHook(
+        f"lifecycle.preStop.{handler}",
+        f"the sandbox backend does not run {handler} hooks",
+        _HOOK_HINT,
+    )

@@ -37,6 +37,8 @@ LATENCY_KEYS = ("p50", "p90", "p99", "max", "mean")
 
 
 DEFAULT_RPCS = 300
+# The service the demo's methods belong to: where a retry or hedging policy applies.
+SERVICE = "mypackage.MyService"
 
 
 @dataclass
@@ -54,7 +56,8 @@ class LoadSpec:
     # A full service config (JSON text or dict); overrides lb_policy when set.
     service_config: str | dict[str, Any] | None = None
     channel_options: dict[str, Any] = field(default_factory=dict)
-    deadline_s: float = 5.0
+    # Every call's deadline; None sends calls with none, which can then wait forever.
+    deadline_s: float | None = 5.0
     method: str = "SayHello"  # or "GetUser"
     interval_s: float = 0.5  # width of one timeline bucket and of progress updates
     # TLS: a PEM CA bundle path to trust and the name to check (SNI/authority).
@@ -63,6 +66,13 @@ class LoadSpec:
     # The Envoy admin URL of the client's own sidecar (http://127.0.0.1:15000 in an Istio
     # pod). When set, the result's proxy_counters say what that sidecar did during the run.
     proxy_admin: str | None = None
+    # gRFC A6, in the service config: a retryPolicy or a hedgingPolicy (not both) for
+    # MyService's methods, and the channel's retryThrottling. Each is the JSON object A6
+    # defines, e.g. {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s",
+    # "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}.
+    retry_policy: dict[str, Any] | None = None
+    hedging_policy: dict[str, Any] | None = None
+    retry_throttling: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,10 +108,9 @@ class LoadSpec:
                 f"({self.channels}) so that every channel carries calls"
             )
         for name in ("deadline_s", "interval_s"):
-            if not _positive_number(getattr(self, name)):
-                raise ValueError(
-                    f"LoadSpec.{name} must be > 0 seconds, got {getattr(self, name)!r}"
-                )
+            value = getattr(self, name)
+            if not _positive_number(value) and not (name == "deadline_s" and value is None):
+                raise ValueError(f"LoadSpec.{name} must be > 0 seconds, got {value!r}")
         if self.method not in METHODS:
             raise ValueError(f"LoadSpec.method must be one of {METHODS}, got {self.method!r}")
         if not isinstance(self.target, str) or not self.target:
@@ -113,13 +122,13 @@ class LoadSpec:
             raise ValueError("LoadSpec.tls_server_name is set but LoadSpec.tls_ca_file is not")
         self.service_config_json()
 
-    def service_config_json(self) -> str | None:
-        """The service config this spec puts on its channels, as JSON text (None: none)."""
+    def service_config_dict(self) -> dict[str, Any] | None:
+        """The service config this spec puts on its channels (None: none)."""
         config = self.service_config
         if config is None:
-            if self.lb_policy is None:
-                return None
-            config = {"loadBalancingConfig": [{self.lb_policy: {}}]}
+            config = (
+                {} if self.lb_policy is None else {"loadBalancingConfig": [{self.lb_policy: {}}]}
+            )
         if isinstance(config, str):
             try:
                 config = json.loads(config)
@@ -129,7 +138,53 @@ class LoadSpec:
             raise ValueError(
                 f"LoadSpec.service_config must be a JSON object, got {type(config).__name__}"
             )
-        return json.dumps(config, separators=(",", ":"))
+        config = {**config, **self._retry_config(config)}
+        return config or None
+
+    def _retry_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """What retry_policy, hedging_policy and retry_throttling add to `config` (gRFC A6)."""
+        fields_ = {
+            "retry_policy": ("retryPolicy", self.retry_policy),
+            "hedging_policy": ("hedgingPolicy", self.hedging_policy),
+            "retry_throttling": ("retryThrottling", self.retry_throttling),
+        }
+        for name, (key, value) in fields_.items():
+            if value is not None and not isinstance(value, dict):
+                kind = type(value).__name__
+                raise ValueError(f"LoadSpec.{name} must be a dict (A6's {key}), got {kind}")
+        if self.retry_policy is not None and self.hedging_policy is not None:
+            # gRFC A6: "Only one of retryPolicy or hedgingPolicy may be set."
+            raise ValueError("LoadSpec: set retry_policy or hedging_policy, not both (gRFC A6)")
+        added: dict[str, Any] = {}
+        for name in ("retry_policy", "hedging_policy"):
+            key, value = fields_[name]
+            if value is None:
+                continue
+            if "methodConfig" in config:
+                raise ValueError(
+                    f"LoadSpec.{name} and a methodConfig in LoadSpec.service_config: "
+                    "set the policy in one place"
+                )
+            added["methodConfig"] = [{"name": [{"service": SERVICE}], key: value}]
+        if self.retry_throttling is not None:
+            if "retryThrottling" in config:
+                raise ValueError(
+                    "LoadSpec.retry_throttling and a retryThrottling in LoadSpec.service_config: "
+                    "set it in one place"
+                )
+            added["retryThrottling"] = self.retry_throttling
+        return added
+
+    def service_config_json(self) -> str | None:
+        """The service config this spec puts on its channels, as JSON text (None: none)."""
+        config = self.service_config_dict()
+        return None if config is None else json.dumps(config, separators=(",", ":"))
+
+    def client_code(self, language: str = "python") -> str:
+        """The plain client code this spec stands for, in "python" or "node"."""
+        from grpclab.load.client_code import client_code
+
+        return client_code(self, language)
 
 
 @dataclass
@@ -482,7 +537,7 @@ def run(spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None)
             state["loop"].call_soon_threadsafe(state["task"].cancel)
         except (KeyError, RuntimeError):
             pass  # the loop never started or has already finished
-        finished.wait(timeout=spec.deadline_s + 5)
+        finished.wait(timeout=(spec.deadline_s or 0) + 5)
         # The task and its CancelledError form a cycle with `state`; breaking it frees the
         # cancelled calls, and so their connections, now instead of at the next gc pass.
         state.clear()
@@ -589,7 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="channel option; the value is an int when it parses as one (repeatable)",
     )
-    parser.add_argument("--deadline", type=float, default=5.0, help="per-call deadline, seconds")
+    deadline = parser.add_mutually_exclusive_group()
+    deadline.add_argument("--deadline", type=float, default=5.0, help="per-call deadline, seconds")
+    deadline.add_argument(
+        "--no-deadline", action="store_true", help="send calls without a deadline"
+    )
     parser.add_argument("--method", choices=METHODS, default="SayHello")
     parser.add_argument("--interval", type=float, default=0.5, help="timeline bucket, seconds")
     parser.add_argument("--tls-ca", help="PEM CA bundle to trust (enables TLS)")
@@ -618,7 +677,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         lb_policy=args.lb_policy,
         service_config=args.service_config,
         channel_options=dict(args.option),
-        deadline_s=args.deadline,
+        deadline_s=None if args.no_deadline else args.deadline,
         method=args.method,
         interval_s=args.interval,
         tls_ca_file=args.tls_ca,

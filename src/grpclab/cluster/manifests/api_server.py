@@ -1,4 +1,5 @@
-"""What kube-apiserver refuses beyond the JSON schema: port numbers, port names, node ports."""
+"""What kube-apiserver refuses beyond the JSON schema: port numbers, port names, node ports,
+and a sleep hook longer than the grace period."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def problems(obj: Mapping[str, Any]) -> Iterator[Problem]:
     """Port rules that kube-apiserver enforces and the JSON schema cannot express.
 
     From its validation (pkg/apis/core/validation): every port is 1-65535, a named port
-    is an IANA service name, and a nodePort lies in the node port range.
+    is an IANA service name, and a nodePort lies in the node port range; and a preStop or
+    postStart sleep fits in the grace period.
     """
     if obj.get("apiVersion") == "v1" and obj.get("kind") == "Service":
         yield from _service_port_rules(obj.get("spec") or {})
@@ -40,9 +42,28 @@ def problems(obj: Mapping[str, Any]) -> Iterator[Problem]:
     pod: Any = obj
     for key in path:
         pod = (pod or {}).get(key) if isinstance(pod, Mapping) else None
+    grace = (pod or {}).get("terminationGracePeriodSeconds", 30)
     for group in ("initContainers", "containers"):
         for index, container in enumerate(entries((pod or {}).get(group))):
             yield from _container_port_rules(container, (*path, group, index))
+            yield from _sleep_action_rules(container, grace, (*path, group, index))
+
+
+def _sleep_action_rules(
+    container: Mapping[str, Any], grace: Any, path: tuple[Any, ...]
+) -> Iterator[Problem]:
+    """validateSleepAction (pkg/apis/core/validation): 0 < seconds <= the grace period, as
+    on the Kubernetes of cluster/kind.yaml (1.31); 1.33 and later also take 0 (KEP-4818)."""
+    for hook in ("preStop", "postStart"):
+        sleep = ((container.get("lifecycle") or {}).get(hook) or {}).get("sleep")
+        seconds = (sleep or {}).get("seconds")
+        if isinstance(seconds, int) and isinstance(grace, int) and not 0 < seconds <= grace:
+            yield Problem(
+                (*path, "lifecycle", hook, "sleep", "seconds"),
+                f"Invalid value: {seconds}: must be greater than 0 and less than "
+                f"terminationGracePeriodSeconds ({grace})",
+                "Kubernetes refuses this too: the hook counts against the grace period",
+            )
 
 
 def _port_number_problem(value: Any, where: tuple[Any, ...]) -> Problem | None:

@@ -208,7 +208,13 @@ def _image_repository(image: str) -> str:
 
 
 def _check_container(container: Mapping[str, Any], path: tuple[Any, ...]) -> Iterator[Problem]:
-    from grpclab.cluster.containers import IMAGE_ENTRYPOINT, container_argv, server_flags
+    from grpclab.cluster.containers import (
+        IMAGE_ENTRYPOINT,
+        UnsupportedHook,
+        container_argv,
+        prestop_sleep_seconds,
+        server_flags,
+    )
 
     command = container.get("command")
     if command and server_flags(container_argv(command, container.get("args"))) is None:
@@ -227,9 +233,13 @@ def _check_container(container: Mapping[str, Any], path: tuple[Any, ...]) -> Ite
             "use grpclab/demo-server:<tag> (it runs `python -m grpclab.demo.server`); "
             "the kind backend runs any image",
         )
-    for key in ("volumeMounts", "volumeDevices", "envFrom", "lifecycle"):
+    for key in ("volumeMounts", "volumeDevices", "envFrom"):
         if container.get(key):
             yield Problem((*path, key), f"the sandbox backend does not support {key} yet")
+    try:
+        prestop_sleep_seconds(container)
+    except UnsupportedHook as refused:
+        yield Problem((*path, *refused.field.split(".")), refused.reason, refused.hint or None)
     ports = entries(container.get("ports"))
     port_names: dict[str, int] = {}
     for index, port in enumerate(ports):

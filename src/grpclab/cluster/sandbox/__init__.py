@@ -47,6 +47,7 @@ from grpclab.cluster.sandbox.pods import (
     LOCAL_ONLY,
     PodRuntime,
     due_probes,
+    kill_container,
     probe_once,
     record_result,
     reset_for_start,
@@ -622,7 +623,7 @@ class Sandbox(Cluster):
 
         def stop() -> None:
             if pod.process is not None:
-                self.launcher.stop(pod.process, grace=pod.grace_seconds)
+                kill_container(self.launcher, pod, pod.process)
             with self._lock:
                 if self._pods.get(pod.name) is pod:
                     del self._pods[pod.name]
@@ -664,7 +665,7 @@ class Sandbox(Cluster):
             pod.killing, pod.ready = True, False
             process = pod.process
         self._wake.set()
-        self.launcher.stop(process, grace=pod.grace_seconds)
+        kill_container(self.launcher, pod, process)
         with self._lock:
             pod.killing = False
             if not pod.terminating and not self._down and pod.process is process:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from subprocess import Popen
-from typing import Any
+from subprocess import Popen, TimeoutExpired
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpclab.cluster.containers import listening_ports
+from grpclab.cluster.containers import (
+    MINIMUM_GRACE_SECONDS,
+    listening_ports,
+    prestop_sleep_seconds,
+)
+
+if TYPE_CHECKING:
+    from grpclab.cluster.sandbox.processes import ProcessLauncher
 
 # Kubernetes' defaults for a probe's unset fields.
 PROBE_DEFAULTS = {
@@ -210,3 +218,30 @@ def reset_for_start(pod: PodRuntime, now: float) -> None:
     # With no readiness probe, Kubernetes calls a running container ready.
     pod.ready = "readiness" not in pod.probes
     pod.restart_due = None
+
+
+def kill_container(launcher: ProcessLauncher, pod: PodRuntime, process: Popen) -> int | None:
+    """Stop the pod's container as the kubelet's killContainer does; returns its exit code.
+
+    The preStop hook runs first, bounded by terminationGracePeriodSeconds (a hook still
+    running then is abandoned); the whole seconds it took come off the grace period, which
+    never drops below MINIMUM_GRACE_SECONDS; then SIGTERM, and SIGKILL when that is up.
+    With a grace period of 0 the hook does not run. The caller has already taken the pod
+    out of the endpoints (a terminating pod is not ready), as the endpoints controller does
+    while the kubelet runs the hook. The sandbox sleeps where the hook would: the sleep
+    action is the kubelet's own timer, and an exec hook ends early when the container has
+    exited (an exec into it fails then).
+    """
+    grace = pod.grace_seconds
+    hook_s = prestop_sleep_seconds(pod.container)  # apply refused any other hook
+    if hook_s is not None and grace > 0:
+        started = time.monotonic()
+        if "exec" in pod.container["lifecycle"]["preStop"]:
+            try:
+                process.wait(timeout=min(hook_s, grace))
+            except TimeoutExpired:
+                pass
+        else:
+            time.sleep(min(hook_s, grace))
+        grace -= int(time.monotonic() - started)  # executePreStopHook returns whole seconds
+    return launcher.stop(process, grace=max(grace, MINIMUM_GRACE_SECONDS))
