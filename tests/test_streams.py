@@ -373,3 +373,23 @@ class _Requests:
     def __iter__(self) -> Iterator[demo_pb2.HelloRequest]:
         while (request := self._queue.get()) is not None:
             yield request
+
+
+def test_progress_snapshots_leave_the_stream_records_to_the_final_result(tmp_path):
+    snapshots: list[LoadResult] = []
+    with demo_servers(tmp_path, "pod-a") as [pod]:
+        final = run(
+            stream_spec(
+                pod.address,
+                rpcs=None,
+                duration_s=1.0,
+                concurrency=2,
+                stream_duration_s=0.1,
+                stream_interval_s=0.01,
+                interval_s=0.2,
+            ),
+            snapshots.append,
+        )
+    progress = [snapshot for snapshot in snapshots if not snapshot.done]
+    assert progress and all(snapshot.streams == [] for snapshot in progress)
+    assert progress[-1].ok > 0 and len(final.streams) > 2
