@@ -2,8 +2,9 @@
 
 kubernetes-validate ships the schema as 637 files per version (4 MB for 1.31, a 1.3 MB
 definitions file read again for every object), and importing it imports jsonschema's
-format checkers, which took 1 to 6 s here. The index keeps only the keywords that assert
-something (descriptions and x-kubernetes-* annotations go), in one file of 490 KiB.
+format checkers: 1.2 to 1.6 s here on a quiet machine, 6 s on a busy one. The index keeps
+only the keywords that assert something (descriptions and x-kubernetes-* annotations go),
+in one file of 490 KiB.
 Regenerate it with `python -m grpclab.cluster.manifests.index_build` (`--check` tells
 whether it is current; a test runs that). `first_error` walks it as jsonschema's Draft
 2020-12 validator walks the original files, and stops at the same first error.

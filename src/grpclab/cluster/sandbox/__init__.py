@@ -95,6 +95,8 @@ class Sandbox(Cluster):
         self._publish_lock = threading.Lock()
         self._addon_lock = threading.Lock()
         self._wake = threading.Event()
+        # Notified (under _lock) when a pod is created, turns ready or unready, or goes.
+        self._pods_changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._pods: dict[str, PodRuntime] = {}
@@ -242,7 +244,8 @@ class Sandbox(Cluster):
                 return [_pod_view(p) for p in sorted(ready, key=lambda p: p.name)]
             if time.monotonic() > deadline:
                 raise TimeoutError(self._rollout_report(deployment, namespace, desired, owned))
-            time.sleep(0.05)
+            with self._lock:  # until a pod changes (bounded: a change may come before this)
+                self._pods_changed.wait(0.05)
 
     def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
         self._check_up()
@@ -521,7 +524,7 @@ class Sandbox(Cluster):
 
     def _control_loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(CONTROL_INTERVAL_S)
+            self._wake.wait(self._until_next_probe())
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -529,9 +532,24 @@ class Sandbox(Cluster):
                 with self._lock:
                     self._reconcile_deployments()
                     self._run_kubelet()
+                    self._pods_changed.notify_all()
                 self._publish_services(wait=False)
             except Exception as error:  # keep the cluster alive; say what went wrong
                 log.warning("grpclab sandbox controller: %r", error)
+
+    def _until_next_probe(self) -> float:
+        """Seconds until a probe is due, at most CONTROL_INTERVAL_S (a round also notices
+        exited containers, by polling them)."""
+        with self._lock:
+            running = [
+                pod
+                for pod in self._pods.values()
+                if pod.process is not None and pod.process.poll() is None
+            ]  # an exited container runs no probes until it is restarted
+            due = [probe.next_due for pod in running for probe in due_probes(pod, math.inf)]
+        if not due:
+            return CONTROL_INTERVAL_S
+        return min(CONTROL_INTERVAL_S, max(0.0, min(due) - time.monotonic()))
 
     def _reconcile_deployments(self) -> None:
         deployments = {k: o for k, o in self._objects.items() if k[0] == "Deployment"}
@@ -656,6 +674,8 @@ class Sandbox(Cluster):
                 return
             was_ready = pod.ready
             if record_result(pod, probe, failure, time.monotonic()) != "restart":
+                if pod.ready != was_ready:
+                    self._pods_changed.notify_all()
                 if pod.ready and not was_ready:
                     log.debug("pod %s: ready", pod.name, extra={"start_event": "ready"})
                 self._wake.set()
