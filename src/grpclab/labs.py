@@ -27,10 +27,11 @@ from grpclab.cluster.containers import (
     UnsupportedHook,
     prestop_sleep_seconds,
 )
-from grpclab.cluster.manifests import kubectl_ref, load_objects
+from grpclab.cluster.manifests import ManifestError, kubectl_ref, load_objects
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.load.drills import DrillError, drill, least_restarted, sidecar_retry_on
 from grpclab.measure import checks
+from grpclab.notes import say
 from grpclab.paths import LABS, MANIFESTS
 
 if TYPE_CHECKING:
@@ -591,7 +592,7 @@ def _rules(folder: str) -> LabRules:
 def _objects(path: Path) -> list[Mapping[str, Any]]:
     try:
         return load_objects(path)
-    except Exception:
+    except ManifestError:  # the rules check reports a file that does not load
         return []
 
 
@@ -1395,7 +1396,7 @@ def _grade(info: Lab, cluster: Cluster, lab_dir: Path, files: str, items: list[C
         raise _Stop  # a file that breaks the rules never reaches the cluster
     try:
         lines = apply_lab_files(info.number, lab_dir, cluster, files)
-    except Exception as error:
+    except Exception as error:  # any backend's refusal (ManifestError, KubeError...) is a check
         items.append(
             CheckItem("your files apply", False, str(error), "every object applies", _FIX_FILE_HINT)
         )
@@ -1425,8 +1426,8 @@ def check_lab(
     """Replay `lab_dir/files` (the learner's work/ by default) on `cluster` and grade it.
 
     The lab's rules come first: a file that changes more than they allow fails here, and
-    nothing is applied. Prints one line per check, with what to do under each failure,
-    unless `quiet`.
+    nothing is applied. Says one line per check (a grpclab.notes note), with what to do
+    under each failure, unless `quiet`.
     """
     info = lab_info(lab)
     folder = Path(lab_dir) / files
@@ -1451,5 +1452,5 @@ def check_lab(
             )
         )
     if not quiet:
-        print(result.report())
+        say(result.report())
     return result

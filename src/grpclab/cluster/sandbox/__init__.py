@@ -13,12 +13,12 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import secrets
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +65,7 @@ from grpclab.xds.kube_proxy import NODE_ID as KUBE_PROXY_NODE
 from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
 
 Key = tuple[str, str, str]  # kind, namespace ("" for cluster-scoped), name
+log = logging.getLogger(__name__)
 CONTROL_INTERVAL_S = 0.05
 # kubelet restarts a crashed container after a back-off that starts at 10 s;
 # the sandbox starts at 0.5 s so that a drill in a notebook stays short.
@@ -521,7 +522,7 @@ class Sandbox(Cluster):
                     self._run_kubelet()
                 self._publish_services(wait=False)
             except Exception as error:  # keep the cluster alive; say what went wrong
-                print(f"grpclab sandbox controller: {error!r}", file=sys.stderr)
+                log.warning("grpclab sandbox controller: %r", error)
 
     def _reconcile_deployments(self) -> None:
         deployments = {k: o for k, o in self._objects.items() if k[0] == "Deployment"}
