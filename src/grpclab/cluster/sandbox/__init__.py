@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 from grpclab.xds.kube_proxy import NODE_ID as KUBE_PROXY_NODE
 from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
 
+# Start-up events at DEBUG (Envoy connected, a container started, a pod ready), each with
+# its `start_event`: bench/bench_sandbox_start.py splits a start into its steps with them.
+log = logging.getLogger(__name__)
+
 Key = tuple[str, str, str]  # kind, namespace ("" for cluster-scoped), name
 log = logging.getLogger(__name__)
 CONTROL_INTERVAL_S = 0.05
@@ -116,6 +120,11 @@ class Sandbox(Cluster):
                 KUBE_PROXY_NODE,
                 self.block.node_ip,
                 self.work_dir,
+            )
+            log.debug(
+                "sandbox %d: kube-proxy (Envoy) connected",
+                self.block.index,
+                extra={"start_event": "envoy"},
             )
         except BaseException:
             self._teardown()
@@ -603,6 +612,7 @@ class Sandbox(Cluster):
         }
         argv = python_module_argv("grpclab.demo.server", *flags)
         pod.process = self.launcher.start(pod.name, argv, env=process_env)
+        log.debug("pod %s: container started", pod.name, extra={"start_event": "container"})
 
     def _terminate(self, pod: PodRuntime) -> None:
         """Mark the pod Terminating (out of endpoints at once) and stop it in the background."""
@@ -618,8 +628,6 @@ class Sandbox(Cluster):
                 if self._pods.get(pod.name) is pod:
                     del self._pods[pod.name]
                     self.block.give_back_pod_ip(pod.ip)
-                if pod.channel is not None:
-                    pod.channel.close()
 
         threading.Thread(target=stop, name=f"grpclab-stop-{pod.name}", daemon=True).start()
 
@@ -646,7 +654,10 @@ class Sandbox(Cluster):
         with self._lock:
             if pod.terminating or self._down:
                 return
+            was_ready = pod.ready
             if record_result(pod, probe, failure, time.monotonic()) != "restart":
+                if pod.ready and not was_ready:
+                    log.debug("pod %s: ready", pod.name, extra={"start_event": "ready"})
                 self._wake.set()
                 return
             # Out of endpoints at once; the stop itself (up to the grace period) runs
