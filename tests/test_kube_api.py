@@ -47,6 +47,7 @@ class Api:
 
     def __init__(self) -> None:
         self.route: Route = lambda *_: None
+        self.version: Reply = (200, VERSION)
         self.requests: list[tuple[str, str]] = []
 
     def answer(self, method: str, raw_path: str, body: dict | None) -> Reply:
@@ -55,7 +56,7 @@ class Api:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         self.requests.append((method, path))
         if path == "/version":
-            return 200, VERSION
+            return self.version
         found = self.route(method, path, query, body)
         return found if found is not None else status(404, "NotFound", f"{path} not found")
 
@@ -124,6 +125,24 @@ def service() -> dict:
         "metadata": meta("grpc-server", "svc"),
         "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "grpc", "port": 50051}]},
     }
+
+
+# -- errors by kind: an API server that answers with a refusal is not one that cannot be reached
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (status(401, "Unauthorized", "Unauthorized"), r"refused these credentials \(401: Unauth"),
+        (status(500, "InternalError", "etcd is down"), r"failed \(500: etcd is down\)"),
+    ],
+)
+def test_connect_tells_a_refusal_from_no_answer(api, reply, said):
+    state, kubeconfig = api
+    state.version = reply
+    with pytest.raises(kube.KubeError, match=said) as raised:
+        connect(kubeconfig)
+    assert "context stub" in str(raised.value) and "cannot reach" not in str(raised.value)
 
 
 # -- 403 is not "not installed" (issue 16, smaller findings; issue 19 part 3) ---------------
@@ -319,7 +338,12 @@ def test_grpclabs_own_xds_control_plane_methods_say_kube_has_none(api, method):
 # -- a load Job that cannot start (item 10), and its clean-up (smaller findings) ------------
 
 
-def job_route(job_pod: dict | None, job_status: dict | None = None, delete: Reply | None = None):
+def job_route(
+    job_pod: dict | None,
+    job_status: dict | None = None,
+    delete: Reply | None = None,
+    events: Reply | None = None,
+):
     deleted = []
 
     def route(method, path, query, body):
@@ -335,6 +359,8 @@ def job_route(job_pod: dict | None, job_status: dict | None = None, delete: Repl
         if path.endswith("/pods"):
             items = [job_pod] if job_pod else []
             return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+        if path.endswith("/events") and events is not None:
+            return events
         if path.endswith("/events"):
             return 200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": [
                 {"metadata": meta("e1", "e1"), "involvedObject": {"kind": "Pod", "name": "load-x"},
@@ -405,6 +431,32 @@ def test_an_unschedulable_load_pod_gives_up_after_the_start_timeout_with_the_eve
         message = str(raised.value)
         assert "did not start in 0 s: pod load-x unschedulable: 0/4 nodes" in message
         assert "Pod/load-x: FailedScheduling" in message
+    finally:
+        lab.down()
+
+
+@pytest.mark.parametrize(
+    ("events", "said"),
+    [
+        (status(403, "Forbidden", "events is forbidden"), None),
+        (status(500, "InternalError", "etcd is down"), "events could not be read: 500: etcd"),
+    ],
+)
+def test_events_that_cannot_be_read_do_not_hide_why_the_job_did_not_start(api, events, said):
+    state, kubeconfig = api
+    conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                   "message": "0/4 nodes are available: insufficient cpu"}]  # fmt: skip
+    state.route, _ = job_route(load_pod(phase="Pending", conditions=conditions), events=events)
+    lab = connect(kubeconfig, load_timeout=600, start_timeout=0.5)
+    try:
+        with pytest.raises(kube.KubeError) as raised:
+            lab.run_load(spec())
+        message = str(raised.value)
+        assert "did not start in 0 s: pod load-x unschedulable: 0/4 nodes" in message
+        if said is None:  # no permission to read events: the message stands without them
+            assert "Latest events" not in message
+        else:
+            assert said in message
     finally:
         lab.down()
 

@@ -44,6 +44,8 @@ STARTER_FAILS = {
     "02": ["pickup"],
     "03": ["no_failure", "left"],
     "04": ["get_user"],
+    "05": ["crash", "ejected"],
+    "06": ["uneven", "even"],
 }
 
 # One failing item per lab, as the starter gives it: (key, in measured, in expected, in next).
@@ -52,6 +54,8 @@ PLAIN = {
     "02": ("pickup", "never served", "within 5 s of Ready", "resolves again"),
     "03": ("no_failure", "calls failed", "0 failed calls", "SIGKILL came during the app's drain"),
     "04": ("get_user", "0 of 300 calls on v2", "300 of 300 calls on v2", "Add a rule"),
+    "05": ("crash", "calls failed", "0 failed calls", "leaves out connect-failure and reset"),
+    "06": ("even", "your query gives", "one number within 0.15 of", "stddev over the mean"),
 }
 
 
@@ -168,6 +172,13 @@ def set_env(name: str, value: str):
         container(obj)["env"] = [*env, {"name": name, "value": value}]
 
     return edit
+
+
+def use_starter(number: str, name: str):
+    def change(work: Path) -> None:
+        shutil.copy(lab_dir(number) / "starter" / name, work / name)
+
+    return change
 
 
 def use_solution(number: str, name: str):
@@ -536,6 +547,154 @@ CHEATS = [
 ]
 
 
+def _retries(obj: dict) -> dict:
+    return obj["spec"]["http"][0]["retries"]
+
+
+def _traffic(obj: dict) -> dict:
+    return obj["spec"]["trafficPolicy"]
+
+
+CHEATS += [
+    # lab 05: the sidecar must retry and eject, for the Service as shipped
+    Cheat(
+        "05",
+        "ten attempts, which retry the broken pod into the ground",
+        "solution",
+        edit_object("virtualservice.yaml", lambda obj: _retries(obj).update(attempts=10)),
+        "virtualservice.yaml",
+        "attempts is 10; it must be one of 1, 2, 3",
+    ),
+    Cheat(
+        "05",
+        "a route to another Service",
+        "solution",
+        edit_object(
+            "virtualservice.yaml",
+            lambda obj: obj["spec"]["http"][0]["route"][0]["destination"].update(
+                host="grpc-server-v2.production.svc.cluster.local"
+            ),
+        ),
+        "virtualservice.yaml",
+        "destination.host changed",
+    ),
+    Cheat(
+        "05",
+        "a second host on the VirtualService",
+        "solution",
+        edit_object(
+            "virtualservice.yaml",
+            lambda obj: obj["spec"]["hosts"].append("grpc-server-v2.production.svc.cluster.local"),
+        ),
+        "virtualservice.yaml",
+        "spec.hosts changed",
+    ),
+    Cheat(
+        "05",
+        "one request per connection, so every call gets a fresh pod",
+        "solution",
+        edit_object(
+            "destinationrule.yaml",
+            lambda obj: _traffic(obj)["connectionPool"]["http"].update(maxRequestsPerConnection=1),
+        ),
+        "destinationrule.yaml",
+        "maxRequestsPerConnection changed (shipped: 100; yours: 1)",
+    ),
+    Cheat(
+        "05",
+        "the rule on another host",
+        "solution",
+        edit_object("destinationrule.yaml", lambda obj: obj["spec"].update(host="elsewhere")),
+        "destinationrule.yaml",
+        "spec.host changed",
+    ),
+    Cheat(
+        "05",
+        "retries that cover a crash, but no outlier detection",
+        "solution",
+        use_starter("05", "destinationrule.yaml"),
+        "ejected",
+        "0 ejections",
+        behaviour=True,
+    ),
+    Cheat(
+        "05",
+        "outlier detection with the guide's retries: a crash still fails calls",
+        "solution",
+        use_starter("05", "virtualservice.yaml"),
+        "crash",
+        "calls failed",
+        behaviour=True,
+    ),
+]
+
+
+def query(text: str):
+    def change(work: Path) -> None:
+        (work / "evenness.promql").write_text(text)
+
+    return change
+
+
+PER_POD = 'sum by (pod) (rate(grpc_server_handled_total{grpc_service="mypackage.MyService"}[5s]))'
+CHEATS += [
+    # lab 06: the query must measure the pods' calls, every pod, in every run
+    Cheat(
+        "06",
+        "a number that is right for one run",
+        "starter",
+        query("vector(1.41)"),
+        "even",
+        "your query gives 1.41",
+        behaviour=True,
+    ),
+    Cheat(
+        "06",
+        "the per-pod rates without the pods that served nothing",
+        "starter",
+        query(f"stddev({PER_POD}) / avg({PER_POD})"),
+        "uneven",
+        "your query gives 0.00",
+        behaviour=True,
+    ),
+    Cheat(
+        "06",
+        "sqrt(pods - 1): one busy pod's answer from counting pods",
+        "starter",
+        query('sqrt(count(up{job="pods"}) - 1)'),
+        "even",
+        "your query gives 1.41",
+        behaviour=True,
+    ),
+    Cheat(
+        "06",
+        "CPU time as a stand-in for calls",
+        "solution",
+        query(
+            "stddev(rate(process_cpu_seconds_total[5s])) / avg(rate(process_cpu_seconds_total[5s]))"
+        ),
+        "evenness.promql",
+        "it reads process_cpu_seconds_total",
+    ),
+    Cheat(
+        "06",
+        "any metric, through __name__",
+        "solution",
+        query('stddev({__name__=~"grpc_server_handled_total|up"})'),
+        "evenness.promql",
+        "selects metrics through __name__",
+    ),
+    Cheat(
+        "06",
+        "an empty file",
+        "starter",
+        query("# nothing yet\n"),
+        "evenness.promql",
+        "holds no query",
+    ),
+]
+
+
 def test_every_lab_has_five_cheats_or_more():
     for number in LABS:
         assert sum(1 for cheat in CHEATS if cheat.lab == number) >= 5, number
@@ -575,6 +734,15 @@ def test_every_shipped_file_keeps_to_the_rules(number, files):
     assert all(item.passed for item in items), [item.measured for item in items]
 
 
+OTHER_METRICS = (
+    "grpc_server_msg_received_total",
+    "grpc_server_handling_seconds_bucket",
+    "process_cpu_seconds_total",
+    "prometheus_http_requests_total",
+    "scrape_samples_scraped",
+)
+
+
 def _set(obj: Any, path: tuple, value: Any) -> None:
     """Set the leaf at `path` (as grpclab.labs.leaves names it) in `obj`."""
     *parents, (last, _) = path
@@ -605,6 +773,16 @@ def test_every_shipped_field_outside_the_allow_list_is_caught(number, tmp_path):
     checked = 0
     for rule in rules(number).files:
         source = starter / rule.name
+        if rule.is_query:  # a query's allow-list is the metrics it may read
+            for other in OTHER_METRICS:
+                shutil.rmtree(tmp_path / "work", ignore_errors=True)
+                shutil.copytree(starter, tmp_path / "work")
+                text = source.read_text().replace("grpc_server_handled_total", other)
+                (tmp_path / "work" / rule.name).write_text(text)
+                [item] = [i for i in check_rules(number, tmp_path / "work") if not i.passed]
+                assert f"it reads {other}" in item.measured, item.measured
+                checked += 1
+            continue
         shipped = [yaml.safe_load(source.read_text())] if rule.is_client else docs(source)
         for index, obj in enumerate(shipped):
             allowed = (
@@ -647,7 +825,7 @@ def test_the_readme_and_the_notebook_say_what_the_rules_table_says(number):
         assert text in opening, f"starter.ipynb of lab {number} should open with:\n{text}"
     overview = (LABS_DIR / "README.md").read_text()
     [row] = [line for line in overview.splitlines() if line.startswith(f"| [{number}-")]
-    assert re.findall(r"`([\w.]+\.yaml)`", row) == [rule.name for rule in table.files], row
+    assert re.findall(r"`([\w.]+\.(?:yaml|promql))`", row) == [r.name for r in table.files], row
 
 
 def test_a_rules_limit_is_what_the_given_manifests_ship():
@@ -659,6 +837,8 @@ def test_a_rules_limit_is_what_the_given_manifests_ship():
         assert rules(number).limits["pods"] == shipped["spec"]["replicas"]
     assert rules("04").limits["v1_pods"] == deployment["spec"]["replicas"]
     assert rules("04").limits["v2_pods"] == v2["spec"]["replicas"]
+    assert rules("05").limits["pods"] == deployment["spec"]["replicas"]
+    assert rules("06").limits["pods"] == deployment["spec"]["replicas"]
 
 
 def test_every_call_a_hint_names_is_on_the_cluster_interface():
@@ -800,6 +980,6 @@ def test_a_bad_client_file_names_the_file_and_the_field(tmp_path, text, field):
 
 
 def test_an_unknown_lab_is_named_with_the_ones_there_are():
-    with pytest.raises(KeyError, match="no lab '07'; the labs are 01, 02, 03, 04"):
+    with pytest.raises(KeyError, match="no lab '07'; the labs are 01, 02, 03, 04, 05, 06"):
         lab_info("07")
     assert lab_info(1).number == "01" and lab_info("04-grpcroute-v2").number == "04"

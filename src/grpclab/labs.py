@@ -13,6 +13,7 @@ import functools
 import math
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +27,11 @@ from grpclab.cluster.containers import (
     UnsupportedHook,
     prestop_sleep_seconds,
 )
-from grpclab.cluster.manifests import kubectl_ref, load_objects
+from grpclab.cluster.manifests import ManifestError, kubectl_ref, load_objects
 from grpclab.load import LoadResult, LoadSpec
-from grpclab.load.drills import DrillError, drill
+from grpclab.load.drills import DrillError, drill, least_restarted, sidecar_retry_on
 from grpclab.measure import checks
+from grpclab.notes import say
 from grpclab.paths import LABS, MANIFESTS
 
 if TYPE_CHECKING:
@@ -119,6 +121,46 @@ def read_client_config(path: str | Path) -> ClientConfig:
     except ValueError as error:
         raise LabFilesError(f"{where}: field 'service_config': {error}") from None
     return config
+
+
+# --- the learner's query ------------------------------------------------------------------
+
+QUERY_SUFFIX = ".promql"
+# What in a PromQL expression is not a metric name: keywords, and label lists after them.
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and"}
+_PROMQL_WORDS |= {"or", "unless", "offset", "inf", "nan", "atan2", "start", "end"}
+_LABEL_LIST = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE
+)
+_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`")
+_IDENTIFIER = re.compile(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(?![\w:]|\s*\()")
+
+
+def read_query(path: str | Path) -> str:
+    """The PromQL in `path`, without its comment lines; a LabFilesError names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LabFilesError(f"{path}: not found (run the notebook's first cell)") from None
+    query = "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")
+    ).strip()
+    if not query:
+        raise LabFilesError(f"{path}: holds no query (lines that start with # are comments)")
+    if "__name__" in query:
+        raise LabFilesError(
+            f"{path}: selects metrics through __name__: name each metric it reads instead"
+        )
+    return query
+
+
+def metric_names(query: str) -> set[str]:
+    """The metric names a PromQL expression reads (not its functions, keywords or labels)."""
+    text = _STRING.sub('""', query)
+    text = _LABEL_LIST.sub(" ", text)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)
+    return {name for name in _IDENTIFIER.findall(text) if name.lower() not in _PROMQL_WORDS}
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -298,15 +340,23 @@ class FileRule:
     why: str
     may_change: tuple[str, ...] = ()  # client.yaml: its fields
     objects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "Kind/name" ->
+    metrics: tuple[str, ...] = ()  # a .promql file: the metric names its query may read
 
     @property
     def is_client(self) -> bool:
         return self.name == CLIENT_FILE
 
+    @property
+    def is_query(self) -> bool:
+        return self.name.endswith(QUERY_SUFFIX)
+
     def allowed(self) -> str:
         """What the learner may change here, as the README says it."""
         if self.is_client:
             return "only " + _words([f"`{text}`" for text in self.may_change])
+        if self.is_query:
+            names = _words([f"`{name}`" for name in self.metrics])
+            return f"one PromQL expression that reads no metric but {names}"
         parts = []
         for ref, rule in self.objects.items():
             kind, name = ref.split("/", 1)
@@ -335,6 +385,13 @@ class FileRule:
                 return [str(error)]
             found = changed_fields(asdict(read_client_config(shipped)), yours, self.may_change, {})
             return [f"{self.name}: {problem}" for problem in found]
+        if self.is_query:
+            try:
+                read = metric_names(read_query(path))
+            except LabFilesError as error:
+                return [str(error)]
+            others = sorted(name for name in read if name not in self.metrics)
+            return [f"{self.name}: it reads {name}" for name in others]
         try:
             objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in load_objects(path)}
         except ValueError as error:
@@ -375,6 +432,7 @@ class LabRules:
                 " ".join(str(rule["why"]).split()),
                 tuple(rule.get("may_change", ())),
                 rule.get("objects", {}),
+                tuple(rule.get("metrics", ())),
             )
             for name, rule in data["files"].items()
         )
@@ -384,7 +442,7 @@ class LabRules:
 
     @property
     def manifests(self) -> tuple[str, ...]:
-        return tuple(rule.name for rule in self.files if not rule.is_client)
+        return tuple(rule.name for rule in self.files if not (rule.is_client or rule.is_query))
 
     def item(self, key: str, passed: bool, measured: str, expected: str, hint: str) -> CheckItem:
         return CheckItem(self.passes_when[key], passed, measured, expected, hint)
@@ -534,7 +592,7 @@ def _rules(folder: str) -> LabRules:
 def _objects(path: Path) -> list[Mapping[str, Any]]:
     try:
         return load_objects(path)
-    except Exception:
+    except ManifestError:  # the rules check reports a file that does not load
         return []
 
 
@@ -1015,6 +1073,210 @@ def _run_lab04(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
 
 
+# --- lab 05: mesh retries and outlier detection ---------------------------------------------
+
+MESH_HOST = "grpc-server.production.svc.cluster.local:50051"
+ISTIO_MANIFESTS = MANIFESTS / "istio"
+
+
+def _mesh_rules(files: Path) -> tuple[str, Mapping[str, Any]]:
+    """The learner's retryOn and outlierDetection, for lab 05's hints."""
+    retry_on, outlier = "", {}
+    for obj in _objects(files / "virtualservice.yaml"):
+        for route in (obj.get("spec") or {}).get("http") or []:
+            retry_on = str((route.get("retries") or {}).get("retryOn", retry_on))
+    for obj in _objects(files / "destinationrule.yaml"):
+        outlier = ((obj.get("spec") or {}).get("trafficPolicy") or {}).get("outlierDetection", {})
+    return retry_on, outlier or {}
+
+
+def _fresh_outlier_state(cluster: Cluster, files: Path) -> None:
+    """Delete and re-apply the learner's DestinationRule, as drills.use_mesh_rules does: the
+    sidecar rebuilds its cluster, so no ejection from a drill before carries into the next
+    (an ejected pod counts against maxEjectionPercent)."""
+    cluster.delete(files / "destinationrule.yaml")
+    cluster.apply(files / "destinationrule.yaml")
+
+
+def _run_lab05(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    limits = rules.limits
+    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    retry_on, outlier = _mesh_rules(files)
+    spec = LoadSpec(
+        cluster.target(DEPLOYMENT, via="mesh"),
+        rpcs=None,
+        duration_s=limits["run_s"],
+        concurrency=int(limits["concurrency"]),
+        interval_s=0.1,
+    )
+    # Drill 1: a crash. Calls in flight on the pod end with a reset, and new connections to
+    # it are refused until it leaves the endpoints.
+    for pod in pods:
+        cluster.set_fault(pod, added_latency_ms=limits["latency_ms"])
+    victim = least_restarted(cluster, pods)
+    _fresh_outlier_state(cluster, files)
+    try:
+        crash = drill(cluster, spec, limits["crash_at_s"], lambda: cluster.crash_pod(victim))
+    finally:
+        for pod in cluster.wait_ready(DEPLOYMENT, timeout=90):
+            cluster.set_fault(pod.name, added_latency_ms=0)
+    in_force = sidecar_retry_on(cluster, MESH_HOST)
+    missing = [c for c in ("connect-failure", "reset") if c not in in_force.split(",")]
+    if missing:
+        hint = (
+            f"the sidecar retries on {in_force}, which leaves out {_words(missing)}: what a "
+            "crashed pod leaves behind (calls in flight reset, new connections refused). "
+            "A VirtualService's retryOn replaces Istio's default conditions, it does not "
+            "add to them"
+        )
+    else:
+        hint = (
+            f"the sidecar retries on {in_force}; look at the status codes of the calls that "
+            "failed, and at attempts and perTryTimeout"
+        )
+    items.append(
+        rules.item(
+            "crash",
+            crash.result.failed == 0,
+            f"{victim} crashed {crash.action_started_s:.1f} s in; {_failed_calls(crash.result)}"
+            f"; the sidecar retried {crash.result.proxy_counters.get('retries', 0)} calls",
+            "0 failed calls",
+            hint,
+        )
+    )
+    # Drill 2: a pod that is Ready but answers every call with UNAVAILABLE.
+    pods = [pod.name for pod in cluster.wait_ready(DEPLOYMENT, timeout=90)]
+    _fresh_outlier_state(cluster, files)
+    broken = pods[0]
+    cluster.set_fault(broken, error_rate=1.0, error_code=14)  # 14: UNAVAILABLE
+    try:
+        result = cluster.run_load(spec)
+    finally:
+        cluster.set_fault(broken)
+    counters = result.proxy_counters
+    retries, ejections = counters.get("retries", 0), counters.get("ejections", 0)
+    items.append(
+        rules.item(
+            "broken",
+            result.failed == 0,
+            f"{broken} answered UNAVAILABLE; {_failed_calls(result)}",
+            "0 failed calls",
+            "the pod answers, with UNAVAILABLE: which of the sidecar's retry conditions "
+            f"matches that? It retries on {in_force}",
+        )
+    )
+    if not outlier.get("consecutiveGatewayErrors") and not outlier.get("consecutive5xxErrors"):
+        hint = "the DestinationRule has no outlier detection that counts failed calls"
+    elif ejections == 0:
+        hint = (
+            "outlier detection never ejected the pod in this run: how many failures in a "
+            "row does it wait for, and how often does it look (interval)? Envoy counts a "
+            "gRPC UNAVAILABLE as a gateway error (consecutiveGatewayErrors)"
+        )
+    else:
+        hint = (
+            "the pod was ejected, yet many calls were retried: an ejection lasts "
+            "baseEjectionTime, and interval is how soon after the failures it happens"
+        )
+    items.append(
+        rules.item(
+            "ejected",
+            ejections >= 1 and retries <= limits["max_retries"],
+            f"{ejections} ejections and {retries} retries by the client's sidecar",
+            f"1 ejection or more, and at most {limits['max_retries']:g} retries",
+            hint,
+        )
+    )
+
+
+# --- lab 06: the evenness query --------------------------------------------------------------
+
+QUERY_FILE = "evenness.promql"
+HEADLESS_SERVICE = "grpc-server-headless"
+
+
+def _fresh_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> list[str]:
+    """New pods, as after a rollout: a pod that has served no call has no series yet."""
+    old = {pod.name for pod in cluster.pods({"app": DEPLOYMENT})}
+    for name in old:
+        cluster.delete_pod(name)
+    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: rules.limits["pods"]}, items)[DEPLOYMENT]
+    if old & set(pods):
+        raise RuntimeError(f"pods {sorted(old & set(pods))} were deleted but are still ready")
+    return pods
+
+
+def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    from grpclab.measure import monitoring
+
+    limits = rules.limits
+    query = read_query(files / QUERY_FILE)  # the rules have read it already
+    cluster.prometheus_url()  # starts the sandbox's Prometheus before the pods it scrapes
+    pods = _fresh_pods(cluster, rules, items)
+    monitoring.wait_for_scrape(cluster, pods)
+    load = {"rpcs": None, "duration_s": limits["run_s"], "concurrency": 4}
+    runs = {
+        # pick_first through the ClusterIP: one connection, so one pod gets every call.
+        "uneven": LoadSpec(cluster.target(DEPLOYMENT, via="clusterip"), **load),
+        "even": LoadSpec(cluster.target(HEADLESS_SERVICE), lb_policy="round_robin", **load),
+    }
+    tolerance = limits["tolerance"]
+    for key, spec in runs.items():
+        result = cluster.run_load(spec)
+        end = time.time()
+        monitoring.wait_for_scrape(cluster, pods, after=end)
+        truth = checks.evenness(result, pods)
+        counts = ", ".join(str(result.per_pod.get(pod, 0)) for pod in pods)
+        try:
+            samples = cluster.prometheus_query(query, at=end)
+        except monitoring.PrometheusError as error:
+            items.append(
+                rules.item(
+                    key,
+                    False,
+                    str(error),
+                    f"one number within {tolerance:g} of {truth:.2f}",
+                    "Prometheus says what it could not parse or evaluate; try the query in "
+                    "lab.prometheus_query(...) first",
+                )
+            )
+            continue
+        value = samples[0].value if len(samples) == 1 else math.nan
+        shown = (
+            f"{value:.2f}"
+            if len(samples) == 1
+            else f"{len(samples)} numbers ({', '.join(f'{s.value:.2f}' for s in samples[:4])})"
+        )
+        if len(samples) != 1:
+            hint = (
+                "the query gives one number per group: aggregate the per-pod rates into one "
+                "number (stddev(...) / avg(...) of a vector with one sample per pod)"
+            )
+        elif key == "uneven" and abs(value) < tolerance:
+            hint = (
+                "your query calls this run even, but one pod served every call: a pod that "
+                "has never served a call has no grpc_server_handled_total series, so stddev "
+                "and avg never see it. Give every scraped pod a 0 (the `up` series has one "
+                "per pod) and combine the two with `or on (pod)`"
+            )
+        else:
+            hint = (
+                "the answer is the stddev over the mean of the per-pod call rates of "
+                "mypackage.MyService, every pod counted once: sum the series of each pod "
+                "(sum by (pod)), and leave out the health checks the kubelet sends"
+            )
+        items.append(
+            rules.item(
+                key,
+                len(samples) == 1 and abs(value - truth) <= tolerance,
+                f"your query gives {shown}; the client counted {counts} calls per pod, "
+                f"evenness {truth:.2f}",
+                f"one number within {tolerance:g} of {truth:.2f}",
+                hint,
+            )
+        )
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _BASE = MANIFESTS / "base"
@@ -1061,6 +1323,30 @@ LABS: dict[str, Lab] = {
             _run_lab04,
             deployments=(DEPLOYMENT, V2_DEPLOYMENT),
             controllers=("envoy-gateway",),
+        ),
+        Lab(
+            "05",
+            "05-mesh-retries",
+            "survive a crash and a broken pod through the mesh",
+            (
+                ISTIO_MANIFESTS / "namespace.yaml",
+                _BASE / "deployment.yaml",
+                _BASE / "service-clusterip.yaml",
+            ),
+            _run_lab05,
+            controllers=("istio",),
+        ),
+        Lab(
+            "06",
+            "06-promql",
+            "write the evenness query",
+            (
+                _BASE / "00-namespace.yaml",
+                _BASE / "deployment.yaml",
+                _BASE / "service-clusterip.yaml",
+                MANIFESTS / "headless" / "service-headless.yaml",
+            ),
+            _run_lab06,
         ),
     )
 }
@@ -1110,7 +1396,7 @@ def _grade(info: Lab, cluster: Cluster, lab_dir: Path, files: str, items: list[C
         raise _Stop  # a file that breaks the rules never reaches the cluster
     try:
         lines = apply_lab_files(info.number, lab_dir, cluster, files)
-    except Exception as error:
+    except Exception as error:  # any backend's refusal (ManifestError, KubeError...) is a check
         items.append(
             CheckItem("your files apply", False, str(error), "every object applies", _FIX_FILE_HINT)
         )
@@ -1140,8 +1426,8 @@ def check_lab(
     """Replay `lab_dir/files` (the learner's work/ by default) on `cluster` and grade it.
 
     The lab's rules come first: a file that changes more than they allow fails here, and
-    nothing is applied. Prints one line per check, with what to do under each failure,
-    unless `quiet`.
+    nothing is applied. Says one line per check (a grpclab.notes note), with what to do
+    under each failure, unless `quiet`.
     """
     info = lab_info(lab)
     folder = Path(lab_dir) / files
@@ -1166,5 +1452,5 @@ def check_lab(
             )
         )
     if not quiet:
-        print(result.report())
+        say(result.report())
     return result

@@ -1,4 +1,5 @@
-"""Several clients side by side through one event: a pod turns NOT_SERVING, a Deployment rolls.
+"""Several clients side by side through one event: a pod turns NOT_SERVING, a Deployment
+rolls or scales.
 
 Each client is a `run_load` of its own, and each LoadResult keeps its own clock (seconds
 since that client started), so the event's start and end are given on every client's clock.
@@ -17,6 +18,8 @@ from grpclab.load import LoadResult, LoadSpec
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
+
+    from grpclab.widgets import TimelineChart
 
 
 @dataclass
@@ -159,3 +162,33 @@ def run_side_by_side(
         outcome=state.get("outcome"),
         started_at=started_at,
     )
+
+
+def scale_side_by_side(
+    lab: Cluster,
+    loads: Mapping[str, LoadSpec],
+    replicas: int,
+    at_s: float,
+    deployment: str = "grpc-server",
+    charts: Mapping[str, TimelineChart] | None = None,
+    timeout: float = 60.0,
+) -> tuple[SideBySideRun, list[str]]:
+    """`run_side_by_side` whose event scales `deployment` to `replicas` and waits for it.
+
+    Returns the run and the new pods (ready after the scale, not before). Each client's
+    chart in `charts` follows it live and gets the scale and the rollout's end marked.
+    """
+    before = {pod.name for pod in lab.wait_ready(deployment, timeout=timeout)}
+
+    def scale(_snapshots: Mapping[str, LoadResult]) -> list[str]:
+        lab.scale(deployment, replicas)
+        ready = lab.wait_ready(deployment, timeout=timeout)
+        return sorted(pod.name for pod in ready if pod.name not in before)
+
+    progress = {name: chart.update for name, chart in (charts or {}).items()}
+    run = run_side_by_side(lab, loads, at_s, scale, on_progress=progress)
+    for name, chart in (charts or {}).items():
+        chart.add_pods(run.outcome)
+        chart.mark(run.event_s[name], f"scale to {replicas}")
+        chart.mark(run.event_done_s[name], f"{replicas}/{replicas} ready")
+    return run, run.outcome

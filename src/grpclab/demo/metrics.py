@@ -1,7 +1,9 @@
 """Server-side gRPC metrics with go-grpc-prometheus names and labels, for the demo server.
 
 Counting happens in plain Python ints on the event loop; prometheus_client only formats
-them at scrape time, which keeps the per-call cost to a few attribute updates.
+them at scrape time, which keeps the per-call cost to a few attribute updates. Streams
+count every message they receive and send (grpc_server_msg_received/sent), so a pod's
+stream traffic shows in Prometheus like its unary calls do.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from time import perf_counter
 from typing import Any
 
@@ -149,6 +151,13 @@ def _bucket_label(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
+async def _counted(requests: AsyncIterator[Any], stats: _MethodStats) -> AsyncIterator[Any]:
+    """The client's stream of requests, counting each message as the handler reads it."""
+    async for request in requests:
+        stats.msg_received += 1
+        yield request
+
+
 def _wrap_coroutine(
     behavior: Callable[..., Awaitable[Any]], stats: _MethodStats
 ) -> Callable[..., Awaitable[Any]]:
@@ -158,6 +167,8 @@ def _wrap_coroutine(
         stats.started += 1
         if unary_request:
             stats.msg_received += 1
+        else:
+            request = _counted(request, stats)
         start = perf_counter()
         code = "UNKNOWN"  # any exception other than the ones below becomes UNKNOWN
         try:
@@ -185,6 +196,8 @@ def _wrap_async_generator(behavior: Callable[..., Any], stats: _MethodStats) -> 
         stats.started += 1
         if unary_request:
             stats.msg_received += 1
+        else:
+            request = _counted(request, stats)
         start = perf_counter()
         code = "UNKNOWN"
         try:

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,9 @@ class MyService(demo_pb2_grpc.MyServiceServicer):
         # The peer lets a client see that its connection was replaced (max connection
         # age, proxies) without an extra RPC.
         context.set_trailing_metadata(((PEER_METADATA_KEY, context.peer()),))
+        await self._apply_fault(context)
+
+    async def _apply_fault(self, context: grpc.aio.ServicerContext) -> None:
         fault = self._pod.active
         if fault.latency_s:
             await asyncio.sleep(fault.latency_s)
@@ -153,6 +156,22 @@ class MyService(demo_pb2_grpc.MyServiceServicer):
             message=f"Hello, {request.name or 'world'}, from {served_by.pod_name}",
             served_by=served_by,
         )
+
+    async def SayHelloStream(
+        self,
+        requests: AsyncIterator[demo_pb2.HelloRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[demo_pb2.HelloReply]:
+        # The fault knobs act per message; an injected error ends the whole stream, as any
+        # error status does in gRPC.
+        context.set_trailing_metadata(((PEER_METADATA_KEY, context.peer()),))
+        served_by = self._pod.served_by
+        async for request in requests:
+            await self._apply_fault(context)
+            yield demo_pb2.HelloReply(
+                message=f"Hello, {request.name or 'world'}, from {served_by.pod_name}",
+                served_by=served_by,
+            )
 
     async def GetUser(
         self, request: demo_pb2.GetUserRequest, context: grpc.aio.ServicerContext

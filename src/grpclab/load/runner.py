@@ -1,5 +1,8 @@
 """Load generator: drives MyService RPCs and counts which pod answered each one.
 
+Unary methods make one call per request. `SayHelloStream` is the stream mode: each worker
+holds one bidirectional stream and counts its replies like calls (see `LoadSpec`).
+
 Library (`run`, `run_async`) and CLI (`python -m grpclab.load --json ...`).
 The CLI is also the entry point of the in-cluster Job on the kube backend.
 
@@ -32,7 +35,9 @@ import grpc
 from grpclab.demo._generated import demo_pb2, demo_pb2_grpc
 from grpclab.local_http import open_local
 
-METHODS = ("SayHello", "GetUser")
+UNARY_METHODS = ("SayHello", "GetUser")
+STREAM_METHODS = ("SayHelloStream",)
+METHODS = (*UNARY_METHODS, *STREAM_METHODS)
 LATENCY_KEYS = ("p50", "p90", "p99", "max", "mean")
 
 
@@ -43,7 +48,15 @@ SERVICE = "mypackage.MyService"
 
 @dataclass
 class LoadSpec:
-    """What to send. One of `rpcs` and `duration_s` bounds the run (300 RPCs if neither)."""
+    """What to send. One of `rpcs` and `duration_s` bounds the run (300 RPCs if neither).
+
+    Stream mode (`method="SayHelloStream"`): each of the `concurrency` workers opens a
+    stream, sends a request, waits for its reply and sends the next (one every
+    `stream_interval_s` seconds, or at once when 0), so `rpcs` counts messages and
+    `deadline_s` is each reply's. A stream ends after `stream_messages` replies
+    or `stream_duration_s` seconds, whichever comes first (neither: when the run ends);
+    then the worker opens a new one. A stream the server ends with an error is reopened too.
+    """
 
     target: str
     rpcs: int | None = None
@@ -58,7 +71,7 @@ class LoadSpec:
     channel_options: dict[str, Any] = field(default_factory=dict)
     # Every call's deadline; None sends calls with none, which can then wait forever.
     deadline_s: float | None = 5.0
-    method: str = "SayHello"  # or "GetUser"
+    method: str = "SayHello"  # or "GetUser", or "SayHelloStream" (stream mode)
     interval_s: float = 0.5  # width of one timeline bucket and of progress updates
     # TLS: a PEM CA bundle path to trust and the name to check (SNI/authority).
     tls_ca_file: str | None = None
@@ -73,9 +86,17 @@ class LoadSpec:
     retry_policy: dict[str, Any] | None = None
     hedging_policy: dict[str, Any] | None = None
     retry_throttling: dict[str, Any] | None = None
+    # Stream mode only: when a worker closes its stream and opens a new one.
+    stream_messages: int | None = None
+    stream_duration_s: float | None = None
+    stream_interval_s: float = 0.0  # stream mode: from one request to the next on a stream
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def streaming(self) -> bool:
+        return self.method in STREAM_METHODS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoadSpec:
@@ -113,6 +134,22 @@ class LoadSpec:
                 raise ValueError(f"LoadSpec.{name} must be > 0 seconds, got {value!r}")
         if self.method not in METHODS:
             raise ValueError(f"LoadSpec.method must be one of {METHODS}, got {self.method!r}")
+        if self.stream_messages is not None and not _positive_int(self.stream_messages):
+            raise ValueError(
+                f"LoadSpec.stream_messages must be a positive integer, got {self.stream_messages!r}"
+            )
+        if self.stream_duration_s is not None and not _positive_number(self.stream_duration_s):
+            raise ValueError(
+                f"LoadSpec.stream_duration_s must be > 0 seconds, got {self.stream_duration_s!r}"
+            )
+        interval = self.stream_interval_s
+        if not _positive_number(interval) and interval != 0:
+            raise ValueError(f"LoadSpec.stream_interval_s must be >= 0 seconds, got {interval!r}")
+        if not self.streaming and (self.stream_messages or self.stream_duration_s or interval):
+            raise ValueError(
+                "LoadSpec.stream_messages, stream_duration_s and stream_interval_s need a "
+                f"streaming method ({', '.join(STREAM_METHODS)}); method is {self.method!r}"
+            )
         if not isinstance(self.target, str) or not self.target:
             raise ValueError(f"LoadSpec.target must be a non-empty string, got {self.target!r}")
         if not isinstance(self.channel_options, dict):
@@ -208,6 +245,12 @@ class LoadResult:
     # With LoadSpec.proxy_admin: PROXY_COUNTERS' names -> how much each grew during the run.
     # The sidecar counts for every client in its pod, so runs must not overlap to be exact.
     proxy_counters: dict[str, int] = field(default_factory=dict)
+    # Stream mode, in the final result only (progress snapshots leave it empty, so that a
+    # Job's progress lines stay small): one entry per stream, in the order they ended, at
+    # most MAX_STREAM_RECORDS:
+    # {"opened_s", "closed_s": seconds since start, "pods": {pod: OK replies on it},
+    # "code": how it ended, "OK" or a status code name}.
+    streams: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -249,6 +292,21 @@ class LoadResult:
                 return LoadResult(per_pod=counted, done=self.done)
         return LoadResult(done=self.done)
 
+    def stream_messages_per_pod(
+        self, opened_from_s: float = 0.0, opened_before_s: float = math.inf
+    ) -> dict[str, int]:
+        """OK replies per pod on the streams opened in [opened_from_s, opened_before_s)."""
+        counted: dict[str, int] = {}
+        for stream in self.streams:
+            if opened_from_s <= stream["opened_s"] < opened_before_s:
+                for pod, replies in stream["pods"].items():
+                    counted[pod] = counted.get(pod, 0) + replies
+        return dict(sorted(counted.items()))
+
+    def most_pods_on_one_stream(self) -> int:
+        """The most pods that answered on any one stream: 1 when each stream kept its pod."""
+        return max((len(stream["pods"]) for stream in self.streams), default=0)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -260,6 +318,7 @@ class LoadResult:
 
 MAX_ERROR_MESSAGES = 20
 OTHER_MESSAGES = "(other messages)"
+MAX_STREAM_RECORDS = 2000  # a few hundred bytes each, and the Job prints them
 
 
 def _reject_unknown_keys(cls: type, data: dict[str, Any]) -> None:
@@ -293,6 +352,7 @@ class _Tally:
         self.pod_ips: dict[str, str] = {}
         self.latencies = array("d")  # seconds, OK calls only; 8 bytes per call
         self._sorted: list[float] = []
+        self.streams: list[dict[str, Any]] = []  # stream mode: the ended streams
 
     def snapshot(self, done: bool) -> LoadResult:
         """A LoadResult of everything counted so far; shares nothing with the tally."""
@@ -324,6 +384,7 @@ class _Tally:
             timeline=timeline,
             elapsed_s=round(elapsed, 6),
             done=done,
+            streams=list(self.streams) if done else [],
         )
 
     def _latency_ms(self) -> dict[str, float]:
@@ -346,11 +407,8 @@ def latency_summary_ms(sorted_seconds: Sequence[float]) -> dict[str, float]:
 
 
 async def _worker(call: Any, request: Any, timeout: float, tally: _Tally) -> None:
-    # The hot path: locals only, one dict update and one array append per call.
+    # The hot path: one dict update and one array append per call.
     perf = time.perf_counter
-    ok, errors, pod_ips, messages = tally.ok, tally.errors, tally.pod_ips, tally.messages
-    record = tally.latencies.append
-    t0, per_bucket = tally.t0, 1.0 / tally.interval_s
     limit, end = tally.limit, tally.end
     while tally.started < limit:
         begin = perf()
@@ -360,22 +418,96 @@ async def _worker(call: Any, request: Any, timeout: float, tally: _Tally) -> Non
         try:
             reply = await call(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            code = error.code().name
-            key = (int((perf() - t0) * per_bucket), code)
-            errors[key] = errors.get(key, 0) + 1
-            why = (code, error.details() or "")
-            if why not in messages and len(messages) >= MAX_ERROR_MESSAGES:
-                why = (code, OTHER_MESSAGES)
-            messages[why] = messages.get(why, 0) + 1
+            _count_error(tally, error.code().name, error.details(), perf())
             continue
-        now = perf()
-        record(now - begin)
-        served = reply.served_by
-        pod = served.pod_name or served.pod_ip or "unknown"
-        key = (int((now - t0) * per_bucket), pod)
-        ok[key] = ok.get(key, 0) + 1
-        if pod not in pod_ips:
-            pod_ips[pod] = served.pod_ip
+        _count_reply(tally, reply, begin, perf())
+
+
+def _count_reply(tally: _Tally, reply: Any, begin: float, now: float) -> str:
+    """Count one OK reply for the pod that sent it; returns the pod's name."""
+    tally.latencies.append(now - begin)
+    served = reply.served_by
+    pod = served.pod_name or served.pod_ip or "unknown"
+    key = (int((now - tally.t0) / tally.interval_s), pod)
+    tally.ok[key] = tally.ok.get(key, 0) + 1
+    if pod not in tally.pod_ips:
+        tally.pod_ips[pod] = served.pod_ip
+    return pod
+
+
+def _count_error(tally: _Tally, code: str, details: str | None, now: float) -> str:
+    """Count one failed call (or stream message) under its status code name; returns it."""
+    key = (int((now - tally.t0) / tally.interval_s), code)
+    tally.errors[key] = tally.errors.get(key, 0) + 1
+    why = (code, details or "")
+    if why not in tally.messages and len(tally.messages) >= MAX_ERROR_MESSAGES:
+        why = (code, OTHER_MESSAGES)
+    tally.messages[why] = tally.messages.get(why, 0) + 1
+    return code
+
+
+async def _stream_worker(open_stream: Any, request: Any, spec: LoadSpec, tally: _Tally) -> None:
+    """Hold one stream at a time: a request, its reply, the next request; reopen when it ends."""
+    perf = time.perf_counter
+    t0, limit, end, timeout = tally.t0, tally.limit, tally.end, spec.deadline_s
+    most, interval = spec.stream_messages or math.inf, spec.stream_interval_s
+    while tally.started < limit and perf() < end:
+        call = open_stream()
+        opened = perf()
+        closes = min(end, opened + spec.stream_duration_s) if spec.stream_duration_s else end
+        pods: dict[str, int] = {}
+        replies, code, due = 0, "OK", opened
+        try:
+            while replies < most and tally.started < limit:
+                if interval and due > perf():
+                    await asyncio.sleep(due - perf())
+                begin = perf()
+                due = begin + interval
+                if begin >= closes:
+                    break
+                tally.started += 1
+                try:
+                    await call.write(request)
+                    async with asyncio.timeout(timeout):
+                        reply = await call.read()
+                except grpc.aio.AioRpcError as error:
+                    # A write that races the stream's end fails as INTERNAL "Internal error
+                    # from Core" in grpcio's asyncio client, hiding the status (grpc/grpc#36066).
+                    code = _count_error(tally, error.code().name, error.details(), perf())
+                    break
+                except TimeoutError:
+                    why = f"no reply on the stream within {timeout:g} s"
+                    code = _count_error(tally, "DEADLINE_EXCEEDED", why, perf())
+                    break
+                except asyncio.InvalidStateError:  # the stream ended before this write
+                    reply = grpc.aio.EOF
+                if reply is grpc.aio.EOF:  # the stream ended; this request got no reply
+                    code = (await call.code()).name
+                    if code != "OK":
+                        _count_error(tally, code, await call.details(), perf())
+                    break
+                pod = _count_reply(tally, reply, begin, perf())
+                pods[pod] = pods.get(pod, 0) + 1
+                replies += 1
+            if code == "OK":
+                await call.done_writing()  # a polite end: the server's handler returns OK
+                async with asyncio.timeout(timeout):
+                    code = (await call.code()).name
+        except grpc.aio.AioRpcError as error:  # the stream ended while being closed
+            code = error.code().name
+        except TimeoutError:
+            code = "DEADLINE_EXCEEDED"
+        finally:
+            call.cancel()  # a no-op once the stream has ended
+            if len(tally.streams) < MAX_STREAM_RECORDS:
+                tally.streams.append(
+                    {
+                        "opened_s": round(opened - t0, 6),
+                        "closed_s": round(perf() - t0, 6),
+                        "pods": pods,
+                        "code": code,
+                    }
+                )
 
 
 async def _report(tally: _Tally, on_progress: Callable[[LoadResult], None]) -> None:
@@ -468,7 +600,11 @@ async def run_async(
         request = _request(spec.method)
         tally = _Tally(spec)
         workers.update(
-            asyncio.create_task(_worker(calls[i % len(calls)], request, spec.deadline_s, tally))
+            asyncio.create_task(
+                _stream_worker(calls[i % len(calls)], request, spec, tally)
+                if spec.streaming
+                else _worker(calls[i % len(calls)], request, spec.deadline_s, tally)
+            )
             for i in range(spec.concurrency)
         )
         tasks.extend(workers)
@@ -590,13 +726,23 @@ def format_table(result: LoadResult) -> str:
     for code, messages in result.error_messages.items():
         for message, count in messages.items():
             lines.append(f"  {code} x{count}: {message or '(no message)'}")
+    unit = "messages" if result.streams else "calls"
     lines.append(
-        f"calls: {result.total} (ok {result.ok}, failed {result.failed}) in "
-        f"{result.elapsed_s:.2f} s, {result.rate:.0f} calls/s"
+        f"{unit}: {result.total} (ok {result.ok}, failed {result.failed}) in "
+        f"{result.elapsed_s:.2f} s, {result.rate:.0f} {unit}/s"
     )
+    if result.streams:
+        ended: dict[str, int] = {}
+        for stream in result.streams:
+            ended[stream["code"]] = ended.get(stream["code"], 0) + 1
+        how = ", ".join(f"{code} {count}" for code, count in sorted(ended.items()))
+        lines.append(
+            f"streams: {len(result.streams)} (ended: {how}); "
+            f"most pods on one stream: {result.most_pods_on_one_stream()}"
+        )
     if result.latency_ms:
         latency = "  ".join(f"{key} {result.latency_ms[key]:.2f}" for key in LATENCY_KEYS)
-        lines.append(f"latency ms (OK calls): {latency}")
+        lines.append(f"latency ms (OK {unit}): {latency}")
     return "\n".join(lines)
 
 
@@ -616,7 +762,8 @@ CLI_FLAGS = {
     "concurrency": "--concurrency", "channels": "--channels", "deadline_s": "--deadline",
     "interval_s": "--interval", "service_config": "--service-config", "tls_ca_file": "--tls-ca",
     "tls_server_name": "--tls-server-name", "method": "--method", "channel_options": "--option",
-    "proxy_admin": "--proxy-admin",
+    "proxy_admin": "--proxy-admin", "stream_messages": "--stream-messages",
+    "stream_duration_s": "--stream-duration", "stream_interval_s": "--stream-interval",
 }  # fmt: skip
 
 
@@ -649,7 +796,24 @@ def build_parser() -> argparse.ArgumentParser:
     deadline.add_argument(
         "--no-deadline", action="store_true", help="send calls without a deadline"
     )
-    parser.add_argument("--method", choices=METHODS, default="SayHello")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="SayHello",
+        help="SayHelloStream: each of --concurrency workers holds a stream (default %(default)s)",
+    )
+    parser.add_argument(
+        "--stream-messages", type=int, help="with a stream method: replies per stream"
+    )
+    parser.add_argument(
+        "--stream-duration", type=float, help="with a stream method: seconds per stream"
+    )
+    parser.add_argument(
+        "--stream-interval",
+        type=float,
+        default=0.0,
+        help="with a stream method: seconds from one request to the next (0: at once)",
+    )
     parser.add_argument("--interval", type=float, default=0.5, help="timeline bucket, seconds")
     parser.add_argument("--tls-ca", help="PEM CA bundle to trust (enables TLS)")
     parser.add_argument("--tls-server-name", help="name to check in the server certificate")
@@ -683,6 +847,9 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         tls_ca_file=args.tls_ca,
         tls_server_name=args.tls_server_name,
         proxy_admin=args.proxy_admin,
+        stream_messages=args.stream_messages,
+        stream_duration_s=args.stream_duration,
+        stream_interval_s=args.stream_interval,
     )
 
 

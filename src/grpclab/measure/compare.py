@@ -27,6 +27,7 @@ from grpclab.cluster import NOT_MEASURED, Cluster
 from grpclab.cluster.manifests import load_objects
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.measure import checks
+from grpclab.notes import say
 from grpclab.side_by_side import run_side_by_side
 
 DEPLOYMENT = "grpc-server"
@@ -166,7 +167,7 @@ def prepare(
     lab: Cluster,
     manifests: Path,
     only: Iterable[str] | None = None,
-    out: Out = print,
+    out: Out = say,
 ) -> Lineup:
     """Apply the base Deployment and Services, then set up each solution this cluster supports.
 
@@ -248,7 +249,7 @@ def measure_steady(
     latency_s: float = 1.0,
     spread_rpcs: int = 600,
     spread_concurrency: int = 8,
-    out: Out = print,
+    out: Out = say,
 ) -> tuple[dict[str, Row], dict[str, float]]:
     """Latency and evenness, one solution at a time, in interleaved rounds.
 
@@ -293,7 +294,7 @@ def interleaved_rounds(
     latency_s: float,
     spread_rpcs: int = 0,
     spread_concurrency: int = 8,
-    out: Out = print,
+    out: Out = say,
 ) -> tuple[dict[str, list[LoadResult]], dict[str, list[LoadResult]]]:
     """Per solution (and "direct"), one latency run per round, and a spread run unless
     `spread_rpcs` is 0; the order turns by one each round and reverses every other round."""
@@ -323,7 +324,7 @@ def measure_scale_up(
     seconds: float = 16.0,
     at_s: float = 1.0,
     concurrency: int = 1,
-    out: Out = print,
+    out: Out = say,
 ) -> None:
     """Every client at once while the Deployment goes from its pods to one more; fills pickup."""
     lab = lineup.lab
@@ -357,7 +358,7 @@ def measure_crash(
     at_s: float = 1.5,
     concurrency: int = 6,
     call_ms: int = 20,
-    out: Out = print,
+    out: Out = say,
 ) -> str:
     """Every client at once; one pod is killed mid-load. Fills failed calls; returns the pod.
 
@@ -426,7 +427,7 @@ def measure_max_age(
     rows: dict[str, Row],
     seconds: float = 14.0,
     at_s: float = 1.0,
-    out: Out = print,
+    out: Out = say,
 ) -> None:
     """The headless client again, on pods with a 5 s maximum connection age: pickup after a
     scale-up. It replaces every pod (the Deployment's template changes); run it last."""
@@ -459,7 +460,7 @@ def measure_max_age(
 
 
 def measure(
-    lineup: Lineup, max_age: bool = True, steady_rounds: int = 3, out: Out = print
+    lineup: Lineup, max_age: bool = True, steady_rounds: int = 3, out: Out = say
 ) -> Comparison:
     """All phases, in the order that keeps them apart: steady, scale-up, crash, memory, age."""
     rows, baseline = measure_steady(lineup, rounds=steady_rounds, out=out)

@@ -290,7 +290,7 @@ def check_prometheus() -> Finding:
 
     try:
         path = prometheus.prometheus_binary()
-    except Exception as error:
+    except Exception as error:  # MissingBinaryError, or a broken download: a finding either way
         return Finding(
             "Prometheus",
             WARN,
@@ -372,7 +372,7 @@ def check_mini_sandbox(timeout_s: float = 20.0) -> Finding:
             lab.apply(objects)
             [pod] = lab.wait_ready("grpc-server", timeout=timeout_s)
             result = lab.run_load(LoadSpec(lab.target("grpc-server"), rpcs=20, concurrency=2))
-    except Exception as error:
+    except Exception as error:  # whatever stops the mini sandbox is this check's finding
         first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         return Finding(
             name,

@@ -1,7 +1,6 @@
-"""The Cluster interface on real Kubernetes (kind, or any kubeconfig context): KubeCluster.
-Modules by role: cluster (KubeCluster), jobs (load Jobs), port_forward, addons, admin (exec
-in a pod), targets, objects and diagnostics (reading replies), errors, notes. They may import
-grpclab.cluster (not its sandbox), grpclab.load, grpclab.paths and each other, never a cycle.
+"""KubeCluster, the Cluster interface on real Kubernetes: cluster, jobs (load Jobs), port_forward,
+addons, admin (exec in a pod), targets, objects and diagnostics (replies), errors, notes.
+May import grpclab.cluster, its containers and manifests (never sandbox), load, paths, notes.
 """
 
 from __future__ import annotations

@@ -112,6 +112,7 @@ class KubeCluster(Cluster):
         poll_interval: float = 0.5,
         start_timeout: float = JOB_START_TIMEOUT_S,
     ) -> None:
+        import urllib3
         from kubernetes import client, config
 
         if backend not in ("kind", "kubeconfig"):
@@ -152,7 +153,20 @@ class KubeCluster(Cluster):
         )
         try:
             client.VersionApi(self._api).get_code(_request_timeout=10)
-        except Exception as error:  # urllib3 and API errors alike: say where and what to do
+        except api_exception() as error:  # it answered, with a refusal
+            host = self._api.configuration.host
+            self._api.close()
+            code, message = status_code(error), api_error_message(error)
+            if code in (401, 403):
+                raise KubeError(
+                    f"the API server of context {self.context} at {host} refused these "
+                    f"credentials ({code}: {message}); check the user of that context "
+                    "(`kubectl config view --minify`)"
+                ) from None
+            raise KubeError(
+                f"the API server of context {self.context} at {host} failed ({code}: {message})"
+            ) from None
+        except urllib3.exceptions.HTTPError as error:  # no answer: refused, timed out, TLS
             host = self._api.configuration.host
             self._api.close()
             raise KubeError(
@@ -398,9 +412,7 @@ class KubeCluster(Cluster):
             text = self._core.read_namespaced_pod_log(
                 pod, namespace, container=server_containers(obj)[0].name, tail_lines=tail
             )
-        except Exception as error:
-            if status_code(error) is None:
-                raise
+        except api_exception() as error:
             raise KubeError(f"logs of pod {namespace}/{pod}: {api_error_message(error)}") from None
         return text.rstrip("\n")
 

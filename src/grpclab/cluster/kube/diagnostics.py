@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from grpclab.cluster.kube.errors import api_exception
+from grpclab.cluster.kube.errors import api_error_message, api_exception, status_code
 from grpclab.cluster.kube.objects import pod_from_model
 
 
@@ -59,8 +59,11 @@ def events(
     wanted = set(names)
     try:
         items = core.list_namespaced_event(namespace).items
-    except api_exception():
-        return []  # no permission to read events: the timeout message stands alone
+    except api_exception() as error:
+        if status_code(error) == 403:
+            return []  # no permission to read events: the message stands without them
+        code, message = status_code(error), api_error_message(error)
+        return [f"  (the events could not be read: {code}: {message})"]
     mine = [
         e
         for e in items

@@ -190,6 +190,12 @@ def load_cli_args(spec: LoadSpec) -> list[str]:
         args += ["--tls-server-name", spec.tls_server_name]
     if spec.proxy_admin is not None:
         args += ["--proxy-admin", spec.proxy_admin]
+    if spec.stream_messages is not None:
+        args += ["--stream-messages", str(spec.stream_messages)]
+    if spec.stream_duration_s is not None:
+        args += ["--stream-duration", repr(float(spec.stream_duration_s))]
+    if spec.stream_interval_s:
+        args += ["--stream-interval", repr(float(spec.stream_interval_s))]
     return [*args, "--json", "--progress-json"]
 
 
@@ -316,6 +322,8 @@ class LoadJobs:
         on_progress: Callable[[LoadResult], None] | None = None,
     ) -> LoadResult:
         """Create the Job for `spec`, follow it to its result, and delete it."""
+        import urllib3
+
         pem = Path(spec.tls_ca_file).read_text() if spec.tls_ca_file else None
         name = f"grpclab-load-{secrets.token_hex(4)}"
         manifest = load_job_manifest(
@@ -335,7 +343,7 @@ class LoadJobs:
             # (ttlSecondsAfterFinished removes the Job anyway).
             try:
                 self.delete(name)
-            except Exception:  # any failure at all: it must not hide the run's own error
+            except (api_exception(), urllib3.exceptions.HTTPError):  # refused, or no answer
                 log.warning("could not delete load Job %s/%s", self.namespace, name, exc_info=True)
             raise
         self.delete(name)

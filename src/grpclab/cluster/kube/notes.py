@@ -5,21 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-# Lines the kube backend prints while it waits (add-on output, slow rollouts, Job starts)
+from grpclab.notes import say
+
+# Notes the kube backend gives while it waits (add-on output, slow rollouts, Job starts)
 # start with this, so that they are easy to tell from a cell's own output.
 NOTE_PREFIX = "[kube] "
 
 
 def note(text: str) -> None:
-    """A learner note: on stdout, so that it shows in the notebook cell as it happens."""
-    print(f"{NOTE_PREFIX}{text}", flush=True)
+    """A learner note (grpclab.notes: the cell's output, as it happens), with NOTE_PREFIX."""
+    say(f"{NOTE_PREFIX}{text}")
 
 
 class Waiting:
     """Says what a wait is waiting for, once it has lasted `after_s`; quiet for short waits.
 
-    `update(state)` prints "<what>: <state> (<n> s)" when the state changes or `every_s`
-    has passed since the last line; `finish(state)` prints a last line only if any was printed.
+    `update(state)` says "<what>: <state> (<n> s)" when the state changes or `every_s`
+    has passed since the last line; `finish(state)` says a last line only if any was said.
     """
 
     def __init__(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
 from grpclab.local_http import open_local
+from grpclab.notes import say
 from grpclab.xds.istio import (
     API_VERSIONS,
     Endpoint,
@@ -214,8 +215,8 @@ class MeshAddon:
                 self.ip,
                 self._sandbox.work_dir,
             )
-            # A note for the learner, not an error: stdout, not a red stderr block.
-            print(EMULATION_NOTE)
+            # A note for the learner, not an error: the cell's output, not a red stderr block.
+            say(EMULATION_NOTE)
         self._push(wait=True)
         if not self._sandbox.xds.wait_acked(self.node_id, self._versions, ACK_TIMEOUT_S):
             raise RuntimeError("the mesh sidecar (Envoy) did not take its config in time")

@@ -21,6 +21,7 @@ from grpclab.cluster.sandbox.mesh import (
     service_port_problem,
     service_ports,
 )
+from grpclab.notes import say
 from grpclab.xds.istio import service_host
 from grpclab.xds.proxyless import NODE_ID, bootstrap, proxyless_resources, xds_target
 
@@ -81,7 +82,7 @@ class ProxylessAddon:
             os.environ.pop(BOOTSTRAP_CONFIG_ENV, None)
             if not self._announced:
                 self._announced = True
-                print(
+                say(
                     f"proxyless xDS: grpclab's control plane at {self._sandbox.xds.address} "
                     f"serves node {self.node_id}; {BOOTSTRAP_ENV}={self.bootstrap_path}",
                 )

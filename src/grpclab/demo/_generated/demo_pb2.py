@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"grpclab/demo/_generated/demo.proto\x12\tmypackage\",\n\x08ServedBy\x12\x10\n\x08pod_name\x18\x01 \x01(\t\x12\x0e\n\x06pod_ip\x18\x02 \x01(\t\"\x1c\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12&\n\tserved_by\x18\x02 \x01(\x0b\x32\x13.mypackage.ServedBy\"!\n\x0eGetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"U\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12&\n\tserved_by\x18\x03 \x01(\x0b\x32\x13.mypackage.ServedBy2~\n\tMyService\x12:\n\x08SayHello\x12\x17.mypackage.HelloRequest\x1a\x15.mypackage.HelloReply\x12\x35\n\x07GetUser\x12\x19.mypackage.GetUserRequest\x1a\x0f.mypackage.Userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"grpclab/demo/_generated/demo.proto\x12\tmypackage\",\n\x08ServedBy\x12\x10\n\x08pod_name\x18\x01 \x01(\t\x12\x0e\n\x06pod_ip\x18\x02 \x01(\t\"\x1c\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12&\n\tserved_by\x18\x02 \x01(\x0b\x32\x13.mypackage.ServedBy\"!\n\x0eGetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"U\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12&\n\tserved_by\x18\x03 \x01(\x0b\x32\x13.mypackage.ServedBy2\xc4\x01\n\tMyService\x12:\n\x08SayHello\x12\x17.mypackage.HelloRequest\x1a\x15.mypackage.HelloReply\x12\x35\n\x07GetUser\x12\x19.mypackage.GetUserRequest\x1a\x0f.mypackage.User\x12\x44\n\x0eSayHelloStream\x12\x17.mypackage.HelloRequest\x1a\x15.mypackage.HelloReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERREQUEST']._serialized_end=229
   _globals['_USER']._serialized_start=231
   _globals['_USER']._serialized_end=316
-  _globals['_MYSERVICE']._serialized_start=318
-  _globals['_MYSERVICE']._serialized_end=444
+  _globals['_MYSERVICE']._serialized_start=319
+  _globals['_MYSERVICE']._serialized_end=515
 # @@protoc_insertion_point(module_scope)

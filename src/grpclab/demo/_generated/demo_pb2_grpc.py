@@ -44,6 +44,11 @@ class MyServiceStub:
                 request_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.User.FromString,
                 _registered_method=True)
+        self.SayHelloStream = channel.stream_stream(
+                '/mypackage.MyService/SayHelloStream',
+                request_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloRequest.SerializeToString,
+                response_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloReply.FromString,
+                _registered_method=True)
 
 
 class MyServiceServicer:
@@ -61,6 +66,15 @@ class MyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SayHelloStream(self, request_iterator, context):
+        """SayHello over one long-lived bidirectional stream: one reply per request, in order,
+        all from the pod that took the stream. The client picks a pod (balances) once, when
+        the stream starts; every later message on it rides the same connection.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +87,11 @@ def add_MyServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.GetUserRequest.FromString,
                     response_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.User.SerializeToString,
+            ),
+            'SayHelloStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SayHelloStream,
+                    request_deserializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloRequest.FromString,
+                    response_serializer=grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +148,33 @@ class MyService:
             '/mypackage.MyService/GetUser',
             grpclab_dot_demo_dot___generated_dot_demo__pb2.GetUserRequest.SerializeToString,
             grpclab_dot_demo_dot___generated_dot_demo__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SayHelloStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mypackage.MyService/SayHelloStream',
+            grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloRequest.SerializeToString,
+            grpclab_dot_demo_dot___generated_dot_demo__pb2.HelloReply.FromString,
             options,
             channel_credentials,
             insecure,
