@@ -206,3 +206,13 @@ def test_recovery_time_is_the_end_of_the_last_failing_bucket_before_ok_calls() -
     assert checks.recovery_time(result(bucket(0, 5), bucket(0.5, 5)), since_s=0.2) == 0.0
     # Failures before the event do not count.
     assert checks.recovery_time(result(bucket(0, 0, 3), bucket(0.5, 5)), since_s=0.5) == 0.0
+
+
+def test_the_kube_backend_refuses_to_freeze_and_says_how_to() -> None:
+    from grpclab.cluster.kube.cluster import KubeCluster, freeze_refusal
+
+    message = freeze_refusal("grpc-server-abc", "production")
+    for needed in ("production/grpc-server-abc", "init", "kill -STOP", "kind-review.md"):
+        assert needed in message
+    assert KubeCluster.freeze_pod is not Cluster.freeze_pod
+    assert KubeCluster.thaw_pod is not Cluster.thaw_pod
