@@ -44,6 +44,7 @@ STARTER_FAILS = {
     "02": ["pickup"],
     "03": ["no_failure", "left"],
     "04": ["get_user"],
+    "05": ["crash", "ejected"],
     "06": ["uneven", "even"],
 }
 
@@ -53,6 +54,7 @@ PLAIN = {
     "02": ("pickup", "never served", "within 5 s of Ready", "resolves again"),
     "03": ("no_failure", "calls failed", "0 failed calls", "SIGKILL came during the app's drain"),
     "04": ("get_user", "0 of 300 calls on v2", "300 of 300 calls on v2", "Add a rule"),
+    "05": ("crash", "calls failed", "0 failed calls", "leaves out connect-failure and reset"),
     "06": ("even", "your query gives", "one number within 0.15 of", "stddev over the mean"),
 }
 
@@ -170,6 +172,13 @@ def set_env(name: str, value: str):
         container(obj)["env"] = [*env, {"name": name, "value": value}]
 
     return edit
+
+
+def use_starter(number: str, name: str):
+    def change(work: Path) -> None:
+        shutil.copy(lab_dir(number) / "starter" / name, work / name)
+
+    return change
 
 
 def use_solution(number: str, name: str):
@@ -538,6 +547,88 @@ CHEATS = [
 ]
 
 
+def _retries(obj: dict) -> dict:
+    return obj["spec"]["http"][0]["retries"]
+
+
+def _traffic(obj: dict) -> dict:
+    return obj["spec"]["trafficPolicy"]
+
+
+CHEATS += [
+    # lab 05: the sidecar must retry and eject, for the Service as shipped
+    Cheat(
+        "05",
+        "ten attempts, which retry the broken pod into the ground",
+        "solution",
+        edit_object("virtualservice.yaml", lambda obj: _retries(obj).update(attempts=10)),
+        "virtualservice.yaml",
+        "attempts is 10; it must be one of 1, 2, 3",
+    ),
+    Cheat(
+        "05",
+        "a route to another Service",
+        "solution",
+        edit_object(
+            "virtualservice.yaml",
+            lambda obj: obj["spec"]["http"][0]["route"][0]["destination"].update(
+                host="grpc-server-v2.production.svc.cluster.local"
+            ),
+        ),
+        "virtualservice.yaml",
+        "destination.host changed",
+    ),
+    Cheat(
+        "05",
+        "a second host on the VirtualService",
+        "solution",
+        edit_object(
+            "virtualservice.yaml",
+            lambda obj: obj["spec"]["hosts"].append("grpc-server-v2.production.svc.cluster.local"),
+        ),
+        "virtualservice.yaml",
+        "spec.hosts changed",
+    ),
+    Cheat(
+        "05",
+        "one request per connection, so every call gets a fresh pod",
+        "solution",
+        edit_object(
+            "destinationrule.yaml",
+            lambda obj: _traffic(obj)["connectionPool"]["http"].update(maxRequestsPerConnection=1),
+        ),
+        "destinationrule.yaml",
+        "maxRequestsPerConnection changed (shipped: 100; yours: 1)",
+    ),
+    Cheat(
+        "05",
+        "the rule on another host",
+        "solution",
+        edit_object("destinationrule.yaml", lambda obj: obj["spec"].update(host="elsewhere")),
+        "destinationrule.yaml",
+        "spec.host changed",
+    ),
+    Cheat(
+        "05",
+        "retries that cover a crash, but no outlier detection",
+        "solution",
+        use_starter("05", "destinationrule.yaml"),
+        "ejected",
+        "0 ejections",
+        behaviour=True,
+    ),
+    Cheat(
+        "05",
+        "outlier detection with the guide's retries: a crash still fails calls",
+        "solution",
+        use_starter("05", "virtualservice.yaml"),
+        "crash",
+        "calls failed",
+        behaviour=True,
+    ),
+]
+
+
 def query(text: str):
     def change(work: Path) -> None:
         (work / "evenness.promql").write_text(text)
@@ -746,6 +837,7 @@ def test_a_rules_limit_is_what_the_given_manifests_ship():
         assert rules(number).limits["pods"] == shipped["spec"]["replicas"]
     assert rules("04").limits["v1_pods"] == deployment["spec"]["replicas"]
     assert rules("04").limits["v2_pods"] == v2["spec"]["replicas"]
+    assert rules("05").limits["pods"] == deployment["spec"]["replicas"]
     assert rules("06").limits["pods"] == deployment["spec"]["replicas"]
 
 
@@ -888,6 +980,6 @@ def test_a_bad_client_file_names_the_file_and_the_field(tmp_path, text, field):
 
 
 def test_an_unknown_lab_is_named_with_the_ones_there_are():
-    with pytest.raises(KeyError, match="no lab '07'; the labs are 01, 02, 03, 04, 06"):
+    with pytest.raises(KeyError, match="no lab '07'; the labs are 01, 02, 03, 04, 05, 06"):
         lab_info("07")
     assert lab_info(1).number == "01" and lab_info("04-grpcroute-v2").number == "04"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import time
 import urllib.request
 
@@ -20,7 +21,13 @@ from support import wait_until as wait_for
 
 import grpclab
 from grpclab.cluster.sandbox import Sandbox
-from grpclab.cluster.sandbox.pods import PodRuntime, ProbeState, due_probes, record_result
+from grpclab.cluster.sandbox.pods import (
+    PodRuntime,
+    ProbeState,
+    due_probes,
+    probe_once,
+    record_result,
+)
 from grpclab.demo._generated import admin_pb2, admin_pb2_grpc
 from grpclab.load import LoadSpec
 
@@ -279,3 +286,28 @@ def test_a_result_about_a_replaced_container_is_ignored():
     stale = pod.probes["liveness"]
     pod.probes = {"liveness": ProbeState("liveness", {"failureThreshold": 1})}
     assert record_result(pod, stale, "failed", now=0.0) is None
+
+
+def test_a_grpc_probe_passes_as_soon_as_the_server_listens_after_one_that_failed():
+    # kubelet dials a new connection for every gRPC probe. One kept channel would sit in its
+    # reconnect back-off (about 1 s) after the first probe of a starting server, and fail the
+    # next probe although the server listens by then: a whole probe period lost at start.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    with socket.socket() as closed:  # a free port, and nothing listens on it
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    container = {"startupProbe": {"grpc": {"port": port}}}
+    pod = PodRuntime("p", "production", "p", "h", {}, "127.0.0.1", container, 1)
+    probe = ProbeState("startup", container["startupProbe"])
+    assert "failed to connect" in (probe_once(pod, probe) or "")  # refused
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+    server.start()
+    try:
+        assert probe_once(pod, probe) is None
+    finally:
+        server.stop(grace=None)

@@ -29,7 +29,7 @@ from grpclab.cluster.containers import (
 )
 from grpclab.cluster.manifests import ManifestError, kubectl_ref, load_objects
 from grpclab.load import LoadResult, LoadSpec
-from grpclab.load.drills import DrillError, drill
+from grpclab.load.drills import DrillError, drill, least_restarted, sidecar_retry_on
 from grpclab.measure import checks
 from grpclab.notes import say
 from grpclab.paths import LABS, MANIFESTS
@@ -1054,6 +1054,122 @@ def _run_lab04(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
 
 
+# --- lab 05: mesh retries and outlier detection ---------------------------------------------
+
+MESH_HOST = "grpc-server.production.svc.cluster.local:50051"
+ISTIO_MANIFESTS = MANIFESTS / "istio"
+
+
+def _mesh_rules(files: Path) -> tuple[str, Mapping[str, Any]]:
+    """The learner's retryOn and outlierDetection, for lab 05's hints."""
+    retry_on, outlier = "", {}
+    for obj in _objects(files / "virtualservice.yaml"):
+        for route in (obj.get("spec") or {}).get("http") or []:
+            retry_on = str((route.get("retries") or {}).get("retryOn", retry_on))
+    for obj in _objects(files / "destinationrule.yaml"):
+        outlier = ((obj.get("spec") or {}).get("trafficPolicy") or {}).get("outlierDetection", {})
+    return retry_on, outlier or {}
+
+
+def _fresh_outlier_state(cluster: Cluster, files: Path) -> None:
+    """Delete and re-apply the learner's DestinationRule, as drills.use_mesh_rules does: the
+    sidecar rebuilds its cluster, so no ejection from a drill before carries into the next
+    (an ejected pod counts against maxEjectionPercent)."""
+    cluster.delete(files / "destinationrule.yaml")
+    cluster.apply(files / "destinationrule.yaml")
+
+
+def _run_lab05(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
+    limits = rules.limits
+    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    retry_on, outlier = _mesh_rules(files)
+    spec = LoadSpec(
+        cluster.target(DEPLOYMENT, via="mesh"),
+        rpcs=None,
+        duration_s=limits["run_s"],
+        concurrency=int(limits["concurrency"]),
+        interval_s=0.1,
+    )
+    # Drill 1: a crash. Calls in flight on the pod end with a reset, and new connections to
+    # it are refused until it leaves the endpoints.
+    for pod in pods:
+        cluster.set_fault(pod, added_latency_ms=limits["latency_ms"])
+    victim = least_restarted(cluster, pods)
+    _fresh_outlier_state(cluster, files)
+    try:
+        crash = drill(cluster, spec, limits["crash_at_s"], lambda: cluster.crash_pod(victim))
+    finally:
+        for pod in cluster.wait_ready(DEPLOYMENT, timeout=90):
+            cluster.set_fault(pod.name, added_latency_ms=0)
+    in_force = sidecar_retry_on(cluster, MESH_HOST)
+    missing = [c for c in ("connect-failure", "reset") if c not in in_force.split(",")]
+    if missing:
+        hint = (
+            f"the sidecar retries on {in_force}, which leaves out {_words(missing)}: what a "
+            "crashed pod leaves behind (calls in flight reset, new connections refused). "
+            "A VirtualService's retryOn replaces Istio's default conditions, it does not "
+            "add to them"
+        )
+    else:
+        hint = (
+            f"the sidecar retries on {in_force}; look at the status codes of the calls that "
+            "failed, and at attempts and perTryTimeout"
+        )
+    items.append(
+        rules.item(
+            "crash",
+            crash.result.failed == 0,
+            f"{victim} crashed {crash.action_started_s:.1f} s in; {_failed_calls(crash.result)}"
+            f"; the sidecar retried {crash.result.proxy_counters.get('retries', 0)} calls",
+            "0 failed calls",
+            hint,
+        )
+    )
+    # Drill 2: a pod that is Ready but answers every call with UNAVAILABLE.
+    pods = [pod.name for pod in cluster.wait_ready(DEPLOYMENT, timeout=90)]
+    _fresh_outlier_state(cluster, files)
+    broken = pods[0]
+    cluster.set_fault(broken, error_rate=1.0, error_code=14)  # 14: UNAVAILABLE
+    try:
+        result = cluster.run_load(spec)
+    finally:
+        cluster.set_fault(broken)
+    counters = result.proxy_counters
+    retries, ejections = counters.get("retries", 0), counters.get("ejections", 0)
+    items.append(
+        rules.item(
+            "broken",
+            result.failed == 0,
+            f"{broken} answered UNAVAILABLE; {_failed_calls(result)}",
+            "0 failed calls",
+            "the pod answers, with UNAVAILABLE: which of the sidecar's retry conditions "
+            f"matches that? It retries on {in_force}",
+        )
+    )
+    if not outlier.get("consecutiveGatewayErrors") and not outlier.get("consecutive5xxErrors"):
+        hint = "the DestinationRule has no outlier detection that counts failed calls"
+    elif ejections == 0:
+        hint = (
+            "outlier detection never ejected the pod in this run: how many failures in a "
+            "row does it wait for, and how often does it look (interval)? Envoy counts a "
+            "gRPC UNAVAILABLE as a gateway error (consecutiveGatewayErrors)"
+        )
+    else:
+        hint = (
+            "the pod was ejected, yet many calls were retried: an ejection lasts "
+            "baseEjectionTime, and interval is how soon after the failures it happens"
+        )
+    items.append(
+        rules.item(
+            "ejected",
+            ejections >= 1 and retries <= limits["max_retries"],
+            f"{ejections} ejections and {retries} retries by the client's sidecar",
+            f"1 ejection or more, and at most {limits['max_retries']:g} retries",
+            hint,
+        )
+    )
+
+
 # --- lab 06: the evenness query --------------------------------------------------------------
 
 QUERY_FILE = "evenness.promql"
@@ -1188,6 +1304,18 @@ LABS: dict[str, Lab] = {
             _run_lab04,
             deployments=(DEPLOYMENT, V2_DEPLOYMENT),
             controllers=("envoy-gateway",),
+        ),
+        Lab(
+            "05",
+            "05-mesh-retries",
+            "survive a crash and a broken pod through the mesh",
+            (
+                ISTIO_MANIFESTS / "namespace.yaml",
+                _BASE / "deployment.yaml",
+                _BASE / "service-clusterip.yaml",
+            ),
+            _run_lab05,
+            controllers=("istio",),
         ),
         Lab(
             "06",

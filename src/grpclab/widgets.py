@@ -317,9 +317,11 @@ class TimelineChart(_LiveChart):
         pods: Iterable[str] = (),
         title: str = "replies per second, per pod",
         min_redraw_s: float = 0.3,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.marks: list[tuple[float, str]] = []
         self.old_pods = list(dict.fromkeys(pods))
+        self.labels = dict(labels or {})  # legend names that say more than "old"/"new pod N"
         super().__init__(pods, title, min_redraw_s)
         self.figure.update_layout(
             height=420,
@@ -341,7 +343,9 @@ class TimelineChart(_LiveChart):
         super().add_pods(pods)
 
     def label(self, pod: str) -> str:
-        """The pod's name in the legend: "old pods", or "new pod N"."""
+        """The pod's name in the legend: its entry in `labels`, "old pods", or "new pod N"."""
+        if pod in self.labels:
+            return self.labels[pod]
         if pod in self.old_pods:
             return f"old pods ({len(self.old_pods)})"
         return f"new pod {self.drawn_pods().index(pod) + 1}"

@@ -128,6 +128,20 @@ class Cluster(ABC):
         restarts the container in the same pod (its restart count goes up).
         """
 
+    def freeze_pod(self, pod: str, namespace: str | None = None) -> None:
+        """Stop every process of the pod's server container (SIGSTOP) until `thaw_pod`.
+
+        A stand-in for a node that vanished: the process reads nothing and answers nothing,
+        yet its kernel keeps the connections open, so a client gets no RST and no FIN. The
+        kubelet still runs (unlike on a dead node): probes time out, so a readiness probe
+        takes the pod out of its endpoints and a liveness probe restarts it.
+        """
+        raise NotImplementedError(f"freeze_pod: not available on the {self.backend} backend yet")
+
+    def thaw_pod(self, pod: str, namespace: str | None = None) -> None:
+        """Let the pod's frozen processes run again (SIGCONT); a no-op if it is not frozen."""
+        raise NotImplementedError(f"thaw_pod: not available on the {self.backend} backend yet")
+
     @abstractmethod
     def local_address(
         self, pod: str, port: int | str = "grpc", namespace: str | None = None

@@ -59,6 +59,10 @@ class ServerConfig:
     pod_name: str = field(default_factory=_default_pod_name)
     max_connection_age_ms: int | None = None
     max_connection_age_grace_ms: int | None = None
+    # Ping enforcement (gRPC core doc/keepalive.md): None leaves gRPC's default, 5 minutes
+    # between pings while no data is sent, and no pings at all without calls.
+    min_recv_ping_interval_ms: int | None = None
+    permit_keepalive_without_calls: bool | None = None
     drain: bool = True
     drain_delay_s: float = 1.0
     drain_grace_s: float = 5.0
@@ -244,6 +248,14 @@ def _server_options(config: ServerConfig) -> list[tuple[str, Any]]:
         options.append(("grpc.max_connection_age_ms", config.max_connection_age_ms))
     if config.max_connection_age_grace_ms is not None:
         options.append(("grpc.max_connection_age_grace_ms", config.max_connection_age_grace_ms))
+    if config.min_recv_ping_interval_ms is not None:
+        options.append(
+            ("grpc.http2.min_ping_interval_without_data_ms", config.min_recv_ping_interval_ms)
+        )
+    if config.permit_keepalive_without_calls is not None:
+        options.append(
+            ("grpc.keepalive_permit_without_calls", int(config.permit_keepalive_without_calls))
+        )
     return options
 
 
@@ -353,6 +365,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _zero_or_one(text: str) -> int:
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or 1")
+    return int(text)
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -411,6 +429,21 @@ def parse_config(
         "time in-flight calls get after that GOAWAY",
     )
     add(
+        "--min-recv-ping-interval-ms",
+        "GRPC_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS",
+        _non_negative_int,
+        None,
+        "a ping sooner than this after the last, while the server sends nothing, is a strike; "
+        "the third strike gets GOAWAY too_many_pings (unset: gRPC's 300000)",
+    )
+    add(
+        "--keepalive-permit-without-calls",
+        "GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS",
+        _zero_or_one,
+        None,
+        "1 accepts pings on a connection with no calls (unset: gRPC's 0, they are strikes)",
+    )
+    add(
         "--drain-delay-s",
         "GRPCLAB_DRAIN_DELAY_S",
         _non_negative_float,
@@ -443,6 +476,12 @@ def parse_config(
         pod_name=args.pod_name or _default_pod_name(environ),
         max_connection_age_ms=args.max_connection_age_ms,
         max_connection_age_grace_ms=args.max_connection_age_grace_ms,
+        min_recv_ping_interval_ms=args.min_recv_ping_interval_ms,
+        permit_keepalive_without_calls=(
+            None
+            if args.keepalive_permit_without_calls is None
+            else bool(args.keepalive_permit_without_calls)
+        ),
         drain=not args.no_drain,
         drain_delay_s=args.drain_delay_s,
         drain_grace_s=args.drain_grace_s,

@@ -36,6 +36,12 @@ REQUESTS = {
 def client_code(spec: LoadSpec, language: str = "python") -> str:
     """The client `spec` stands for, as a program in `language` ("python" or "node")."""
     spec.validate()
+    if spec.streaming:
+        # A stream's client is a loop that reopens it (notebook 13 shows one), not one call.
+        raise ValueError(
+            f"client_code: no printed client for the stream mode (method={spec.method!r}) "
+            f"yet; notebook 13, section 5, shows a client that reopens its stream"
+        )
     if language == "python":
         return _python(spec)
     if language == "node":

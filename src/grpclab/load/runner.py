@@ -245,10 +245,11 @@ class LoadResult:
     # With LoadSpec.proxy_admin: PROXY_COUNTERS' names -> how much each grew during the run.
     # The sidecar counts for every client in its pod, so runs must not overlap to be exact.
     proxy_counters: dict[str, int] = field(default_factory=dict)
-    # Stream mode: one entry per stream, in the order they ended (progress snapshots hold
-    # the ended ones; the final result all of them, at most MAX_STREAM_RECORDS):
-    # {"opened_s", "closed_s": seconds since start, "pods": the pods that answered on it,
-    # "pods": {pod: OK replies on it}, "code": how it ended, "OK" or a status code name}.
+    # Stream mode, in the final result only (progress snapshots leave it empty, so that a
+    # Job's progress lines stay small): one entry per stream, in the order they ended, at
+    # most MAX_STREAM_RECORDS:
+    # {"opened_s", "closed_s": seconds since start, "pods": {pod: OK replies on it},
+    # "code": how it ended, "OK" or a status code name}.
     streams: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -460,7 +461,7 @@ class _Tally:
             timeline=timeline,
             elapsed_s=round(elapsed, 6),
             done=done,
-            streams=list(self.streams),
+            streams=list(self.streams) if done else [],
         )
 
     def _latency_ms(self) -> dict[str, float]:

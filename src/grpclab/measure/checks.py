@@ -158,3 +158,40 @@ def drain_summary(result: LoadResult, pod: str, since_s: float, within_s: float)
         "the pod stopped getting calls: yes, "
         f"within {within_s:g} s: {'yes' if drained <= within_s else 'no'}"
     )
+
+
+def recovery_time(result: LoadResult, since_s: float) -> float | None:
+    """Seconds from `since_s` (an event: a pod froze) until calls stopped failing for good.
+
+    The end of the last bucket with a failed call, when OK replies came after it; 0.0 when
+    nothing failed after `since_s`; None when calls still failed at the end of the run (the
+    client never recovered). The resolution is one bucket.
+    """
+    width = bucket_width(result)
+    buckets = [b for b in result.timeline if b["t"] + width > since_s]
+    failing = [i for i, bucket in enumerate(buckets) if bucket["errors"]]
+    if not failing:
+        return 0.0
+    later = buckets[failing[-1] + 1 :]
+    if not any(bucket["per_pod"] for bucket in later):
+        return None
+    return max(0.0, buckets[failing[-1]]["t"] + width - since_s)
+
+
+def recovery_summary(result: LoadResult, since_s: float, within_s: float) -> str:
+    """Stable text: did the client's calls stop failing, and within `within_s` of `since_s`?"""
+    recovered = recovery_time(result, since_s)
+    if recovered is None:
+        return "calls stopped failing: no (they still failed at the end of the run)"
+    within = "yes" if recovered <= within_s else "no"
+    return f"calls stopped failing: yes, within {within_s:g} s: {within}"
+
+
+def ok_rate(result: LoadResult, since_s: float = 0.0, until_s: float = math.inf) -> float:
+    """OK replies per second in the complete timeline buckets that lie inside the window."""
+    width = bucket_width(result)
+    until = min(until_s, result.elapsed_s)
+    inside = [b for b in result.timeline if b["t"] >= since_s and b["t"] + width <= until + 1e-6]
+    if not inside:
+        return 0.0
+    return sum(sum(b["per_pod"].values()) for b in inside) / (width * len(inside))

@@ -384,6 +384,12 @@ class KubeCluster(Cluster):
         )
         return json.loads(out.strip().splitlines()[-1])
 
+    def freeze_pod(self, pod: str, namespace: str | None = None) -> None:
+        raise NotImplementedError(freeze_refusal(pod, namespace or self.namespace))
+
+    def thaw_pod(self, pod: str, namespace: str | None = None) -> None:
+        raise NotImplementedError(freeze_refusal(pod, namespace or self.namespace))
+
     def crash_pod(self, pod: str, namespace: str | None = None) -> None:
         namespace = namespace or self.namespace
         before = self._read_pod(pod, namespace)
@@ -635,3 +641,17 @@ class KubeCluster(Cluster):
         items = self._core.list_namespaced_pod(namespace, label_selector=selector).items
         pods = (pod_from_model(p) for p in replicaset_pods(current, items))
         return sorted((p for p in pods if p.ready and p.phase == "Running"), key=lambda p: p.name)
+
+
+def freeze_refusal(pod: str, namespace: str) -> str:
+    """Why the kube backend does not freeze pods, and how to do it by hand (kind-review.md)."""
+    return (
+        f"freeze_pod/thaw_pod of {namespace}/{pod}: not done on a real cluster. SIGSTOP must "
+        "come from outside the container: from inside (kubectl exec) the server is its PID "
+        "namespace's init, and the kernel drops signals it has no handler for, SIGSTOP "
+        "always. By hand, on a node you may debug: `kubectl debug node/NODE -it "
+        "--image=busybox --profile=sysadmin`, find the server by its container ID in "
+        "/proc/*/cgroup, `kill -STOP PID` (later `kill -CONT PID`); on kind, `docker pause` "
+        "of a worker node freezes a whole node instead. Notebook 12 runs on the sandbox; "
+        "see docs/kind-review.md, 'Freezing a pod'"
+    )

@@ -1,6 +1,6 @@
-"""Manifests: read (load), check against the Kubernetes API (schema, api_server), namespaces,
-and what only the sandbox refuses (sandbox_rules); errors names file:line, object and field.
-Imports only grpclab.paths, and grpclab.cluster.crds (and containers) lazily, on first need.
+"""Manifests: read (load), check against the Kubernetes API (schema, its generated index
+schema_index/index_build, api_server), namespaces, what only the sandbox refuses (sandbox_rules);
+errors names file:line, object, field. Imports grpclab.paths; cluster.crds, containers lazily.
 """
 
 from grpclab.cluster.manifests.errors import ManifestError, ManifestObject, refusal

@@ -28,7 +28,8 @@ SANDBOX_FIELD_REFS = ("metadata.name", "metadata.namespace", "status.podIP")
 def check_sandbox_support(objects: Sequence[Mapping[str, Any]], source_label: str) -> None:
     """Raise ManifestError if the sandbox cannot run one of `objects` (from `load_objects`).
     Objects that load_objects returned name their own file; plain dicts get `source_label`."""
-    _register_custom_resources()
+    if any((obj.get("apiVersion"), obj.get("kind")) not in SANDBOX_KINDS for obj in objects):
+        _register_custom_resources()
     for index, obj in enumerate(objects):
         checker = SANDBOX_KINDS.get((obj.get("apiVersion"), obj.get("kind")))
         if checker is None:
@@ -310,7 +311,7 @@ def _check_env(variable: Mapping[str, Any], path: tuple[Any, ...]) -> Iterator[P
 
 # What the sandbox backend can run, one checker per (apiVersion, kind): these three, then
 # Istio, Ingress and TLS Secrets, Gateway API, Linkerd and Traefik kinds from cluster/crds/,
-# added on the first check (those modules import the xDS translators and their protobufs).
+# added when an apply first has another kind (those modules import the xDS translators).
 SANDBOX_KINDS: dict[tuple[str, str], Checker] = {
     ("v1", "Namespace"): _check_namespace,
     ("apps/v1", "Deployment"): _check_deployment,

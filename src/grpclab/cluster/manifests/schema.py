@@ -7,19 +7,16 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from grpclab.cluster.manifests import schema_index
 from grpclab.cluster.manifests.errors import (
     ManifestError,
     ManifestObject,
     located_error,
     show,
 )
-
-# The one Kubernetes version every manifest is checked against. Keep it at the minor version
-# of the kind node image that cluster/ pins, so "valid here" means "kubectl apply accepts it".
-KUBERNETES_VERSION = "1.31"
+from grpclab.cluster.manifests.schema_index import KUBERNETES_VERSION
 
 # Custom resources grpclab knows, as (apiVersion, kind) -> JSON schema of the whole object.
 # Filled from cluster/crds/ the first time an object may be one (see `_custom_schema`); a kind
@@ -58,8 +55,6 @@ def _is_builtin_group(api_version: str) -> bool:
 
 def check_schema(obj: ManifestObject) -> None:
     """Raise ManifestError at the first field the API server's schema would refuse."""
-    import kubernetes_validate  # slow to import (jsonschema's format checkers); only when needed
-
     api_version, kind = obj["apiVersion"], obj["kind"]
     # A known custom resource first; Kubernetes' own groups need no custom resources
     # registered unless the Kubernetes schema lacks the kind (Gateway API's *.k8s.io group).
@@ -69,16 +64,16 @@ def check_schema(obj: ManifestObject) -> None:
         if crd_schema is None:
             raise _unknown_kind(obj)
     if crd_schema is None:
-        try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        builtin = schema_index.lookup(api_version, kind)
+        if builtin is not None:
+            error = schema_index.first_error(obj, builtin)
+            if error is not None:
+                _raise_schema_error(obj, error)
             return
-        except kubernetes_validate.SchemaNotFoundError:
-            crd_schema = _custom_schema((api_version, kind))
-            if crd_schema is None:
-                raise _unknown_kind(obj) from None
-        except kubernetes_validate.ValidationError as error:
-            _raise_schema_error(obj, error)
-    import jsonschema
+        crd_schema = _custom_schema((api_version, kind))
+        if crd_schema is None:
+            raise _unknown_kind(obj)
+    import jsonschema  # slow to import (its format checkers): custom resources only
 
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(crd_schema).iter_errors(obj)
@@ -89,7 +84,7 @@ def check_schema(obj: ManifestObject) -> None:
 
 def _unknown_kind(obj: ManifestObject) -> ManifestError:
     api_version, kind = obj["apiVersion"], obj["kind"]
-    served = _builtin_api_versions(kind)
+    served = schema_index.api_versions_of(kind)
     if served:
         return located_error(
             obj,
@@ -108,22 +103,6 @@ def _unknown_kind(obj: ManifestObject) -> ManifestError:
         detail=f"grpclab knows the Kubernetes {KUBERNETES_VERSION} API and these custom "
         f"resources: {known}",
     )
-
-
-def _builtin_api_versions(kind: str) -> list[str]:
-    """apiVersions at which the Kubernetes schema has `kind` (exact case), for hints."""
-    import json
-
-    import kubernetes_validate
-
-    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    folder /= f"v{KUBERNETES_VERSION}.0-local-strict"
-    found: list[str] = []
-    for path in sorted(folder.glob(f"{kind.lower()}-*.json")):
-        properties = json.loads(path.read_text()).get("properties", {})
-        if kind in properties.get("kind", {}).get("enum", []):
-            found.extend(properties.get("apiVersion", {}).get("enum", []))
-    return found
 
 
 def _raise_schema_error(obj: ManifestObject, error: Any) -> None:

@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 from grpclab.xds.kube_proxy import NODE_ID as KUBE_PROXY_NODE
 from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
 
+# Start-up events at DEBUG (Envoy connected, a container started, a pod ready), each with
+# its `start_event`: bench/bench_sandbox_start.py splits a start into its steps with them.
+log = logging.getLogger(__name__)
+
 Key = tuple[str, str, str]  # kind, namespace ("" for cluster-scoped), name
 log = logging.getLogger(__name__)
 CONTROL_INTERVAL_S = 0.05
@@ -91,6 +95,8 @@ class Sandbox(Cluster):
         self._publish_lock = threading.Lock()
         self._addon_lock = threading.Lock()
         self._wake = threading.Event()
+        # Notified (under _lock) when a pod is created, turns ready or unready, or goes.
+        self._pods_changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._pods: dict[str, PodRuntime] = {}
@@ -116,6 +122,11 @@ class Sandbox(Cluster):
                 KUBE_PROXY_NODE,
                 self.block.node_ip,
                 self.work_dir,
+            )
+            log.debug(
+                "sandbox %d: kube-proxy (Envoy) connected",
+                self.block.index,
+                extra={"start_event": "envoy"},
             )
         except BaseException:
             self._teardown()
@@ -233,7 +244,8 @@ class Sandbox(Cluster):
                 return [_pod_view(p) for p in sorted(ready, key=lambda p: p.name)]
             if time.monotonic() > deadline:
                 raise TimeoutError(self._rollout_report(deployment, namespace, desired, owned))
-            time.sleep(0.05)
+            with self._lock:  # until a pod changes (bounded: a change may come before this)
+                self._pods_changed.wait(0.05)
 
     def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
         self._check_up()
@@ -335,6 +347,27 @@ class Sandbox(Cluster):
             if runtime.process is None:  # between a crash and its restart: nothing to kill
                 raise KeyError(f'pod "{pod}" not found in namespace {runtime.namespace}')
             os.kill(runtime.process.pid, signal.SIGKILL)
+
+    def freeze_pod(self, pod: str, namespace: str | None = None) -> None:
+        """SIGSTOP the pod's process group: its sockets stay open, nothing answers on them."""
+        self._signal_pod(pod, namespace, signal.SIGSTOP)
+
+    def thaw_pod(self, pod: str, namespace: str | None = None) -> None:
+        """SIGCONT the pod's process group."""
+        self._signal_pod(pod, namespace, signal.SIGCONT)
+
+    def _signal_pod(self, pod: str, namespace: str | None, sig: signal.Signals) -> None:
+        self._check_up()
+        with self._lock:
+            runtime = self._pod_runtime(pod, namespace)
+            try:
+                if runtime.process is None:
+                    raise ProcessLookupError
+                self.launcher.signal_group(runtime.process, sig)
+            except ProcessLookupError:  # between a crash and its restart: nothing runs
+                raise KeyError(
+                    f'pod "{pod}" has no running container in namespace {runtime.namespace}'
+                ) from None
 
     def local_address(
         self, pod: str, port: int | str = "grpc", namespace: str | None = None
@@ -512,7 +545,7 @@ class Sandbox(Cluster):
 
     def _control_loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(CONTROL_INTERVAL_S)
+            self._wake.wait(self._until_next_probe())
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -520,9 +553,24 @@ class Sandbox(Cluster):
                 with self._lock:
                     self._reconcile_deployments()
                     self._run_kubelet()
+                    self._pods_changed.notify_all()
                 self._publish_services(wait=False)
             except Exception as error:  # keep the cluster alive; say what went wrong
                 log.warning("grpclab sandbox controller: %r", error)
+
+    def _until_next_probe(self) -> float:
+        """Seconds until a probe is due, at most CONTROL_INTERVAL_S (a round also notices
+        exited containers, by polling them)."""
+        with self._lock:
+            running = [
+                pod
+                for pod in self._pods.values()
+                if pod.process is not None and pod.process.poll() is None
+            ]  # an exited container runs no probes until it is restarted
+            due = [probe.next_due for pod in running for probe in due_probes(pod, math.inf)]
+        if not due:
+            return CONTROL_INTERVAL_S
+        return min(CONTROL_INTERVAL_S, max(0.0, min(due) - time.monotonic()))
 
     def _reconcile_deployments(self) -> None:
         deployments = {k: o for k, o in self._objects.items() if k[0] == "Deployment"}
@@ -603,6 +651,7 @@ class Sandbox(Cluster):
         }
         argv = python_module_argv("grpclab.demo.server", *flags)
         pod.process = self.launcher.start(pod.name, argv, env=process_env)
+        log.debug("pod %s: container started", pod.name, extra={"start_event": "container"})
 
     def _terminate(self, pod: PodRuntime) -> None:
         """Mark the pod Terminating (out of endpoints at once) and stop it in the background."""
@@ -618,8 +667,6 @@ class Sandbox(Cluster):
                 if self._pods.get(pod.name) is pod:
                     del self._pods[pod.name]
                     self.block.give_back_pod_ip(pod.ip)
-                if pod.channel is not None:
-                    pod.channel.close()
 
         threading.Thread(target=stop, name=f"grpclab-stop-{pod.name}", daemon=True).start()
 
@@ -646,7 +693,12 @@ class Sandbox(Cluster):
         with self._lock:
             if pod.terminating or self._down:
                 return
+            was_ready = pod.ready
             if record_result(pod, probe, failure, time.monotonic()) != "restart":
+                if pod.ready != was_ready:
+                    self._pods_changed.notify_all()
+                if pod.ready and not was_ready:
+                    log.debug("pod %s: ready", pod.name, extra={"start_event": "ready"})
                 self._wake.set()
                 return
             # Out of endpoints at once; the stop itself (up to the grace period) runs

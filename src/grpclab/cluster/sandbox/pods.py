@@ -79,7 +79,6 @@ class PodRuntime:
     killing: bool = False  # a failed liveness or startup probe is stopping the container
     restart_due: float | None = None
     probes: dict[str, ProbeState] = field(default_factory=dict)
-    channel: grpc.Channel | None = None
 
     def container_port(self, ref: int | str) -> int | None:
         """Resolve a port number or a containerPort name, as kubelet does."""
@@ -135,13 +134,16 @@ def probe_once(pod: PodRuntime, probe: ProbeState) -> str | None:
     if "grpc" in probe.spec:
         spec = probe.spec["grpc"]
         address = f"{pod.ip}:{spec['port']}"
-        if pod.channel is None:
-            pod.channel = grpc.insecure_channel(address, options=LOCAL_ONLY)
-        stub = health_pb2_grpc.HealthStub(pod.channel)
+        # A new connection for every probe, closed after it, as kubelet's gRPC prober dials
+        # (kubernetes pkg/probe/grpc). A kept channel would sit in its reconnect back-off
+        # (about 1 s) after the first probe of a starting server, and fail the next probe
+        # even once the server listens.
         try:
-            reply = stub.Check(
-                health_pb2.HealthCheckRequest(service=spec.get("service", "")), timeout=timeout
-            )
+            with grpc.insecure_channel(address, options=LOCAL_ONLY) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=spec.get("service", "")),
+                    timeout=timeout,
+                )
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -216,9 +218,6 @@ def reset_for_start(pod: PodRuntime, now: float) -> None:
     # With no readiness probe, Kubernetes calls a running container ready.
     pod.ready = "readiness" not in pod.probes
     pod.restart_due = None
-    if pod.channel is not None:
-        pod.channel.close()
-        pod.channel = None
 
 
 def kill_container(launcher: ProcessLauncher, pod: PodRuntime, process: Popen) -> int | None:

@@ -98,6 +98,12 @@ class ProcessLauncher:
         self._record_pids()
         return process.returncode
 
+    def signal_group(self, process: subprocess.Popen, sig: signal.Signals) -> None:
+        """Send `sig` to every process in `process`'s group (each child leads its own)."""
+        if process.pid not in self.children or process.poll() is not None:
+            raise ProcessLookupError(f"process {process.pid} is not a running child")
+        os.killpg(process.pid, sig)
+
     def stop_all(self, grace: float = 2.0) -> None:
         running = [p for p in self.children.values() if p.poll() is None]
         for process in running:
