@@ -167,7 +167,7 @@ def recovery_time(result: LoadResult, since_s: float) -> float | None:
     nothing failed after `since_s`; None when calls still failed at the end of the run (the
     client never recovered). The resolution is one bucket.
     """
-    width = bucket_width(result)
+    width = result.interval_s()
     buckets = [b for b in result.timeline if b["t"] + width > since_s]
     failing = [i for i, bucket in enumerate(buckets) if bucket["errors"]]
     if not failing:
@@ -189,7 +189,7 @@ def recovery_summary(result: LoadResult, since_s: float, within_s: float) -> str
 
 def ok_rate(result: LoadResult, since_s: float = 0.0, until_s: float = math.inf) -> float:
     """OK replies per second in the complete timeline buckets that lie inside the window."""
-    width = bucket_width(result)
+    width = result.interval_s()
     until = min(until_s, result.elapsed_s)
     inside = [b for b in result.timeline if b["t"] >= since_s and b["t"] + width <= until + 1e-6]
     if not inside:
