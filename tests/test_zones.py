@@ -62,11 +62,13 @@ def test_prefer_close_falls_back_to_every_zone_when_its_own_has_no_endpoint(
     lab.scale("grpc-server", 0)
     try:
         lab.wait_ready("grpc-server", timeout=30)
+        # Which of the zone-a pods still ran when the load began: the message says, if it fails.
+        gone = set(placed) - {p.name for p in lab.pods({"app": "grpc-server"})}
         fallback = zones.calls_per_zone(clusterip_load(lab, "grpc-server-close"), placed)
     finally:
         lab.scale("grpc-server", 3)
         lab.wait_ready("grpc-server", timeout=60)
-    assert fallback == {"zone-b": CONNECTIONS * 10}, fallback
+    assert fallback == {"zone-b": CONNECTIONS * 10}, (fallback, gone)
     back = per_zone(lab, clusterip_load(lab, "grpc-server-close"))
     assert back.get("zone-b", 0) == 0, back
 
