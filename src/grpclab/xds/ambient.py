@@ -64,9 +64,11 @@ def waypoint_resources(
     listen_ips: Mapping[tuple[str, str, int], str],
     destination_rules: Sequence[Mapping[str, Any]] = (),
     virtual_services: Sequence[Mapping[str, Any]] = (),
+    locality: tuple[str, str] | None = None,
 ) -> dict[str, dict[str, Message]]:
-    """A waypoint's listeners, routes and clusters: istiod builds them as for a sidecar."""
-    return sidecar_resources(ports, listen_ips, destination_rules, virtual_services)
+    """A waypoint's listeners, routes and clusters: istiod builds them as for a sidecar,
+    with the waypoint's own locality (its pod's zone) as the client's."""
+    return sidecar_resources(ports, listen_ips, destination_rules, virtual_services, locality)
 
 
 def is_waypoint(gateway: Mapping[str, Any]) -> bool:

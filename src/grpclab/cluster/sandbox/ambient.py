@@ -24,6 +24,7 @@ from grpclab.cluster.sandbox.mesh import (
     service_ports,
     wait_until_listening,
 )
+from grpclab.cluster.sandbox.topology import CLIENT_LOCALITY
 from grpclab.notes import say
 from grpclab.xds.ambient import (
     AMBIENT,
@@ -226,6 +227,7 @@ class AmbientAddon:
                 {key: ip for key, ip in bound},
                 istio_objects(view, "DestinationRule"),
                 istio_objects(view, "VirtualService"),
+                CLIENT_LOCALITY,  # the waypoint runs on the sandbox's one node, as the client
             )
             self._set(node_id, resources, wait and waypoint in self.waypoints)
             if waypoint not in self.waypoints and self.ztunnel is not None:
