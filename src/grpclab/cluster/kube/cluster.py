@@ -32,7 +32,13 @@ from grpclab.cluster.kube.admin import (
     server_containers,
 )
 from grpclab.cluster.kube.diagnostics import deployment_report
-from grpclab.cluster.kube.errors import KubeError, api_error_message, api_exception, status_code
+from grpclab.cluster.kube.errors import (
+    KubeError,
+    api_error_message,
+    api_exception,
+    missing_as_key_error,
+    status_code,
+)
 from grpclab.cluster.kube.jobs import (
     DEFAULT_IMAGE,
     JOB_START_TIMEOUT_S,
@@ -282,25 +288,15 @@ class KubeCluster(Cluster):
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise ValueError(f"replicas must be a whole number >= 0, not {replicas!r}")
         namespace = namespace or self.namespace
-        try:
+        with missing_as_key_error("deployment", deployment, namespace):
             self._apps.patch_namespaced_deployment_scale(
                 deployment, namespace, {"spec": {"replicas": replicas}}
             )
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(
-                    f'deployment "{deployment}" not found in namespace {namespace}'
-                ) from None
-            raise
 
     def delete_pod(self, name: str, namespace: str | None = None) -> None:
         namespace = namespace or self.namespace
-        try:
+        with missing_as_key_error("pod", name, namespace):
             self._core.delete_namespaced_pod(name, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
-            raise
 
     def target(
         self,
@@ -319,12 +315,8 @@ class KubeCluster(Cluster):
         """
         namespace = namespace or self.namespace
         check_via(via)
-        try:
+        with missing_as_key_error("service", service, namespace):
             obj = self._core.read_namespaced_service(service, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'service "{service}" not found in namespace {namespace}') from None
-            raise
         number = service_port(obj, port)
         if via in ADDON_FOR_VIA:
             addon, addon_namespace, deployment = ADDON_FOR_VIA[via]
@@ -491,12 +483,8 @@ class KubeCluster(Cluster):
         return [item.to_dict() for item in resource.get(namespace=namespace).items]
 
     def _read_pod(self, name: str, namespace: str) -> Any:
-        try:
+        with missing_as_key_error("pod", name, namespace):
             return self._core.read_namespaced_pod(name, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
-            raise
 
     def _deployment_exists(self, name: str, namespace: str) -> bool:
         """Whether an add-on's Deployment is there. A 403 is not an answer: it is raised."""
@@ -615,12 +603,8 @@ class KubeCluster(Cluster):
         return applied.to_dict()
 
     def _read_deployment(self, name: str, namespace: str) -> Any:
-        try:
+        with missing_as_key_error("deployment", name, namespace):
             return self._apps.read_namespaced_deployment(name, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'deployment "{name}" not found in namespace {namespace}') from None
-            raise
 
     def _current_pods(self, deployment: Any) -> list[Pod] | None:
         """Ready, running pods of the Deployment's current ReplicaSet; None before it has one.
