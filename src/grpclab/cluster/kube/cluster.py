@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
+from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod, Rollout
 from grpclab.cluster.kube.addons import (
     ADDON_FOR_GROUP,
     ADDON_FOR_VIA,
@@ -249,39 +250,23 @@ class KubeCluster(Cluster):
             (p for p in pods if asked_for_tools or not is_tool_pod(p.labels)), key=lambda p: p.name
         )
 
-    def wait_ready(
-        self,
-        deployment: str,
-        namespace: str | None = None,
-        timeout: float = 60.0,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> list[Pod]:
-        namespace = namespace or self.namespace
-        deadline = time.monotonic() + timeout
-        last: tuple[int, int] | None = None
+    def _rollout(self, deployment: str, namespace: str) -> Iterator[Rollout]:
         waiting = Waiting(f"deployment {namespace}/{deployment}")
         while True:
             obj = self._read_deployment(deployment, namespace)
             ready, desired, done = rollout_status(obj)
-            if on_progress is not None and (ready, desired) != last:
-                on_progress(ready, desired)
-            last = (ready, desired)
             stuck = progress_deadline_exceeded(obj)
             if stuck:
                 report = deployment_report(self._core, obj)
-                raise KubeError(f"deployment {namespace}/{deployment}: {stuck}\n{report}")
-            if done:
-                live = self._current_pods(obj)
-                # The pod list can trail the Deployment status by a moment; wait until it agrees.
-                if live is not None and len(live) == desired:
-                    waiting.finish(f"{desired}/{desired} ready")
-                    return live
+                error = KubeError(f"deployment {namespace}/{deployment}: {stuck}\n{report}")
+                yield Rollout(ready, desired, failure=error)
+            # The pod list can trail the Deployment status by a moment; wait until it agrees.
+            live = self._current_pods(obj) if done else None
+            if live is not None and len(live) == desired:
+                waiting.finish(f"{desired}/{desired} ready")
+                yield Rollout(ready, desired, pods=live)
             waiting.update(f"{ready}/{desired} ready")
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"deployment {namespace}/{deployment}: {ready}/{desired} ready after "
-                    f"{timeout:.0f} s\n" + deployment_report(self._core, obj)
-                )
+            yield Rollout(ready, desired, report=partial(deployment_report, self._core, obj))
             time.sleep(self.poll_interval)
 
     def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
@@ -298,13 +283,7 @@ class KubeCluster(Cluster):
         with missing_as_key_error("pod", name, namespace):
             self._core.delete_namespaced_pod(name, namespace)
 
-    def target(
-        self,
-        service: str,
-        port: int | str = "grpc",
-        namespace: str | None = None,
-        via: str = "dns",
-    ) -> str:
+    def _target(self, service: str, port: int | str, namespace: str, via: str) -> str:
         """An in-cluster target for the load Job; see KubeTarget for what `via` changes.
 
         "dns"/"clusterip": the Service's name, through the client's balancer or the cluster IP.
@@ -313,7 +292,6 @@ class KubeCluster(Cluster):
         "xds": `xds:///name...` for proxyless gRPC with Istio's gRPC agent.
         "ingress"/"traefik"/"gateway": the controller's Service that routes to `service`.
         """
-        namespace = namespace or self.namespace
         check_via(via)
         with missing_as_key_error("service", service, namespace):
             obj = self._core.read_namespaced_service(service, namespace)
