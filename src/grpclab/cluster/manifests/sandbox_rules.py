@@ -24,6 +24,17 @@ SANDBOX_MAX_REPLICAS = 20
 # The Downward API fields the sandbox fills in for a pod.
 SANDBOX_FIELD_REFS = ("metadata.name", "metadata.namespace", "status.podIP")
 
+# The trafficDistribution values the sandbox's kube-proxy acts on (cluster/sandbox/topology.py).
+# Kubernetes 1.31, whose schema grpclab checks against, has only PreferClose; 1.33 adds
+# PreferSameZone and PreferSameNode (KEP-3015).
+TRAFFIC_DISTRIBUTIONS = ("PreferClose",)
+# Topology Aware Routing: hints the EndpointSlice controller spreads by each zone's CPU, which
+# the sandbox (no nodes, no CPUs per zone) cannot compute. trafficDistribution supersedes it.
+TOPOLOGY_ANNOTATIONS = (
+    "service.kubernetes.io/topology-mode",
+    "service.kubernetes.io/topology-aware-hints",
+)
+
 
 def check_sandbox_support(objects: Sequence[Mapping[str, Any]], source_label: str) -> None:
     """Raise ManifestError if the sandbox cannot run one of `objects` (from `load_objects`).
@@ -108,6 +119,24 @@ def _check_service(obj: Mapping[str, Any]) -> Iterator[Problem]:
             ("spec", "externalTrafficPolicy"),
             "externalTrafficPolicy applies only to NodePort and LoadBalancer Services",
         )
+    distribution = spec.get("trafficDistribution")
+    if distribution is not None and distribution not in TRAFFIC_DISTRIBUTIONS:
+        yield Problem(
+            ("spec", "trafficDistribution"),
+            f"the sandbox backend supports trafficDistribution PreferClose, not {distribution!r}",
+            "Kubernetes 1.31 has only PreferClose; PreferSameZone (its new name) and "
+            "PreferSameNode came in 1.33",
+        )
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    for key in TOPOLOGY_ANNOTATIONS:
+        if key in annotations:
+            yield Problem(
+                ("metadata", "annotations", key),
+                "the sandbox backend does not support Topology Aware Routing: its hints "
+                "follow each zone's allocatable CPU, and the sandbox has no nodes",
+                "set spec.trafficDistribution: PreferClose instead (it supersedes the "
+                "annotation), or use the kind backend",
+            )
     # internalTrafficPolicy: Local is accepted: the sandbox is one node, so every endpoint is
     # node-local and the result is the same as with Cluster (as on a one-node kind cluster).
     for key in ("externalIPs", "loadBalancerIP", "externalName", "loadBalancerSourceRanges"):

@@ -60,6 +60,7 @@ from grpclab.cluster.sandbox.pods import (
     reset_for_start,
 )
 from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
+from grpclab.cluster.sandbox.topology import kube_proxy_endpoints
 from grpclab.demo.server import POD_NETWORK_ENV
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.paths import SRC
@@ -812,6 +813,8 @@ def _dns_records_and_proxied_ports(
             continue
         cluster_ip = view.cluster_ips[(namespace, name)]
         records[fqdn] = (cluster_ip,)
+        # kube-proxy on the client's node: trafficDistribution's zone hints narrow it down.
+        backends = kube_proxy_endpoints(service, backends)
         for port in service["spec"]["ports"]:
             endpoints = tuple(
                 sorted(
