@@ -29,6 +29,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
+from grpclab.xds.ambient import AmbientConfigError, check_waypoint, is_waypoint
 from grpclab.xds.istio import destination_rule_cluster, http_connection_manager, service_host
 from grpclab.xds.kube_proxy import load_assignment, socket_address
 from grpclab.xds.server import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -317,6 +318,12 @@ def _header_matchers(
 def check_gateway(gateway: Mapping[str, Any]) -> None:
     """Raise GatewayConfigError for the first value the sandbox cannot serve."""
     label = object_label(gateway)
+    if is_waypoint(gateway):  # Istio's waypoint: ambient mode's rules, not a gateway's
+        try:
+            check_waypoint(gateway)
+        except AmbientConfigError as error:
+            raise GatewayConfigError(error.object, error.field, error.reason) from None
+        return
     ports: dict[int, str] = {}
     for index, listener in enumerate((gateway.get("spec") or {}).get("listeners") or []):
         where = f"spec.listeners[{index}]"

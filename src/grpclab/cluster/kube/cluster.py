@@ -314,6 +314,7 @@ class KubeCluster(Cluster):
         "dns"/"clusterip": the Service's name, through the client's balancer or the cluster IP.
         "addresses": `ipv4:` with the pod IPs of its ready EndpointSlice endpoints, for now.
         "mesh"/"linkerd": the Service's name, with the client's Istio or Linkerd proxy.
+        "ambient": the Service's name, the client's pod enrolled in ztunnel.
         "xds": `xds:///name...` for proxyless gRPC with Istio's gRPC agent.
         "ingress"/"traefik"/"gateway": the controller's Service that routes to `service`.
         """
@@ -342,7 +343,9 @@ class KubeCluster(Cluster):
                 raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")
             return KubeTarget(service_target(service, namespace, number, via), via)
         host = service_target(service, namespace, number, "clusterip")  # the plain DNS name
-        if via in ("mesh", "linkerd"):
+        if via == "ambient":
+            self._check_ambient_namespace(namespace)
+        if via in ("mesh", "linkerd", "ambient"):
             return KubeTarget(host, via)
         if via == "xds":
             return KubeTarget(f"xds:///{host}", via)
@@ -497,6 +500,16 @@ class KubeCluster(Cluster):
             if status_code(error) == 404:
                 raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
             raise
+
+    def _check_ambient_namespace(self, namespace: str) -> None:
+        """The sandbox's rule, here too: ztunnel carries the client only in a labelled namespace."""
+        labels = self._core.read_namespace(namespace).metadata.labels or {}
+        if labels.get("istio.io/dataplane-mode") != "ambient":
+            raise ValueError(
+                f"namespace {namespace} is not in the ambient mesh: label it "
+                "istio.io/dataplane-mode=ambient (apply cluster/manifests/ambient/"
+                "namespace.yaml), as Istio needs before ztunnel carries its pods' traffic"
+            )
 
     def _deployment_exists(self, name: str, namespace: str) -> bool:
         """Whether an add-on's Deployment is there. A 403 is not an answer: it is raised."""

@@ -60,7 +60,18 @@ def service_target(
     raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
 
 
-VIAS = ("dns", "clusterip", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway", "addresses")
+VIAS = (
+    "dns",
+    "clusterip",
+    "mesh",
+    "ambient",
+    "linkerd",
+    "xds",
+    "ingress",
+    "traefik",
+    "gateway",
+    "addresses",
+)
 
 
 def check_via(via: str) -> str:
@@ -89,12 +100,17 @@ class KubeTarget(str):
 def client_pod_metadata(via: str) -> tuple[dict[str, str], dict[str, str]]:
     """(labels, annotations) that put the load Job's pod in, or out of, a mesh for `via`.
 
-    Every pod opts in or out explicitly: a namespace labelled for injection (notebooks 04
-    and 05 label `production`) would otherwise give every client a proxy, and a "ClusterIP"
-    run would silently be balanced per request by the client's sidecar.
+    Every pod opts in or out explicitly: a namespace labelled for injection or for ambient
+    (notebooks 04, 05 and 15 label `production`) would otherwise give every client a proxy,
+    and a "ClusterIP" run would silently be balanced per request by the client's proxy.
     """
     check_via(via)
-    labels = {"sidecar.istio.io/inject": "true" if via in ("mesh", "xds") else "false"}
+    labels = {
+        "sidecar.istio.io/inject": "true" if via in ("mesh", "xds") else "false",
+        # Istio ambient: a pod label enrolls one pod in ztunnel, or keeps it out of an ambient
+        # namespace (https://istio.io/latest/docs/reference/config/labels/).
+        "istio.io/dataplane-mode": "ambient" if via == "ambient" else "none",
+    }
     annotations = {"linkerd.io/inject": "enabled" if via == "linkerd" else "disabled"}
     if via in ("mesh", "xds"):
         # The client's first call must wait for the proxy (or the agent's bootstrap file),

@@ -80,10 +80,27 @@ def _check_name(obj: Mapping[str, Any], pattern: re.Pattern[str], limit: int) ->
 
 def _check_namespace(obj: Mapping[str, Any]) -> Iterator[Problem]:
     yield from _check_name(obj, _DNS_LABEL, 63)
+    yield from _check_ambient_labels(obj)
+
+
+def _check_ambient_labels(obj: Mapping[str, Any]) -> Iterator[Problem]:
+    # Istio ambient mode's enrollment labels: only the rules module knows which it emulates.
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if not any(key.startswith("istio.io/use-waypoint") for key in labels):
+        return
+    from grpclab.cluster.crds.ambient import enrollment_problem
+
+    found = enrollment_problem(obj)
+    if found is not None:
+        label, reason = found
+        yield Problem(
+            ("metadata", "labels", label), reason, "use the kind backend for cross-namespace"
+        )
 
 
 def _check_service(obj: Mapping[str, Any]) -> Iterator[Problem]:
     yield from _check_name(obj, _DNS_1035_LABEL, 63)
+    yield from _check_ambient_labels(obj)
     spec = obj.get("spec") or {}
     service_type = spec.get("type") or "ClusterIP"
     if service_type != "ClusterIP":
@@ -186,6 +203,16 @@ def _check_deployment(obj: Mapping[str, Any]) -> Iterator[Problem]:
     template = spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     yield from _check_selector(spec.get("selector") or {}, labels)
+    if any(key.startswith("istio.io/use-waypoint") for key in labels):
+        from grpclab.cluster.crds.ambient import USE_WAYPOINT_LABEL, pod_waypoint_problem
+
+        reason = pod_waypoint_problem(labels)
+        if reason is not None:
+            yield Problem(
+                ("spec", "template", "metadata", "labels", USE_WAYPOINT_LABEL),
+                reason,
+                "use the kind backend for a workload waypoint",
+            )
     pod = template.get("spec") or {}
     pod_path = ("spec", "template", "spec")
     containers = entries(pod.get("containers"))

@@ -294,10 +294,15 @@ class Sandbox(Cluster):
             if via == "addresses":
                 return _ready_addresses(obj, number, self._view().endpoints[(namespace, service)])
             addons = list(self.addons.values())
-        # Istio's sidecar and proxyless xDS join on first use: a sandbox that never asks for
-        # them runs nothing extra.
+        # Istio's sidecar, ztunnel and proxyless xDS join on first use: a sandbox that never
+        # asks for them runs nothing extra.
         if via == "mesh":
             self._mesh_sidecar()
+            addons = list(self.addons.values())
+        elif via == "ambient":
+            from grpclab.cluster.sandbox.catalog import addon_for_via
+
+            addon_for_via(self, via)  # ztunnel runs on every node of an ambient cluster
             addons = list(self.addons.values())
         elif via == "xds" and via not in self.addons:
             from grpclab.cluster.sandbox.proxyless import ProxylessAddon

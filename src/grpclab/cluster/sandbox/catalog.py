@@ -23,6 +23,11 @@ STAND_INS = {
         "VirtualService by grpclab's control plane (istiod and the injection are emulated, "
         "the data plane is not)"
     ),
+    "istio-ambient": (
+        "ztunnel EMULATED by Envoy tcp_proxy (one endpoint per connection); each waypoint a "
+        "real Envoy configured from DestinationRule and VirtualService by grpclab's control "
+        "plane; no HBONE or mTLS between them"
+    ),
     "gateway-api": "nothing to run: the sandbox knows the Gateway API kinds' schemas",
 }
 
@@ -48,12 +53,16 @@ def _addon(sandbox: Sandbox, name: str):
         from grpclab.cluster.sandbox.mesh import MeshAddon
 
         return MeshAddon(sandbox)
+    if name == "istio-ambient":
+        from grpclab.cluster.sandbox.ambient import AmbientAddon
+
+        return AmbientAddon(sandbox)
     return None
 
 
 # Add-on name -> its stand-in's key in Sandbox.addons, where the two differ: Istio's sidecar
 # is keyed by the via it serves ("mesh"), as the rest of grpclab looks it up.
-ADDON_KEYS = {"istio": "mesh"}
+ADDON_KEYS = {"istio": "mesh", "istio-ambient": "ambient"}
 
 
 def installed(sandbox: Sandbox, name: str):
@@ -94,6 +103,7 @@ VIA = {
     "traefik": "traefik",
     "linkerd": "linkerd",
     "mesh": "istio",
+    "ambient": "istio-ambient",
 }
 
 

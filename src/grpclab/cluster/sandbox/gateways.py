@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.frontends import EnvoyFrontend, listen_port, service_backend
 from grpclab.tls import certificate_from_secret
+from grpclab.xds.ambient import is_waypoint
 from grpclab.xds.gateway import (
     ENVOY_GATEWAY_API_VERSION,
     GATEWAY_API_VERSION,
@@ -88,7 +89,7 @@ class _RoutedFrontend:
 
 
 class EnvoyGateway(_RoutedFrontend):
-    """Gateways (class any) and the GRPCRoutes and HTTPRoutes attached to them."""
+    """Gateways (of any class but istio-waypoint) and the GRPCRoutes and HTTPRoutes on them."""
 
     name = "envoy-gateway"
     via = "gateway"
@@ -103,7 +104,10 @@ class EnvoyGateway(_RoutedFrontend):
         self._gateway_ips: dict[tuple[str, str], str] = {}
 
     def sync(self, view: ClusterView) -> None:
-        gateways = _of_version(view, "Gateway", GATEWAY_API_VERSION)
+        # A Gateway of class istio-waypoint is Istio's, not Envoy Gateway's (the ambient add-on's).
+        gateways = [
+            g for g in _of_version(view, "Gateway", GATEWAY_API_VERSION) if not is_waypoint(g)
+        ]
         routes = [
             *_of_version(view, "GRPCRoute", GATEWAY_API_VERSION),
             *_of_version(view, "HTTPRoute", GATEWAY_API_VERSION),

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from grpclab.cluster.sandbox.addons import ClusterView
-from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
+from grpclab.cluster.sandbox.envoy import EnvoyProxy, push_config, start_envoy
 from grpclab.cluster.sandbox.topology import CLIENT_LOCALITY, region_of, zone_of
 from grpclab.local_http import open_local
 from grpclab.notes import say
@@ -113,7 +113,7 @@ def service_port_problem(view: ClusterView, service: str, port: int, namespace: 
     return None
 
 
-def _wait_until_listening(address: tuple[str, int], timeout: float) -> None:
+def wait_until_listening(address: tuple[str, int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -161,20 +161,10 @@ class MeshAddon:
             istio_objects(view, "VirtualService"),
             CLIENT_LOCALITY,
         )
-        nacks_before = len(xds.nacks)
-        versions = xds.set_resources(self.node_id, resources)
+        versions = push_config(
+            xds, self.node_id, resources, wait, "the mesh sidecar", ACK_TIMEOUT_S
+        )
         self._versions.update(versions)
-        if not (wait and versions):
-            return
-        if not xds.wait_acked(self.node_id, versions, timeout=ACK_TIMEOUT_S):
-            raise RuntimeError(
-                f"the mesh sidecar (Envoy) did not confirm its new config within "
-                f"{ACK_TIMEOUT_S:.0f} s"
-            )
-        refused = [n for n in xds.nacks[nacks_before:] if n.node_id == self.node_id]
-        if refused:
-            message = refused[-1].message
-            raise RuntimeError(f"the mesh sidecar (Envoy) refused its config: {message}")
 
     def target(self, service: str, port: int, namespace: str, via: str) -> str | None:
         if via != "mesh":
@@ -191,7 +181,7 @@ class MeshAddon:
             # Return only once the listener accepts connections, so the first call cannot
             # race Envoy's listener warm-up.
             address = (self._listen_ips[key], port)
-            _wait_until_listening(address, ACK_TIMEOUT_S)
+            wait_until_listening(address, ACK_TIMEOUT_S)
             return f"{address[0]}:{port}"
 
     def _check_in_mesh(self, namespace: str) -> ClusterView:
