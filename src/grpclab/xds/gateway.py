@@ -355,12 +355,13 @@ def check_gateway(gateway: Mapping[str, Any]) -> None:
                     label, f"{where}.tls.certificateRefs", "an HTTPS listener needs a certificate"
                 )
             for r_index, ref in enumerate(refs):
-                if (ref.get("group") or "", ref.get("kind", "Secret")) != ("", "Secret"):
-                    raise GatewayConfigError(
-                        label,
-                        f"{where}.tls.certificateRefs[{r_index}].kind",
-                        "the sandbox reads certificates from Secrets (group core, kind Secret)",
-                    )
+                _check_core_ref(
+                    ref,
+                    "Secret",
+                    label,
+                    f"{where}.tls.certificateRefs[{r_index}]",
+                    "the sandbox reads certificates from Secrets (group core, kind Secret)",
+                )
 
 
 def check_route(route: Mapping[str, Any]) -> None:
@@ -378,12 +379,13 @@ def check_route(route: Mapping[str, Any]) -> None:
     for r_index, rule in enumerate(spec.get("rules") or []):
         where = f"spec.rules[{r_index}]"
         for b_index, ref in enumerate(rule.get("backendRefs") or []):
-            if (ref.get("group") or "", ref.get("kind", "Service")) != ("", "Service"):
-                raise GatewayConfigError(
-                    label,
-                    f"{where}.backendRefs[{b_index}].kind",
-                    "the sandbox sends traffic to Services only",
-                )
+            _check_core_ref(
+                ref,
+                "Service",
+                label,
+                f"{where}.backendRefs[{b_index}]",
+                "the sandbox sends traffic to Services only",
+            )
             if "port" not in ref:
                 raise GatewayConfigError(
                     label,
@@ -394,6 +396,12 @@ def check_route(route: Mapping[str, Any]) -> None:
             method = match.get("method")
             if method is not None:
                 _check_method_match(method, label, f"{where}.matches[{m_index}].method")
+
+
+def _check_core_ref(ref: Mapping[str, Any], kind: str, label: str, where: str, why: str) -> None:
+    """A reference to an object of the core group: its group empty, its kind `kind`."""
+    if (ref.get("group") or "", ref.get("kind", kind)) != ("", kind):
+        raise GatewayConfigError(label, f"{where}.kind", why)
 
 
 def _check_method_match(method: Mapping[str, Any], label: str, where: str) -> None:
