@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
 from grpclab.cluster import Cluster, Pod
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.load.drills import drill
@@ -50,6 +53,16 @@ def where_words(result: LoadResult, zones: Mapping[str, str]) -> str:
     return "both zones" if used else "nowhere"
 
 
+def outcome_words(result: LoadResult, zones: Mapping[str, str]) -> str:
+    """Where the OK calls went, and whether calls failed: "failing" when nine in ten did,
+    ", some calls failing" after the zones when more than one in a hundred did."""
+    failed = result.failed / result.total if result.total else 0.0
+    if failed > 0.9:
+        return "failing"
+    where = where_words(result, zones)
+    return f"{where}, some calls failing" if failed > 0.01 else where
+
+
 def routing_summary(results: Mapping[str, LoadResult], zones: Mapping[str, str]) -> str:
     """One line per client: where its calls went, in words that hold from run to run."""
     width = max(len(name) for name in results)
@@ -68,9 +81,8 @@ class ZoneDrill:
     after: LoadResult  # from settle_s after the failure to the end
 
     def words(self, zones: Mapping[str, str]) -> str:
-        failed = self.after.failed / self.after.total if self.after.total else 0.0
-        after = "failing" if failed > 0.5 else where_words(self.after, zones)
-        return f"before: {where_words(self.before, zones)}; after: {after}"
+        before, after = outcome_words(self.before, zones), outcome_words(self.after, zones)
+        return f"before: {before}; after: {after}"
 
 
 def zone_drill(
@@ -80,13 +92,15 @@ def zone_drill(
     failure: Callable[[], object],
     settle_s: float = 2.0,
 ) -> ZoneDrill:
-    """Run `spec`, call `failure()` at_s seconds in, and split the calls at that moment."""
+    """Run `spec`, call `failure()` at_s seconds in, and split the calls at that moment:
+    `before` ends with the last interval that ended before it, `after` starts settle_s
+    after the failure was in place."""
     run = drill(lab, spec, at_s, failure)
     result = run.result
     return ZoneDrill(
         result,
         run.action_started_s,
-        result.between(0.0, run.action_started_s),
+        result.between(0.0, run.action_started_s - result.interval_s(default=spec.interval_s)),
         result.between(run.action_done_s + settle_s),
     )
 
@@ -95,3 +109,50 @@ def drill_summary(drills: Mapping[str, ZoneDrill], zones: Mapping[str, str]) -> 
     """One line per client: where it sent calls before the failure and after it."""
     width = max(len(name) for name in drills)
     return "\n".join(f"{name:<{width}}  {d.words(zones)}" for name, d in drills.items())
+
+
+def zone_chart(
+    results: Mapping[str, LoadResult], zones: Mapping[str, str], title: str
+) -> go.Figure:
+    """OK replies per pod, the pods grouped by zone, one bar colour per client."""
+    pods = sorted(zones, key=lambda pod: (zones[pod], pod))
+    labels = [f"{zones[pod]} · {pod[-5:]}" for pod in pods]
+    figure = go.Figure()
+    for name, result in results.items():
+        counts = [result.per_pod.get(pod, 0) for pod in pods]
+        figure.add_bar(name=name, x=labels, y=counts, text=counts, textposition="outside")
+    figure.update_layout(
+        title=title, barmode="group", yaxis_title="OK replies", xaxis_title="zone · pod"
+    )
+    return figure
+
+
+def drill_chart(drills: Mapping[str, ZoneDrill], zones: Mapping[str, str], title: str) -> go.Figure:
+    """For each client, OK replies per second in each zone and failed calls per second."""
+    figure = make_subplots(rows=len(drills), cols=1, subplot_titles=list(drills), shared_xaxes=True)
+    colours = {"zone-a": "#1f77b4", "zone-b": "#2ca02c", "failed": "#d62728"}
+    for row, run in enumerate(drills.values(), start=1):
+        width = run.result.interval_s(default=1.0)
+        intervals = run.result.complete_intervals()
+        times = [i["t"] for i in intervals]
+        lines = {name: [0.0] * len(intervals) for name in colours}
+        for index, interval in enumerate(intervals):
+            for pod, calls in interval["per_pod"].items():
+                zone = zones.get(pod, "?")
+                if zone in lines:
+                    lines[zone][index] += calls / width
+            lines["failed"][index] = sum(interval.get("errors", {}).values()) / width
+        for name, values in lines.items():
+            figure.add_scatter(
+                x=times,
+                y=values,
+                name=name,
+                line_color=colours[name],
+                showlegend=row == 1,
+                row=row,
+                col=1,
+            )
+        figure.add_vline(x=run.at_s, line_dash="dash", row=row, col=1)
+    figure.update_layout(title=title, height=260 * len(drills))
+    figure.update_xaxes(title_text="seconds since the load started", row=len(drills), col=1)
+    return figure
