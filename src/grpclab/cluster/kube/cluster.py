@@ -63,18 +63,12 @@ from grpclab.cluster.kube.objects import (
 )
 from grpclab.cluster.kube.port_forward import PortForwards
 from grpclab.cluster.kube.targets import (
-    ENVOY_GATEWAY_NAMESPACE,
-    INGRESS_NGINX_SERVICE,
-    TRAEFIK_SERVICE,
     KubeTarget,
     check_via,
-    envoy_gateway_service,
-    gateway_listener,
-    ingress_port,
+    front_target,
     ready_addresses,
     service_of_target,
     service_target,
-    traefik_port,
 )
 from grpclab.cluster.manifests import (
     ManifestError,
@@ -319,24 +313,8 @@ class KubeCluster(Cluster):
             return KubeTarget(host, via)
         if via == "xds":
             return KubeTarget(f"xds:///{host}", via)
-        if via == "ingress":
-            ingresses = self._list("networking.k8s.io/v1", "Ingress", namespace)
-            front_namespace, front_name = INGRESS_NGINX_SERVICE
-            front_port = ingress_port(ingresses, service, namespace)
-        elif via == "traefik":
-            routes = self._list("traefik.io/v1alpha1", "IngressRoute", namespace)
-            front_namespace, front_name = TRAEFIK_SERVICE
-            front_port = traefik_port(routes, service, namespace)
-        else:
-            routes = [
-                *self._list("gateway.networking.k8s.io/v1", "GRPCRoute", namespace),
-                *self._list("gateway.networking.k8s.io/v1", "HTTPRoute", namespace),
-            ]
-            gateways = self._list("gateway.networking.k8s.io/v1", "Gateway", namespace)
-            gateway, front_port = gateway_listener(routes, gateways, service, namespace)
-            front_namespace = ENVOY_GATEWAY_NAMESPACE
-            front_name = envoy_gateway_service(self._core, gateway, namespace)
-        return KubeTarget(service_target(front_name, front_namespace, front_port, "dns"), via)
+        objects = partial(self._list, namespace=namespace)
+        return front_target(via, service, namespace, objects, self._core)
 
     def run_load(
         self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None

@@ -7,7 +7,7 @@ Traefik, Envoy Gateway) whose routes reach it; KubeTarget carries the `via` into
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from grpclab.load import PROXY_COUNTERS
@@ -238,3 +238,31 @@ def envoy_gateway_service(core: Any, gateway: str, namespace: str) -> str:
             "Gateway Programmed (kubectl get gateway)?"
         )
     return found[0].metadata.name
+
+
+def front_target(
+    via: str,
+    service: str,
+    namespace: str,
+    objects: Callable[[str, str], list[dict[str, Any]]],
+    core: Any,
+) -> KubeTarget:
+    """The target of the controller's Service ("ingress", "traefik" or "gateway") whose
+    routes reach `service`; `objects(apiVersion, kind)` lists the namespace's objects."""
+    if via == "ingress":
+        front_namespace, front_name = INGRESS_NGINX_SERVICE
+        front_port = ingress_port(objects("networking.k8s.io/v1", "Ingress"), service, namespace)
+    elif via == "traefik":
+        front_namespace, front_name = TRAEFIK_SERVICE
+        routes = objects("traefik.io/v1alpha1", "IngressRoute")
+        front_port = traefik_port(routes, service, namespace)
+    else:
+        routes = [
+            *objects("gateway.networking.k8s.io/v1", "GRPCRoute"),
+            *objects("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ]
+        gateways = objects("gateway.networking.k8s.io/v1", "Gateway")
+        gateway, front_port = gateway_listener(routes, gateways, service, namespace)
+        front_namespace = ENVOY_GATEWAY_NAMESPACE
+        front_name = envoy_gateway_service(core, gateway, namespace)
+    return KubeTarget(service_target(front_name, front_namespace, front_port, "dns"), via)

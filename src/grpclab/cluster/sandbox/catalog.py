@@ -7,6 +7,7 @@ is, and whether it is the real data plane or an emulation.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,32 +33,23 @@ STAND_INS = {
 }
 
 
+# Add-on name -> (module of grpclab.cluster.sandbox, class) of its stand-in, imported when
+# the add-on is installed: a sandbox that never asks for one loads none of it.
+_STAND_IN_CLASSES = {
+    "ingress-nginx": ("ingress_nginx", "IngressNginx"),
+    "envoy-gateway": ("gateways", "EnvoyGateway"),
+    "traefik": ("gateways", "TraefikEmulation"),
+    "linkerd": ("linkerd", "LinkerdEmulation"),
+    "istio": ("mesh", "MeshAddon"),
+    "istio-ambient": ("ambient", "AmbientAddon"),
+}
+
+
 def _addon(sandbox: Sandbox, name: str):
-    if name == "ingress-nginx":
-        from grpclab.cluster.sandbox.ingress_nginx import IngressNginx
-
-        return IngressNginx(sandbox)
-    if name == "envoy-gateway":
-        from grpclab.cluster.sandbox.gateways import EnvoyGateway
-
-        return EnvoyGateway(sandbox)
-    if name == "traefik":
-        from grpclab.cluster.sandbox.gateways import TraefikEmulation
-
-        return TraefikEmulation(sandbox)
-    if name == "linkerd":
-        from grpclab.cluster.sandbox.linkerd import LinkerdEmulation
-
-        return LinkerdEmulation(sandbox)
-    if name == "istio":
-        from grpclab.cluster.sandbox.mesh import MeshAddon
-
-        return MeshAddon(sandbox)
-    if name == "istio-ambient":
-        from grpclab.cluster.sandbox.ambient import AmbientAddon
-
-        return AmbientAddon(sandbox)
-    return None
+    if name not in _STAND_IN_CLASSES:
+        return None
+    module, cls = _STAND_IN_CLASSES[name]
+    return getattr(importlib.import_module(f"grpclab.cluster.sandbox.{module}"), cls)(sandbox)
 
 
 # Add-on name -> its stand-in's key in Sandbox.addons, where the two differ: Istio's sidecar
