@@ -595,6 +595,25 @@ SPECS = [
         retry_throttling={"maxTokens": 10, "tokenRatio": 0.1},
         deadline_s=None,
     ),
+    # Stream mode (notebook 13): the stream fields travel as their own flags.
+    LoadSpec(
+        "dns:///grpc-server-headless.production.svc.cluster.local:50051",
+        duration_s=6.0,
+        concurrency=4,
+        channels=2,
+        method="SayHelloStream",
+        lb_policy="round_robin",
+        stream_duration_s=2.5,
+        stream_interval_s=0.05,
+        deadline_s=None,
+    ),
+    LoadSpec(
+        "grpc-server.production.svc.cluster.local:50051",
+        rpcs=40,
+        concurrency=2,
+        method="SayHelloStream",
+        stream_messages=20,
+    ),
 ]
 
 
@@ -714,8 +733,18 @@ def demo_server(tmp_path_factory) -> Iterator[str]:
         yield proc.address
 
 
-def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(demo_server):
-    spec = LoadSpec(demo_server, rpcs=None, duration_s=1.5, interval_s=0.25, concurrency=4)
+@pytest.mark.parametrize("method", ["SayHello", "SayHelloStream"])
+def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(demo_server, method):
+    stream = {"stream_duration_s": 0.5} if method == "SayHelloStream" else {}
+    spec = LoadSpec(
+        demo_server,
+        rpcs=None,
+        duration_s=1.5,
+        interval_s=0.25,
+        concurrency=4,
+        method=method,
+        **stream,
+    )
     container = kube.load_job_manifest(spec, "production", "grpclab-load-local")["spec"][
         "template"
     ]["spec"]["containers"][0]
@@ -735,6 +764,13 @@ def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(de
     assert set(final.per_pod) == {"kube-test-pod"} and final.ok > 0 and final.failed == 0
     assert any(not s.done for s in seen) and seen[-1] == final
     assert tail[-1] == lines[-1]
+    # Notebook 13 reads each stream's pods from the final result: they come back through the
+    # log; the 0.5 s streams of a 1.5 s run end several times on each of the 4 workers.
+    if stream:
+        assert len(final.streams) >= 8
+        assert all(record["pods"] for record in final.streams)
+    else:
+        assert final.streams == []
 
 
 def test_a_log_without_a_result_gives_none_and_the_last_lines():
