@@ -1446,6 +1446,45 @@ def test_diagnostics_describe_the_failing_pods_and_only_those(tmp_path):
     assert "p_ok.log" in logged and "p_job.log" in logged
 
 
+def test_diagnostics_cover_the_meshes_waypoints_and_zones_one_kind_at_a_time(tmp_path):
+    # A cluster with Istio ambient but no Linkerd: the missing kind fails alone, and what
+    # istiod pushed to ztunnel is recorded.
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(
+        "#!/bin/bash\n"
+        f'echo "kubectl $*" >> {calls}\n'
+        'case "$*" in\n'
+        '  *serviceprofiles*) echo "error: no resource type" >&2; exit 1 ;;\n'
+        "  *'get gateways -A'*) echo 'name: waypoint' ;;\n"
+        "  *'get namespaces --show-labels'*) echo 'production istio.io/dataplane-mode=ambient' ;;\n"
+        "esac\n"
+    )
+    (bin_dir / "istioctl").write_text(f'#!/bin/bash\necho "istioctl $*" >> {calls}\necho "$*"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(CLUSTER / "kind-diagnostics.sh"), str(out)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "waypoint" in (out / "gateway-api.yaml").read_text()
+    assert "dataplane-mode=ambient" in (out / "namespaces.txt").read_text()
+    lines = calls.read_text().splitlines()
+    assert "kubectl --context kind-grpclab get services,endpointslices -A -o yaml" in lines
+    for kind in ("destinationrules.networking.istio.io", "virtualservices.networking.istio.io"):
+        assert f"kubectl --context kind-grpclab get {kind} -A -o yaml" in lines
+    assert "no resource type" in (out / "mesh-rules.yaml").read_text()
+    for view in ("proxy-status", "ztunnel-config workloads", "ztunnel-config services"):
+        assert f"istioctl --context kind-grpclab {view}" in lines
+        assert (out / f"istioctl-{view.replace(' ', '-')}.txt").read_text() == (
+            f"--context kind-grpclab {view}\n"
+        )
+
+
 def test_nbval_ignores_the_kube_notes_so_checked_cells_compare_on_kind(capsys):
     from nbval.plugin import get_sanitize_patterns
 
