@@ -4,5 +4,6 @@ Lives here: checks, compare, monitoring, streams, retries (client retries, deadl
 May import: grpclab.load, grpclab.cluster (the interface and its helpers, no backend; only
 checks reads the sandbox's process records, as `grpclab down` does), grpclab.xds,
 grpclab.prometheus, grpclab.notes (learner notes), and for compare's whole-lineup runs
-grpclab.side_by_side, grpclab.widgets and grpclab.tls.
+grpclab.side_by_side, grpclab.widgets and grpclab.tls (retries takes its charts' layout
+from grpclab.widgets).
 """

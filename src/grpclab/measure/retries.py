@@ -9,12 +9,13 @@ the specs differ only in what the notebook compares, and puts the pods back afte
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from grpclab.cluster import Cluster
 from grpclab.load import LoadResult, LoadSpec, drills
+from grpclab.measure.streams import yes_no as yes_no  # notebook 14's checked lines use it
 
 # gRFC A6's own example policy: up to 4 attempts, retried only on UNAVAILABLE, which says
 # the call did not run (a crashed pod's reset, a refused connection, a pod that says so).
@@ -123,22 +124,53 @@ def none_or_some(count: int) -> str:
     return "none" if count == 0 else "some"
 
 
-def band(share: float, bands: Mapping[str, Callable[[float], bool]]) -> str:
-    """The first band whose test `share` passes, else "other": stable words for a number."""
-    return next((name for name, test in bands.items() if test(share)), "other")
+def about_a_third(result: LoadResult) -> bool:
+    """Did 20 to 50 % of the calls fail: what one failing pod of three gives a balanced client?"""
+    return 0.2 <= failed_share(result) <= 0.5
 
 
-# Failed shares in words: a third of the calls is what one broken pod of three gives.
-SHARE_BANDS: dict[str, Callable[[float], bool]] = {
-    "none": lambda share: share == 0,
-    "under 1 %": lambda share: share < 0.01,
-    "about a third": lambda share: 0.2 <= share <= 0.5,
-}
+def figure(rows: Mapping[str, Row], title: str) -> Any:
+    """Two panels, one bar a configuration: the share of calls that failed, and OK calls
+    per second. Mesh rows are hatched (their retries happen in the client's sidecar)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
+    from grpclab.widgets import BASE_LAYOUT
 
-def summary(rows: Mapping[str, Row]) -> str:
-    """Stable text for nbval: each row's failed calls in words."""
-    return "\n".join(
-        f"{row.drill}, {name}: failed calls: {band(failed_share(row.result), SHARE_BANDS)}"
-        for name, row in rows.items()
+    labels = [f"{row.drill}: {name.strip()}" for name, row in rows.items()]
+    patterns = ["/" if row.where == "mesh" else "" for row in rows.values()]
+    shares = [failed_share(row.result) for row in rows.values()]
+    rates = [ok_per_s(row.result) for row in rows.values()]
+    chart = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=("failed calls, % of calls", "OK calls per second"),
     )
+    for col, values, text, color in [
+        (1, [100 * s for s in shares], [f"{s:.1%}" for s in shares], "#e45756"),
+        (2, rates, [f"{r:.0f}" for r in rates], "#4c78a8"),
+    ]:
+        chart.add_trace(
+            go.Bar(
+                y=labels,
+                x=values,
+                text=text,
+                orientation="h",
+                textposition="outside",
+                cliponaxis=False,
+                marker={"color": color, "pattern": {"shape": patterns}},
+                showlegend=False,
+            ),
+            row=1,
+            col=col,
+        )
+    chart.update_layout(
+        BASE_LAYOUT,
+        title=title,
+        height=140 + 32 * len(rows),
+        margin={"l": 10, "r": 40, "t": 80, "b": 30},
+    )
+    chart.update_yaxes(autorange="reversed", automargin=True)
+    return chart
