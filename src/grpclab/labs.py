@@ -1176,14 +1176,21 @@ QUERY_FILE = "evenness.promql"
 HEADLESS_SERVICE = "grpc-server-headless"
 
 
-def _fresh_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> list[str]:
-    """New pods, as after a rollout: a pod that has served no call has no series yet."""
+def _fresh_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> dict[str, list[str]]:
+    """New pods, as after a rollout: a pod that has served no call has no series yet.
+
+    grpc-server-v2's pods run beside them in the namespace, as another app's pods would at
+    work: Prometheus scrapes them too, so a query must pick grpc-server's pods by their label.
+    """
     old = {pod.name for pod in cluster.pods({"app": DEPLOYMENT})}
     for name in old:
         cluster.delete_pod(name)
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: rules.limits["pods"]}, items)[DEPLOYMENT]
-    if old & set(pods):
-        raise RuntimeError(f"pods {sorted(old & set(pods))} were deleted but are still ready")
+    wanted = {DEPLOYMENT: rules.limits["pods"], V2_DEPLOYMENT: rules.limits["neighbour_pods"]}
+    pods = _ready(cluster, rules, "pods", wanted, items)
+    if old & set(pods[DEPLOYMENT]):
+        raise RuntimeError(
+            f"pods {sorted(old & set(pods[DEPLOYMENT]))} were deleted but are still ready"
+        )
     return pods
 
 
@@ -1193,8 +1200,9 @@ def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     limits = rules.limits
     query = read_query(files / QUERY_FILE)  # the rules have read it already
     cluster.prometheus_url()  # starts the sandbox's Prometheus before the pods it scrapes
-    pods = _fresh_pods(cluster, rules, items)
-    monitoring.wait_for_scrape(cluster, pods)
+    ready = _fresh_pods(cluster, rules, items)
+    pods, scraped = ready[DEPLOYMENT], [pod for group in ready.values() for pod in group]
+    monitoring.wait_for_scrape(cluster, scraped)
     load = {"rpcs": None, "duration_s": limits["run_s"], "concurrency": 4}
     runs = {
         # pick_first through the ClusterIP: one connection, so one pod gets every call.
@@ -1205,7 +1213,7 @@ def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     for key, spec in runs.items():
         result = cluster.run_load(spec)
         end = time.time()
-        monitoring.wait_for_scrape(cluster, pods, after=end)
+        monitoring.wait_for_scrape(cluster, scraped, after=end)
         truth = checks.evenness(result, pods)
         counts = ", ".join(str(result.per_pod.get(pod, 0)) for pod in pods)
         try:
@@ -1243,8 +1251,10 @@ def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         else:
             hint = (
                 "the answer is the stddev over the mean of the per-pod call rates of "
-                "mypackage.MyService, every pod counted once: sum the series of each pod "
-                "(sum by (pod)), and leave out the health checks the kubelet sends"
+                "mypackage.MyService, every pod of grpc-server counted once and no other "
+                'pod (app="grpc-server"; grpc-server-v2 runs in the same namespace): sum the '
+                "series of each pod (sum by (pod)), and leave out the health checks the "
+                "kubelet sends"
             )
         items.append(
             rules.item(
@@ -1326,8 +1336,10 @@ LABS: dict[str, Lab] = {
                 _BASE / "deployment.yaml",
                 _BASE / "service-clusterip.yaml",
                 MANIFESTS / "headless" / "service-headless.yaml",
+                MANIFESTS / "ingress" / "deployment-v2.yaml",
             ),
             _run_lab06,
+            deployments=(DEPLOYMENT, V2_DEPLOYMENT),
         ),
     )
 }
