@@ -661,6 +661,17 @@ def _ready(
     return pods
 
 
+def _shipped_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> list[str]:
+    """The ready pods of the lab's Deployment; an item says if there are as many as shipped."""
+    return _ready(cluster, rules, "pods", {DEPLOYMENT: rules.limits["pods"]}, items)[DEPLOYMENT]
+
+
+def _no_failure(rules: LabRules, hint: str, *results: LoadResult) -> CheckItem:
+    """The item that every call of `results` succeeded."""
+    failed = any(result.failed for result in results)
+    return rules.item("no_failure", not failed, _failed_calls(*results), "0 failed calls", hint)
+
+
 def _failed_calls(*results: LoadResult) -> str:
     errors: dict[str, int] = {}
     for result in results:
@@ -684,7 +695,7 @@ _NOT_READY_HINT = (
 def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    pods = _shipped_pods(cluster, rules, items)
     service = live_service(cluster, {"metadata": {"name": config.service}, "spec": {}})
     headless = service is not None and _headless(service)
     items.append(
@@ -742,13 +753,11 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
     )
     items.append(
-        rules.item(
-            "no_failure",
-            all(run.failed == 0 for run in runs),
-            _failed_calls(*runs),
-            "0 failed calls",
+        _no_failure(
+            rules,
             "the status codes say why; notebook 02's table shows them per pod, and "
             "print(lab.pods()) shows a pod that is not ready",
+            *runs,
         )
     )
 
@@ -759,7 +768,7 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
-    before = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    before = _shipped_pods(cluster, rules, items)
     spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=4)
     from grpclab.widgets import run_with_scale  # plotly and ipywidgets: only when needed
 
@@ -837,13 +846,11 @@ def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
     )
     items.append(
-        rules.item(
-            "no_failure",
-            scale.result.failed == 0,
-            _failed_calls(scale.result),
-            "0 failed calls",
+        _no_failure(
+            rules,
             "calls fail when a connection closes under them: give calls in flight time to "
             "finish after the server's GOAWAY (GRPC_MAX_CONNECTION_AGE_GRACE_MS)",
+            scale.result,
         )
     )
 
@@ -854,7 +861,7 @@ def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    pods = _shipped_pods(cluster, rules, items)
     victim = pods[0]
     spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=8)
     kill_at_s = limits["kill_at_s"]
@@ -916,9 +923,7 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "look at the failed calls' status codes, and at what the README says happens "
             "between the deletion, SIGTERM and SIGKILL"
         )
-    items.append(
-        rules.item("no_failure", result.failed == 0, _failed_calls(result), "0 failed calls", hint)
-    )
+    items.append(_no_failure(rules, hint, result))
     drained = checks.drain_time(result, victim, since_s=killed_at)
     within = limits["stop_within_s"]
     if stop.hook_s >= within:
@@ -1081,7 +1086,7 @@ def _fresh_outlier_state(cluster: Cluster, files: Path) -> None:
 
 def _run_lab05(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    pods = _shipped_pods(cluster, rules, items)
     retry_on, outlier = _mesh_rules(files)
     spec = LoadSpec(
         cluster.target(DEPLOYMENT, via="mesh"),
