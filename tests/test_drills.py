@@ -97,4 +97,21 @@ def test_the_action_waits_for_every_load_to_run_and_comes_at_s_into_the_last(lab
     # On the late load's own clock the action came at_s in, with its calls flowing before.
     assert run.started_s["late"] >= 0.5
     assert run.results["late"].between(0, run.started_s["late"]).ok > 0
-    assert run.started_s["first"] >= 1.5 + 0.5
+    # The first load had run about 1.5 s longer by then (less its own start-up).
+    assert run.started_s["first"] - run.started_s["late"] > 1.0
+
+
+def test_a_load_that_starts_after_the_first_is_over_is_named(lab):
+    first = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.0, interval_s=0.1)
+    late = LoadSpec(
+        lab.target("grpc-server", via="clusterip"), rpcs=None, duration_s=3.0, interval_s=0.1
+    )
+    seen = []
+    with pytest.raises(drills.DrillError, match=r"before 'late' completed a call"):
+        drills.act_during(
+            LateSecondLoad(lab, late.target),
+            {"first": first, "late": late},
+            0.5,
+            lambda _: seen.append("acted"),
+        )
+    assert seen == []

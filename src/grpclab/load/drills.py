@@ -148,6 +148,8 @@ def act_during(
         results[first] = lab.run_load(loads[first], progress_of(first))
     finally:
         first_ended.set()
+        with lock:
+            late = [name for name in loads if name not in calling]  # none of its calls yet
         for thread in others:
             thread.join()
         # An action that started runs to its end (an exec can take seconds on a cluster).
@@ -158,11 +160,16 @@ def act_during(
     if failure:
         raise failure[0]
     if "started" not in times:
-        why = (
-            "no call of the load completed"
-            if not running.is_set()
-            else f"the load ended after {results[first].elapsed_s:.1f} s, before at_s={at_s}"
-        )
+        if not running.is_set():
+            why = "no call of the load completed"
+        elif late:
+            # On a cluster each load is a Job; one that starts late meets the first one over.
+            why = (
+                f"the load {first!r} ended after {results[first].elapsed_s:.1f} s, before "
+                f"{', '.join(map(repr, late))} completed a call (make the loads longer)"
+            )
+        else:
+            why = f"the load ended after {results[first].elapsed_s:.1f} s, before at_s={at_s}"
         raise DrillError(f"the drill's action never ran: {why}; the result shows no event")
     if "done" not in times:
         raise DrillError(
