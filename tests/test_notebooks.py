@@ -242,7 +242,14 @@ def _still_running(seen: dict[int, str]) -> list[int]:
 
 
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
-@pytest.mark.parametrize("path", PATH_NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    # Each notebook its own xdist group (tests/parallel.py): they spread over the workers.
+    [
+        pytest.param(p, id=p.stem, marks=pytest.mark.xdist_group(f"nbval:{p.stem}"))
+        for p in PATH_NOTEBOOKS
+    ],
+)
 def test_notebook_passes_nbval_and_leaves_no_process(path, tmp_path):
     runs_on = backends_of(read(path))
     if BACKEND not in runs_on:
