@@ -47,9 +47,10 @@ demo: setup  ## headless: ClusterIP vs round_robin, requests per pod
 
 # The tests run on TEST_WORKERS pytest-xdist workers (most of their time is waiting on
 # sandboxes and load runs, so more workers than cores pays): each module is one group on one
-# worker, the notebooks one group each, longest first (tests/parallel.py). TEST_WORKERS=0
-# runs them in this process, one after another. PYTEST_ARGS adds pytest options.
-TEST_WORKERS ?= 4
+# worker, the notebooks one group each, longest first (tests/parallel.py). Each sandbox is
+# its own, but a real cluster is shared: with GRPCLAB_BACKEND=kind or kubeconfig they run
+# one after another (TEST_WORKERS=0, in this process). PYTEST_ARGS adds pytest options.
+TEST_WORKERS ?= $(if $(filter-out sandbox,$(or $(GRPCLAB_BACKEND),sandbox)),0,4)
 PYTEST := $(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 test: setup lint  ## every test: lint, stale stubs, unit, sandbox, contract, notebooks
