@@ -51,7 +51,7 @@ demo: setup  ## headless: ClusterIP vs round_robin, requests per pod
 # its own, but a real cluster is shared: with GRPCLAB_BACKEND=kind or kubeconfig they run
 # one after another (TEST_WORKERS=0, in this process). PYTEST_ARGS adds pytest options.
 TEST_WORKERS ?= $(if $(filter-out sandbox,$(or $(GRPCLAB_BACKEND),sandbox)),0,4)
-PYTEST := $(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+PYTEST := $(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test: setup lint  ## every test: lint, stale stubs, unit, sandbox, contract, notebooks
 	$(RUN) python -m grpclab.tools.codegen --check

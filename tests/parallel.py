@@ -1,11 +1,13 @@
-"""How `make test` spreads the tests over workers (pytest-xdist with `--dist loadgroup`).
+"""How `make test` spreads the tests over workers (pytest-xdist, `--dist loadgroup`).
 
 Each test module is one group, run whole by one worker, so its module-scoped sandbox is built
-once; a test that names its own `xdist_group` (each notebook's nbval run) keeps it. Groups
-start longest first, by the seconds in tests/group_seconds.json, so the notebooks start at
-once on every worker and the short modules fill in at the end. At the end the run prints
-the nbval wall time, issue 19's benchmark for the notebooks.
+once; each notebook's nbval run is a group of its own. Groups start longest first, by the
+seconds in tests/group_seconds.json, so the notebooks start at once on every worker and the
+short modules fill in at the end. At the end the run prints the nbval wall time, issue 19's
+benchmark for the notebooks.
 
+xdist's own `xdist_group` marker does nothing with pytest 9 (xdist 3.8 renames the node id
+through an attribute pytest 9 no longer reads), so the groups come from the node ids here.
 Refresh the seconds after adding a slow module or notebook:
 `make test PYTEST_ARGS=--store-group-seconds` (a group missing from the table counts as the
 median).
@@ -18,31 +20,43 @@ import statistics
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 GROUP_SECONDS = Path(__file__).with_name("group_seconds.json")
-# The nbval runs' groups (tests/test_notebooks.py): "nbval:<notebook stem>".
 NBVAL_GROUP = "nbval:"
+# Tests each of whose cases is a group of its own, by node id prefix, and their groups' prefix.
+ALONE = {"tests/test_notebooks.py::test_notebook_passes_nbval_and_leaves_no_process[": NBVAL_GROUP}
+
+
+def group_of(nodeid: str) -> str:
+    """The group of a test: its module, or for a test in ALONE, the case on its own."""
+    for prefix, group in ALONE.items():
+        if nodeid.startswith(prefix) and nodeid.endswith("]"):
+            return group + nodeid[len(prefix) : -1]
+    return nodeid.split("::", 1)[0]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--store-group-seconds",
         action="store_true",
-        help=f"write each xdist group's measured seconds to {GROUP_SECONDS.name}",
+        help=f"write each group's measured seconds to tests/{GROUP_SECONDS.name}",
     )
 
 
-def group_of(nodeid: str) -> str:
-    """The xdist group in a node id ("path::test[id]@group"), else the test's module."""
-    head, at, group = nodeid.rpartition("@")
-    if at and "]" not in group:  # "@" inside a parameter id is no group (as xdist reads it)
-        return group
-    return nodeid.split("::", 1)[0]
+class GroupScheduling(LoadScopeScheduling):
+    """xdist's scheduling by scope, with `group_of` as the scope, in collection order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return group_of(nodeid)
 
 
-def pytest_itemcollected(item: pytest.Item) -> None:
-    if item.get_closest_marker("xdist_group") is None:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> GroupScheduling | None:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    config.option.loadscopereorder = False  # the workers' order (longest first) stands
+    return GroupScheduling(config, log)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest has ordered the items by their fixtures
@@ -52,14 +66,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     table = _seconds_table()
     unknown = statistics.median(table.values()) if table else 0.0
-    seconds = {name: table.get(name, unknown) for name in map(_group_name, items)}
+    groups = {item.nodeid: group_of(item.nodeid) for item in items}
+    seconds = {group: table.get(group, unknown) for group in groups.values()}
     # A stable sort: within a group the order pytest chose (by fixtures) stays; ties by name,
     # so every worker collects the same order, as xdist requires.
-    items.sort(key=lambda item: (-seconds[_group_name(item)], _group_name(item)))
-
-
-def _group_name(item: pytest.Item) -> str:
-    return str(item.get_closest_marker("xdist_group").args[0])
+    items.sort(key=lambda item: (-seconds[groups[item.nodeid]], groups[item.nodeid]))
 
 
 def _seconds_table() -> dict[str, float]:
