@@ -68,17 +68,27 @@ def _run(argv: list[str], folder: Path, env: dict[str, str]) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _argv(language: str, folder: Path, code: str) -> list[str]:
+    program = folder / ("client.py" if language == "python" else "client.js")
+    program.write_text(code)
+    return [
+        sys.executable if language == "python" else shutil.which("node") or "node",
+        str(program),
+    ]
+
+
+def _language_env(language: str) -> dict[str, str]:
+    if language == "python":
+        return _env()
+    return {**_env(), "NODE_PATH": str(node_client.CLIENT_DIR / "node_modules")}
+
+
 def run_python(spec: LoadSpec, folder: Path) -> dict[str, int]:
-    program = folder / "client.py"
-    program.write_text(spec.client_code("python"))
-    return _run([sys.executable, str(program)], folder, _env())
+    return _run(_argv("python", folder, spec.client_code("python")), folder, _env())
 
 
 def run_node(spec: LoadSpec, folder: Path) -> dict[str, int]:
-    program = folder / "client.js"
-    program.write_text(spec.client_code("node"))
-    env = {**_env(), "NODE_PATH": str(node_client.CLIENT_DIR / "node_modules")}
-    return _run([shutil.which("node") or "node", str(program)], folder, env)
+    return _run(_argv("node", folder, spec.client_code("node")), folder, _language_env("node"))
 
 
 def specs(lab: Cluster) -> dict[str, LoadSpec]:
@@ -173,3 +183,72 @@ def test_what_client_code_refuses():
     )
     with pytest.raises(ValueError, match="set the policy in one place"):
         twice.validate()
+
+
+LANGUAGES = [
+    "python",
+    pytest.param("node", marks=pytest.mark.skipif(NODE_MISSING is not None, reason="no node")),
+]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_printed_xds_client_balances_with_the_bootstrap_and_says_it_needs_one(
+    lab, workdir, language
+):
+    pods = [pod.name for pod in lab.wait_ready("grpc-server")]
+    spec = LoadSpec(lab.target("grpc-server", via="xds"), rpcs=CALLS, concurrency=1)
+    code = spec.client_code(language, in_pod=True)
+    assert 'TARGET = "xds:///grpc-server.production.svc.cluster.local:50051"' in code
+    # lab.target(via="xds") wrote the bootstrap and set $GRPC_XDS_BOOTSTRAP in this process;
+    # the printed client, in its own process, finds the control plane through it.
+    env = _language_env(language)
+    assert env.get("GRPC_XDS_BOOTSTRAP")
+    served = _run(_argv(language, workdir, code), workdir, env)
+    assert sum(served.values()) == CALLS and set(served) == set(pods), served
+    assert checks.max_min_ratio(served, pods) <= 1.3, served  # the control plane's ROUND_ROBIN
+    # Without the variable the printed client stops before its first channel, and says why.
+    bare = {k: v for k, v in env.items() if not k.startswith("GRPC_XDS_BOOTSTRAP")}
+    done = subprocess.run(
+        _argv(language, workdir, code), cwd=workdir, env=bare, capture_output=True, text=True
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "set GRPC_XDS_BOOTSTRAP to the path of an xDS bootstrap file" in done.stderr
+
+
+def test_in_pod_prints_the_same_code_on_every_backend_and_run():
+    # The sandbox's DNS server moves from run to run; a pod's resolver is the cluster's DNS,
+    # which is what a kind target (dns:///...) already says.
+    name = "grpc-server-headless.production.svc.cluster.local:50051"
+    printed = {
+        language: {
+            LoadSpec(target, lb_policy="round_robin").client_code(language, in_pod=True)
+            for target in (
+                f"dns://127.42.3.1:58031/{name}",
+                f"dns://127.42.9.1:41999/{name}",
+                f"dns:///{name}",
+            )
+        }
+        for language in ("python", "node")
+    }
+    (python,), (node,) = printed["python"], printed["node"]
+    assert f'TARGET = "dns:///{name}"' in python and "127.42" not in python
+    assert f'const TARGET = "dns:///{name}";' in node and "127.42" not in node
+    assert "GRPC_NODE_USE_ALTERNATIVE_RESOLVER" not in node  # only for a DNS server in the target
+    compile(python, "client.py", "exec")
+
+
+def test_target_prints_the_services_name_for_a_spec_that_dials_a_sidecar():
+    # A mesh client dials its sidecar's listener in the sandbox; in a pod it dials the Service
+    # and the sidecar intercepts. Nothing in its code balances: no service config.
+    sidecar = LoadSpec("127.42.1.9:50051", deadline_s=2.0)
+    code = sidecar.client_code(
+        in_pod=True, target="dns://127.42.3.1:58031/grpc-server.production.svc.cluster.local:50051"
+    )
+    assert 'TARGET = "dns:///grpc-server.production.svc.cluster.local:50051"' in code
+    assert "127.42.1.9" not in code and "SERVICE_CONFIG" not in code
+    assert "No service config: gRPC's default policy, pick_first" in code
+    assert "channel = grpc.insecure_channel(TARGET)" in code
+    assert "new MyService(TARGET, grpc.credentials.createInsecure());" in sidecar.client_code(
+        "node"
+    )
+    assert sidecar.target == "127.42.1.9:50051"  # the spec itself is left as it was

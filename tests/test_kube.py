@@ -1017,6 +1017,35 @@ def test_the_gateway_front_door_is_the_listener_of_the_routes_parent_gateway():
         kube.gateway_listener(routes, gateways, "other", "production")
 
 
+def test_each_front_door_target_is_its_controllers_service_at_the_routed_port():
+    from types import SimpleNamespace
+
+    from grpclab.cluster.kube.targets import front_target
+
+    objects = ingress_objects("ingress-nginx.yaml") + ingress_objects("traefik-ingressroute.yaml")
+    objects += ingress_objects("grpcroute.yaml") + ingress_objects("gateway.yaml")
+
+    def listed(api_version: str, kind: str) -> list[dict]:
+        return [o for o in objects if (o["apiVersion"], o["kind"]) == (api_version, kind)]
+
+    class Core:  # Envoy Gateway's generated Service for the Gateway, found by its labels
+        def list_namespaced_service(self, namespace: str, label_selector: str):
+            assert "owning-gateway-name=grpc-gateway" in label_selector, label_selector
+            named = SimpleNamespace(metadata=SimpleNamespace(name="envoy-production-gw-1a2b"))
+            return SimpleNamespace(items=[named])
+
+    found = {
+        via: front_target(via, "grpc-server", "production", listed, Core())
+        for via in ("ingress", "traefik", "gateway")
+    }
+    assert found == {
+        "ingress": "dns:///ingress-nginx-controller.ingress-nginx.svc.cluster.local:443",
+        "traefik": "dns:///traefik.traefik.svc.cluster.local:443",
+        "gateway": "dns:///envoy-production-gw-1a2b.envoy-gateway-system.svc.cluster.local:443",
+    }
+    assert [target.via for target in found.values()] == list(found)
+
+
 def test_port_forward_argv_and_kubectls_forwarding_line():
     assert kube.port_forward_command(
         "svc/prometheus", 9090, "grpclab-monitoring", "kind-grpclab"

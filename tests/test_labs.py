@@ -636,7 +636,21 @@ def query(text: str):
     return change
 
 
-PER_POD = 'sum by (pod) (rate(grpc_server_handled_total{grpc_service="mypackage.MyService"}[5s]))'
+PER_POD = (
+    "sum by (pod) (rate(grpc_server_handled_total"
+    '{app="grpc-server", grpc_service="mypackage.MyService"}[5s]))'
+)
+
+
+def without_the_app_selector(work: Path) -> None:
+    """The solution, counting every pod Prometheus scrapes: grpc-server-v2's too."""
+    solution = (lab_dir("06") / "solution" / "evenness.promql").read_text()
+    assert 'app="grpc-server", ' in solution
+    (work / "evenness.promql").write_text(
+        solution.replace('app="grpc-server", ', "").replace(', app="grpc-server"', "")
+    )
+
+
 CHEATS += [
     # lab 06: the query must measure the pods' calls, every pod, in every run
     Cheat(
@@ -661,9 +675,18 @@ CHEATS += [
         "06",
         "sqrt(pods - 1): one busy pod's answer from counting pods",
         "starter",
-        query('sqrt(count(up{job="pods"}) - 1)'),
+        query('sqrt(count(up{job="pods", app="grpc-server"}) - 1)'),
         "even",
         "your query gives 1.41",
+        behaviour=True,
+    ),
+    Cheat(
+        "06",
+        "every scraped pod, another app's pods too",
+        "solution",
+        without_the_app_selector,
+        "uneven",
+        "your query gives 2.00",
         behaviour=True,
     ),
     Cheat(

@@ -22,6 +22,7 @@ PROGRAMS = {
     "tools/preflight.py": "grpclab doctor's report",
     "tools/wheelhouse.py": "python -m grpclab.tools.wheelhouse",
     "tools/codegen.py": "python -m grpclab.tools.codegen",
+    "cluster/manifests/index_build.py": "python -m grpclab.cluster.manifests.index_build",
     "load/runner.py": "python -m grpclab.load: its JSON lines are the load Job's protocol",
     "demo/server.py": "the demo server's ready line and its exit",
     "notes.py": "writes each learner note to the current stdout",

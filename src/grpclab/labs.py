@@ -661,6 +661,17 @@ def _ready(
     return pods
 
 
+def _shipped_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> list[str]:
+    """The ready pods of the lab's Deployment; an item says if there are as many as shipped."""
+    return _ready(cluster, rules, "pods", {DEPLOYMENT: rules.limits["pods"]}, items)[DEPLOYMENT]
+
+
+def _no_failure(rules: LabRules, hint: str, *results: LoadResult) -> CheckItem:
+    """The item that every call of `results` succeeded."""
+    failed = any(result.failed for result in results)
+    return rules.item("no_failure", not failed, _failed_calls(*results), "0 failed calls", hint)
+
+
 def _failed_calls(*results: LoadResult) -> str:
     errors: dict[str, int] = {}
     for result in results:
@@ -684,7 +695,7 @@ _NOT_READY_HINT = (
 def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    pods = _shipped_pods(cluster, rules, items)
     service = live_service(cluster, {"metadata": {"name": config.service}, "spec": {}})
     headless = service is not None and _headless(service)
     items.append(
@@ -742,13 +753,11 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
     )
     items.append(
-        rules.item(
-            "no_failure",
-            all(run.failed == 0 for run in runs),
-            _failed_calls(*runs),
-            "0 failed calls",
+        _no_failure(
+            rules,
             "the status codes say why; notebook 02's table shows them per pod, and "
             "print(lab.pods()) shows a pod that is not ready",
+            *runs,
         )
     )
 
@@ -759,7 +768,7 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
-    before = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    before = _shipped_pods(cluster, rules, items)
     spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=4)
     from grpclab.widgets import run_with_scale  # plotly and ipywidgets: only when needed
 
@@ -837,13 +846,11 @@ def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         )
     )
     items.append(
-        rules.item(
-            "no_failure",
-            scale.result.failed == 0,
-            _failed_calls(scale.result),
-            "0 failed calls",
+        _no_failure(
+            rules,
             "calls fail when a connection closes under them: give calls in flight time to "
             "finish after the server's GOAWAY (GRPC_MAX_CONNECTION_AGE_GRACE_MS)",
+            scale.result,
         )
     )
 
@@ -854,7 +861,7 @@ def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
 def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    pods = _shipped_pods(cluster, rules, items)
     victim = pods[0]
     spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=8)
     kill_at_s = limits["kill_at_s"]
@@ -916,9 +923,7 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "look at the failed calls' status codes, and at what the README says happens "
             "between the deletion, SIGTERM and SIGKILL"
         )
-    items.append(
-        rules.item("no_failure", result.failed == 0, _failed_calls(result), "0 failed calls", hint)
-    )
+    items.append(_no_failure(rules, hint, result))
     drained = checks.drain_time(result, victim, since_s=killed_at)
     within = limits["stop_within_s"]
     if stop.hook_s >= within:
@@ -1081,7 +1086,7 @@ def _fresh_outlier_state(cluster: Cluster, files: Path) -> None:
 
 def _run_lab05(cluster: Cluster, files: Path, rules: LabRules, items: list[CheckItem]) -> None:
     limits = rules.limits
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: limits["pods"]}, items)[DEPLOYMENT]
+    pods = _shipped_pods(cluster, rules, items)
     retry_on, outlier = _mesh_rules(files)
     spec = LoadSpec(
         cluster.target(DEPLOYMENT, via="mesh"),
@@ -1176,14 +1181,21 @@ QUERY_FILE = "evenness.promql"
 HEADLESS_SERVICE = "grpc-server-headless"
 
 
-def _fresh_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> list[str]:
-    """New pods, as after a rollout: a pod that has served no call has no series yet."""
+def _fresh_pods(cluster: Cluster, rules: LabRules, items: list[CheckItem]) -> dict[str, list[str]]:
+    """New pods, as after a rollout: a pod that has served no call has no series yet.
+
+    grpc-server-v2's pods run beside them in the namespace, as another app's pods would at
+    work: Prometheus scrapes them too, so a query must pick grpc-server's pods by their label.
+    """
     old = {pod.name for pod in cluster.pods({"app": DEPLOYMENT})}
     for name in old:
         cluster.delete_pod(name)
-    pods = _ready(cluster, rules, "pods", {DEPLOYMENT: rules.limits["pods"]}, items)[DEPLOYMENT]
-    if old & set(pods):
-        raise RuntimeError(f"pods {sorted(old & set(pods))} were deleted but are still ready")
+    wanted = {DEPLOYMENT: rules.limits["pods"], V2_DEPLOYMENT: rules.limits["neighbour_pods"]}
+    pods = _ready(cluster, rules, "pods", wanted, items)
+    if old & set(pods[DEPLOYMENT]):
+        raise RuntimeError(
+            f"pods {sorted(old & set(pods[DEPLOYMENT]))} were deleted but are still ready"
+        )
     return pods
 
 
@@ -1193,8 +1205,9 @@ def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     limits = rules.limits
     query = read_query(files / QUERY_FILE)  # the rules have read it already
     cluster.prometheus_url()  # starts the sandbox's Prometheus before the pods it scrapes
-    pods = _fresh_pods(cluster, rules, items)
-    monitoring.wait_for_scrape(cluster, pods)
+    ready = _fresh_pods(cluster, rules, items)
+    pods, scraped = ready[DEPLOYMENT], [pod for group in ready.values() for pod in group]
+    monitoring.wait_for_scrape(cluster, scraped)
     load = {"rpcs": None, "duration_s": limits["run_s"], "concurrency": 4}
     runs = {
         # pick_first through the ClusterIP: one connection, so one pod gets every call.
@@ -1205,7 +1218,7 @@ def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     for key, spec in runs.items():
         result = cluster.run_load(spec)
         end = time.time()
-        monitoring.wait_for_scrape(cluster, pods, after=end)
+        monitoring.wait_for_scrape(cluster, scraped, after=end)
         truth = checks.evenness(result, pods)
         counts = ", ".join(str(result.per_pod.get(pod, 0)) for pod in pods)
         try:
@@ -1243,8 +1256,10 @@ def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
         else:
             hint = (
                 "the answer is the stddev over the mean of the per-pod call rates of "
-                "mypackage.MyService, every pod counted once: sum the series of each pod "
-                "(sum by (pod)), and leave out the health checks the kubelet sends"
+                "mypackage.MyService, every pod of grpc-server counted once and no other "
+                'pod (app="grpc-server"; grpc-server-v2 runs in the same namespace): sum the '
+                "series of each pod (sum by (pod)), and leave out the health checks the "
+                "kubelet sends"
             )
         items.append(
             rules.item(
@@ -1326,8 +1341,10 @@ LABS: dict[str, Lab] = {
                 _BASE / "deployment.yaml",
                 _BASE / "service-clusterip.yaml",
                 MANIFESTS / "headless" / "service-headless.yaml",
+                MANIFESTS / "ingress" / "deployment-v2.yaml",
             ),
             _run_lab06,
+            deployments=(DEPLOYMENT, V2_DEPLOYMENT),
         ),
     )
 }

@@ -33,19 +33,15 @@ class SideBySideRun:
 
     def share_chart(self, pod: str, title: str) -> go.Figure:
         """Each client's share of calls that `pod` served, against seconds since the event."""
-        import plotly.graph_objects as go
+        from grpclab.widgets import line_chart
 
-        figure = go.Figure(
-            layout=go.Layout(
-                title=title,
-                height=380,
-                margin={"t": 50, "b": 40},
-                template="plotly_white",
-                xaxis={"title": "seconds since the event"},
-                yaxis={"title": f"share of OK replies from {pod}", "range": [-0.05, 1.05]},
-                # Under the plot: beside it, the clients' names would take a third of the width.
-                legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
-            )
+        figure = line_chart(
+            title,
+            "seconds since the event",
+            {"title": f"share of OK replies from {pod}", "range": [-0.05, 1.05]},
+            height=380,
+            # Under the plot: beside it, the clients' names would take a third of the width.
+            legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
         )
         for name, result in self.results.items():
             times, shares = share_over_time(result, pod)

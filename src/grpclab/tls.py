@@ -69,19 +69,11 @@ def issue_certificate(
     """A fresh CA and a server certificate for `hosts` (DNS names or IPs), signed by it."""
     if not hosts:
         raise ValueError("issue_certificate: name at least one host")
-    now = datetime.datetime.now(datetime.UTC)
-    # Backdated a little: a laptop whose clock runs behind must not see "not yet valid".
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=VALID_DAYS)
+    start, end = _validity()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
     ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_subject)
-        .issuer_name(ca_subject)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        _builder(ca_subject, ca_subject, ca_key, start, end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -111,7 +103,6 @@ def issue_certificate(
 
 def self_signed(host: str, organization: str) -> tuple[bytes, bytes]:
     """A self-signed certificate and key (PEM), as controllers serve when no Secret fits."""
-    now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -120,13 +111,7 @@ def self_signed(host: str, organization: str) -> tuple[bytes, bytes]:
         ]
     )
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        _builder(name, name, key, *_validity())
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -141,14 +126,9 @@ def _server_certificate(hosts, ca_cert, ca_key, start, end) -> tuple[bytes, byte
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        _builder(subject, ca_cert.subject, key, start, end)
         # Clients check the name against subjectAltName only; the CN is for people.
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -156,6 +136,32 @@ def _server_certificate(hosts, ca_cert, ca_key, start, end) -> tuple[bytes, byte
         .sign(ca_key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _validity() -> tuple[datetime.datetime, datetime.datetime]:
+    """From a little before now (a laptop whose clock runs behind must not see "not yet
+    valid") to VALID_DAYS ahead."""
+    now = datetime.datetime.now(datetime.UTC)
+    return now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=VALID_DAYS)
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    start: datetime.datetime,
+    end: datetime.datetime,
+) -> x509.CertificateBuilder:
+    """A certificate for `key`, named and dated, that the caller extends and signs."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+    )
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -63,6 +63,23 @@ BASE_LAYOUT = {
 }
 
 
+def line_chart(
+    title: str, x_title: str, yaxis: Mapping[str, Any], height: int, **layout: Any
+) -> go.Figure:
+    """An empty figure for lines over seconds (a Prometheus range, a share since an event)."""
+    return go.Figure(
+        layout=go.Layout(
+            title=title,
+            height=height,
+            margin={"t": 50, "b": 40},
+            template="plotly_white",
+            xaxis={"title": x_title},
+            yaxis=dict(yaxis),
+            **layout,
+        )
+    )
+
+
 def pod_order(pods: Iterable[str], result: LoadResult | None) -> list[str]:
     """The pods to draw: the listed ones first, then any other pod that served a call."""
     names = list(dict.fromkeys(pods))

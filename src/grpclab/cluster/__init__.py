@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,21 @@ class Pod:
     phase: str  # Pending, Running, Succeeded, Failed, Terminating
     restarts: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where a Deployment's rollout stands, as a backend reads it for `Cluster.wait_ready`.
+
+    pods: its ready pods once the rollout is complete, else None. failure: an error that
+    waiting longer cannot mend. report: the pods' state, for the error when time runs out.
+    """
+
+    ready: int
+    desired: int
+    pods: list[Pod] | None = None
+    failure: Exception | None = None
+    report: Callable[[], str] = str
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,6 @@ class Cluster(ABC):
     ) -> list[Pod]:
         """Pods in the namespace, optionally filtered by labels, sorted by name."""
 
-    @abstractmethod
     def wait_ready(
         self,
         deployment: str,
@@ -85,6 +100,27 @@ class Cluster(ABC):
         on_progress: Callable[[int, int], None] | None = None,
     ) -> list[Pod]:
         """Block until the Deployment's rollout is complete; returns its ready pods."""
+        namespace = namespace or self.namespace
+        deadline = time.monotonic() + timeout
+        last: tuple[int, int] | None = None
+        for rollout in self._rollout(deployment, namespace):
+            if on_progress is not None and (rollout.ready, rollout.desired) != last:
+                on_progress(rollout.ready, rollout.desired)
+            last = (rollout.ready, rollout.desired)
+            if rollout.failure is not None:
+                raise rollout.failure
+            if rollout.pods is not None:
+                return rollout.pods
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"deployment {namespace}/{deployment}: {rollout.ready}/{rollout.desired} "
+                    f"ready after {timeout:.0f} s\n{rollout.report()}"
+                )
+        raise RuntimeError(f"deployment {namespace}/{deployment}: the rollout stopped reporting")
+
+    @abstractmethod
+    def _rollout(self, deployment: str, namespace: str) -> Iterator[Rollout]:
+        """The rollout's state, read again each time the caller asks (after a short wait)."""
 
     @abstractmethod
     def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
@@ -94,7 +130,6 @@ class Cluster(ABC):
     def delete_pod(self, name: str, namespace: str | None = None) -> None:
         """Delete one pod; its Deployment replaces it."""
 
-    @abstractmethod
     def target(
         self,
         service: str,
@@ -109,6 +144,11 @@ class Cluster(ABC):
         for clients that cannot use the cluster's DNS; it does not follow scale-ups), or a
         way a feature adds, such as a mesh sidecar.
         """
+        return self._target(service, port, namespace or self.namespace, via)
+
+    @abstractmethod
+    def _target(self, service: str, port: int | str, namespace: str, via: str) -> str:
+        """`target` in a namespace that is given."""
 
     @abstractmethod
     def run_load(

@@ -50,6 +50,14 @@ class _MethodStats:
         self.bucket_counts = [0] * (len(buckets) + 1)
         self.seconds_sum = 0.0
 
+    def start(self, request: Any) -> Any:
+        """Count a call that starts; returns its request, a stream counting each message."""
+        self.started += 1
+        if self.labels[0] in ("unary", "server_stream"):
+            self.msg_received += 1
+            return request
+        return _counted(request, self)
+
     def finish(self, code: str, seconds: float) -> None:
         self.handled[code] = self.handled.get(code, 0) + 1
         self.bucket_counts[bisect_left(self.buckets, seconds)] += 1
@@ -161,14 +169,8 @@ async def _counted(requests: AsyncIterator[Any], stats: _MethodStats) -> AsyncIt
 def _wrap_coroutine(
     behavior: Callable[..., Awaitable[Any]], stats: _MethodStats
 ) -> Callable[..., Awaitable[Any]]:
-    unary_request = stats.labels[0] in ("unary", "server_stream")
-
     async def instrumented(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        stats.started += 1
-        if unary_request:
-            stats.msg_received += 1
-        else:
-            request = _counted(request, stats)
+        request = stats.start(request)
         start = perf_counter()
         code = "UNKNOWN"  # any exception other than the ones below becomes UNKNOWN
         try:
@@ -190,14 +192,8 @@ def _wrap_coroutine(
 
 
 def _wrap_async_generator(behavior: Callable[..., Any], stats: _MethodStats) -> Callable[..., Any]:
-    unary_request = stats.labels[0] == "server_stream"
-
     async def instrumented(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        stats.started += 1
-        if unary_request:
-            stats.msg_received += 1
-        else:
-            request = _counted(request, stats)
+        request = stats.start(request)
         start = perf_counter()
         code = "UNKNOWN"
         try:

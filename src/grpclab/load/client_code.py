@@ -3,7 +3,9 @@
 `LoadSpec.client_code("python")` prints a grpcio client (`grpc.insecure_channel` with the
 spec's options and service config, one stub call per loop turn with the spec's deadline);
 `"node"` prints the same client for @grpc/grpc-js. Both print which pods answered, so a
-test can run them against real pods and compare with the spec's own run.
+test can run them against real pods and compare with the spec's own run. With
+`in_pod=True` the target is printed as code in a pod writes it, the same text on every
+backend and every run (what a notebook's checked cell needs).
 
 Left out on purpose: what only the load generator needs (several channels and calls in
 flight, timeline buckets, the sidecar's admin URL), and its two lab-only channel options:
@@ -14,6 +16,7 @@ $http_proxy never swallows calls to 127.0.0.x).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -33,9 +36,22 @@ REQUESTS = {
 }
 
 
-def client_code(spec: LoadSpec, language: str = "python") -> str:
-    """The client `spec` stands for, as a program in `language` ("python" or "node")."""
+def client_code(
+    spec: LoadSpec, language: str = "python", *, in_pod: bool = False, target: str | None = None
+) -> str:
+    """The client `spec` stands for, as a program in `language` ("python" or "node").
+
+    in_pod: print the target as a client in a pod writes it (`dns:///name`: the pod's own
+    resolver is the cluster's DNS) instead of the one this machine dials.
+    target: print this target instead of the spec's: for a spec that dials a proxy the
+    sandbox runs in the client's place (a mesh sidecar), the Service's own target.
+    """
     spec.validate()
+    if target is not None or in_pod:
+        printed = str(spec.target if target is None else target)
+        if in_pod:
+            printed = DNS_AUTHORITY.sub("dns:///", printed)
+        spec = dataclasses.replace(spec, target=printed)
     if spec.streaming:
         # A stream's client is a loop that reopens it (notebook 13 shows one), not one call.
         raise ValueError(
@@ -59,14 +75,54 @@ def _target_notes(spec: LoadSpec, comment: str) -> list[str]:
     if DNS_AUTHORITY.match(target):
         in_pod = DNS_AUTHORITY.sub("dns:///", target)
         notes.append(f"{comment} In a pod, the cluster's DNS answers: {in_pod}")
-    if target.startswith("xds:"):
-        notes.append(f"{comment} xds:/// reads the bootstrap file named by $GRPC_XDS_BOOTSTRAP.")
     if spec.channels > 1:
         notes.append(
             f"{comment} The load generator opens {spec.channels} channels like this one, each "
             "with its own connections: as many clients."
         )
     return notes
+
+
+def _is_xds(spec: LoadSpec) -> bool:
+    return str(spec.target).startswith("xds:")
+
+
+def _default_policy_note(spec: LoadSpec, comment: str) -> list[str]:
+    """Why a client without a service config still balances however it does."""
+    if _is_xds(spec):
+        return [f"{comment} No service config: the control plane sends the policy."]
+    return [
+        f"{comment} No service config: gRPC's default policy, pick_first, sends every call",
+        f"{comment} over one connection. Whatever balances them is outside this code.",
+    ]
+
+
+def _xds_bootstrap_check(spec: LoadSpec, language: str) -> list[str]:
+    """For an xds:/// target: the environment the client needs, checked before any channel."""
+    if not _is_xds(spec):
+        return []
+    comment = "#" if language == "python" else "//"
+    lines = [
+        f"{comment} xds:/// asks the control plane named in the bootstrap file that",
+        f"{comment} $GRPC_XDS_BOOTSTRAP points at (or in $GRPC_XDS_BOOTSTRAP_CONFIG, the file's",
+        f"{comment} text), read when the first xds:/// channel is made. In a pod with Istio's",
+        f"{comment} grpc-agent (inject.istio.io/templates: grpc-agent) the agent sets both up.",
+    ]
+    if language == "python":
+        lines += [
+            'if not (os.environ.get("GRPC_XDS_BOOTSTRAP")',
+            '        or os.environ.get("GRPC_XDS_BOOTSTRAP_CONFIG")):',
+            '    raise SystemExit("set GRPC_XDS_BOOTSTRAP to the path of an xDS bootstrap file")',
+        ]
+    else:
+        environ = "process.env.GRPC_XDS_BOOTSTRAP || process.env.GRPC_XDS_BOOTSTRAP_CONFIG"
+        lines += [
+            f"if (!({environ})) {{",
+            '  console.error("set GRPC_XDS_BOOTSTRAP to the path of an xDS bootstrap file");',
+            "  process.exit(1);",
+            "}",
+        ]
+    return lines
 
 
 def _literal(value: Any, language: str, indent: int = 0, column: int = 0) -> str:
@@ -103,6 +159,7 @@ def _python(spec: LoadSpec) -> str:
     request_args = ", ".join(f"{key}={json.dumps(value)}" for key, value in fields.items())
     lines = [
         "import json",
+        *(["import os"] if _is_xds(spec) else []),
         "from collections import Counter",
         "",
         "import grpc",
@@ -113,6 +170,7 @@ def _python(spec: LoadSpec) -> str:
         "import demo_pb2_grpc",
         "",
         *_target_notes(spec, "#"),
+        *_xds_bootstrap_check(spec, "python"),
         f"TARGET = {json.dumps(str(spec.target))}",
     ]
     options = [
@@ -121,6 +179,8 @@ def _python(spec: LoadSpec) -> str:
     if config is not None:
         lines.append(f"SERVICE_CONFIG = {_literal(config, 'python', 0, len('SERVICE_CONFIG = '))}")
         options.insert(0, '("grpc.service_config", json.dumps(SERVICE_CONFIG))')
+    else:
+        lines += _default_policy_note(spec, "#")
     if spec.tls_server_name:
         options += [
             f'("grpc.ssl_target_name_override", {json.dumps(spec.tls_server_name)})',
@@ -173,15 +233,22 @@ def _node(spec: LoadSpec) -> str:
         'const grpc = require("@grpc/grpc-js");',
         'const protoLoader = require("@grpc/proto-loader");',
     ]
-    if target.startswith("xds:"):
+    if _is_xds(spec):
         lines.append('require("@grpc/grpc-js-xds").register();')
-    lines += ["", *_target_notes(spec, "//"), f"const TARGET = {json.dumps(target)};"]
+    lines += [
+        "",
+        *_target_notes(spec, "//"),
+        *_xds_bootstrap_check(spec, "node"),
+        f"const TARGET = {json.dumps(target)};",
+    ]
     options = {key: value for key, value in spec.channel_options.items()}
     if spec.tls_server_name:
         options["grpc.ssl_target_name_override"] = spec.tls_server_name
         options["grpc.default_authority"] = spec.tls_server_name
     option_lines = [f"  {json.dumps(key)}: {json.dumps(value)}," for key, value in options.items()]
-    if config is not None:
+    if config is None:
+        lines += _default_policy_note(spec, "//")
+    else:
         lines.append(
             f"const SERVICE_CONFIG = {_literal(config, 'node', 0, len('const SERVICE_CONFIG = '))};"
         )
@@ -202,9 +269,11 @@ def _node(spec: LoadSpec) -> str:
         "const options = { keepCase: true, defaults: true };",
         'const definition = protoLoader.loadSync("demo.proto", options);',
         "const { MyService } = grpc.loadPackageDefinition(definition).mypackage;",
-        f"const client = new MyService(TARGET, {credentials}, {{",
-        *option_lines,
-        "});",
+        *(
+            [f"const client = new MyService(TARGET, {credentials}, {{", *option_lines, "});"]
+            if option_lines
+            else [f"const client = new MyService(TARGET, {credentials});"]
+        ),
         "",
         "function call() {",
         "  return new Promise((resolve, reject) => {",
@@ -225,7 +294,7 @@ def _node(spec: LoadSpec) -> str:
         "  client.close();",
         *(
             ["  process.exit(0);  // the xDS client keeps its control-plane stream open"]
-            if target.startswith("xds:")
+            if _is_xds(spec)
             else []
         ),
         "}",

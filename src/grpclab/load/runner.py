@@ -217,11 +217,17 @@ class LoadSpec:
         config = self.service_config_dict()
         return None if config is None else json.dumps(config, separators=(",", ":"))
 
-    def client_code(self, language: str = "python") -> str:
-        """The plain client code this spec stands for, in "python" or "node"."""
+    def client_code(
+        self, language: str = "python", *, in_pod: bool = False, target: str | None = None
+    ) -> str:
+        """The plain client code this spec stands for, in "python" or "node".
+
+        in_pod: the target as a client in a pod writes it; target: print this one instead
+        (grpclab.load.client_code says more).
+        """
         from grpclab.load.client_code import client_code
 
-        return client_code(self, language)
+        return client_code(self, language, in_pod=in_pod, target=target)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from grpclab.cluster.manifests import load_objects
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.measure import checks
 from grpclab.notes import say
-from grpclab.side_by_side import run_side_by_side
+from grpclab.side_by_side import SideBySideRun, run_side_by_side
 
 DEPLOYMENT = "grpc-server"
 SERVICE = "grpc-server"
@@ -318,29 +318,47 @@ def _latency(result: LoadResult, key: str) -> float:
     return result.latency_ms.get(key, math.nan)
 
 
+@dataclass(frozen=True)
+class AllAtOnce:
+    """Every solution's client at once for `seconds`, each with `concurrency` calls in
+    flight, and an event `at_s` seconds in (a scale-up, a crash)."""
+
+    seconds: float
+    at_s: float
+    concurrency: int = 1
+
+    def run(
+        self, lineup: Lineup, event: Callable[[Mapping[str, LoadResult]], Any]
+    ) -> SideBySideRun:
+        """Run them, calling `event` with each client's result so far."""
+        loads = {
+            s.key: run_spec(
+                lineup.specs[s.key],
+                duration_s=self.seconds,
+                concurrency=self.concurrency,
+                interval_s=0.1,
+            )
+            for s in lineup.solutions()
+        }
+        return run_side_by_side(lineup.lab, loads, self.at_s, event)
+
+
+SCALE_UP = AllAtOnce(16.0, at_s=1.0)
+CRASH = AllAtOnce(5.0, at_s=1.5, concurrency=6)
+
+
 def measure_scale_up(
-    lineup: Lineup,
-    rows: Mapping[str, Row],
-    seconds: float = 16.0,
-    at_s: float = 1.0,
-    concurrency: int = 1,
-    out: Out = say,
+    lineup: Lineup, rows: Mapping[str, Row], drive: AllAtOnce = SCALE_UP, out: Out = say
 ) -> None:
     """Every client at once while the Deployment goes from its pods to one more; fills pickup."""
     lab = lineup.lab
     before = {p.name for p in lab.wait_ready(DEPLOYMENT)}
-    loads = {
-        s.key: run_spec(
-            lineup.specs[s.key], duration_s=seconds, concurrency=concurrency, interval_s=0.1
-        )
-        for s in lineup.solutions()
-    }
 
     def scale_up(_: Mapping[str, LoadResult]) -> list[str]:
         lab.scale(DEPLOYMENT, len(before) + 1)
         return [p.name for p in lab.wait_ready(DEPLOYMENT)]
 
-    run = run_side_by_side(lab, loads, at_s, scale_up)
+    run = drive.run(lineup, scale_up)
     new_pods = sorted(set(run.outcome) - before)
     for key, result in run.results.items():
         ready_at = run.event_done_s[key]
@@ -354,9 +372,7 @@ def measure_scale_up(
 def measure_crash(
     lineup: Lineup,
     rows: Mapping[str, Row],
-    seconds: float = 5.0,
-    at_s: float = 1.5,
-    concurrency: int = 6,
+    drive: AllAtOnce = CRASH,
     call_ms: int = 20,
     out: Out = say,
 ) -> str:
@@ -370,12 +386,6 @@ def measure_crash(
     pods = [p.name for p in lab.wait_ready(DEPLOYMENT)]
     for pod in pods:
         lab.set_fault(pod, added_latency_ms=call_ms)
-    loads = {
-        s.key: run_spec(
-            lineup.specs[s.key], duration_s=seconds, concurrency=concurrency, interval_s=0.1
-        )
-        for s in lineup.solutions()
-    }
 
     def kill(snapshots: Mapping[str, LoadResult]) -> str:
         pinned = snapshots.get("l4")
@@ -386,7 +396,7 @@ def measure_crash(
         return victim
 
     try:
-        run = run_side_by_side(lab, loads, at_s, kill)
+        run = drive.run(lineup, kill)
     finally:
         for pod in lab.wait_ready(DEPLOYMENT, timeout=90):
             lab.set_fault(pod.name)  # a crashed pod comes back without it; the others keep it

@@ -133,17 +133,10 @@ def series_chart(
     keys: Sequence[str] = ("pod", "grpc_method"),
 ) -> go.Figure:
     """Lines of a range query against seconds since `start`; `marks` are (Unix time, label)."""
-    import plotly.graph_objects as go
+    from grpclab.widgets import line_chart
 
-    figure = go.Figure(
-        layout=go.Layout(
-            title=title,
-            height=320,
-            margin={"t": 50, "b": 40},
-            template="plotly_white",
-            xaxis={"title": "seconds since the first run started"},
-            yaxis={"title": y_title},
-        )
+    figure = line_chart(
+        title, "seconds since the first run started", {"title": y_title}, height=320
     )
     for item in sorted(series, key=lambda s: series_name(s.labels, keys)):
         figure.add_scatter(

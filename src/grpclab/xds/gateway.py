@@ -29,6 +29,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
+from grpclab.xds.ambient import AmbientConfigError, check_waypoint, is_waypoint
 from grpclab.xds.istio import destination_rule_cluster, http_connection_manager, service_host
 from grpclab.xds.kube_proxy import load_assignment, socket_address
 from grpclab.xds.server import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -317,6 +318,12 @@ def _header_matchers(
 def check_gateway(gateway: Mapping[str, Any]) -> None:
     """Raise GatewayConfigError for the first value the sandbox cannot serve."""
     label = object_label(gateway)
+    if is_waypoint(gateway):  # Istio's waypoint: ambient mode's rules, not a gateway's
+        try:
+            check_waypoint(gateway)
+        except AmbientConfigError as error:
+            raise GatewayConfigError(error.object, error.field, error.reason) from None
+        return
     ports: dict[int, str] = {}
     for index, listener in enumerate((gateway.get("spec") or {}).get("listeners") or []):
         where = f"spec.listeners[{index}]"
@@ -348,12 +355,13 @@ def check_gateway(gateway: Mapping[str, Any]) -> None:
                     label, f"{where}.tls.certificateRefs", "an HTTPS listener needs a certificate"
                 )
             for r_index, ref in enumerate(refs):
-                if (ref.get("group") or "", ref.get("kind", "Secret")) != ("", "Secret"):
-                    raise GatewayConfigError(
-                        label,
-                        f"{where}.tls.certificateRefs[{r_index}].kind",
-                        "the sandbox reads certificates from Secrets (group core, kind Secret)",
-                    )
+                _check_core_ref(
+                    ref,
+                    "Secret",
+                    label,
+                    f"{where}.tls.certificateRefs[{r_index}]",
+                    "the sandbox reads certificates from Secrets (group core, kind Secret)",
+                )
 
 
 def check_route(route: Mapping[str, Any]) -> None:
@@ -371,12 +379,13 @@ def check_route(route: Mapping[str, Any]) -> None:
     for r_index, rule in enumerate(spec.get("rules") or []):
         where = f"spec.rules[{r_index}]"
         for b_index, ref in enumerate(rule.get("backendRefs") or []):
-            if (ref.get("group") or "", ref.get("kind", "Service")) != ("", "Service"):
-                raise GatewayConfigError(
-                    label,
-                    f"{where}.backendRefs[{b_index}].kind",
-                    "the sandbox sends traffic to Services only",
-                )
+            _check_core_ref(
+                ref,
+                "Service",
+                label,
+                f"{where}.backendRefs[{b_index}]",
+                "the sandbox sends traffic to Services only",
+            )
             if "port" not in ref:
                 raise GatewayConfigError(
                     label,
@@ -387,6 +396,12 @@ def check_route(route: Mapping[str, Any]) -> None:
             method = match.get("method")
             if method is not None:
                 _check_method_match(method, label, f"{where}.matches[{m_index}].method")
+
+
+def _check_core_ref(ref: Mapping[str, Any], kind: str, label: str, where: str, why: str) -> None:
+    """A reference to an object of the core group: its group empty, its kind `kind`."""
+    if (ref.get("group") or "", ref.get("kind", kind)) != ("", kind):
+        raise GatewayConfigError(label, f"{where}.kind", why)
 
 
 def _check_method_match(method: Mapping[str, Any], label: str, where: str) -> None:

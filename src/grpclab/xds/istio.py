@@ -356,6 +356,40 @@ def locality_matches(locality: tuple[str, str], pattern: str) -> bool:
     return True
 
 
+def failover_priorities(
+    localities: Iterable[tuple[str, str]],
+    rule: Mapping[str, Any] | None,
+    client_locality: tuple[str, str] | None,
+) -> dict[tuple[str, str], int]:
+    """istiod's default locality failover: Envoy priorities by how much of the client's
+    locality each one shares (same zone 0, same region next, then the rest, renumbered
+    without gaps). Only with outlierDetection in the rule: without it Envoy could never
+    tell that a priority is unhealthy, so istiod leaves every locality at priority 0
+    (pilot/pkg/networking/core/loadbalancer, ApplyLocalityLoadBalancer). Not with
+    `distribute`, which sets weights instead, nor with locality LB disabled."""
+    policy = ((rule or {}).get("spec") or {}).get("trafficPolicy") or {}
+    setting = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
+    if (
+        client_locality is None
+        or policy.get("outlierDetection") is None
+        or setting.get("enabled") is False
+        or setting.get("distribute")
+    ):
+        return {}
+    region, zone = client_locality
+
+    def shared(locality: tuple[str, str]) -> int:
+        # istio's util.LbPriority: region, zone and subzone 0; region and zone 1; region 2.
+        # Kubernetes has no subzone, so a zone match is a full match here.
+        if locality == (region, zone):
+            return 0
+        return 2 if locality[0] == region else 3
+
+    raw = {locality: shared(locality) for locality in localities}
+    ranks = {value: index for index, value in enumerate(sorted(set(raw.values())))}
+    return {locality: ranks[value] for locality, value in raw.items()}
+
+
 def load_assignment(
     name: str,
     endpoints: Sequence[Endpoint],
@@ -382,6 +416,7 @@ def load_assignment(
                 unmatched.discard(loc)
                 weights[loc] = math.ceil(len(groups[loc]) * weight / total)
         break
+    priorities = failover_priorities(groups, rule, client_locality)
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     for (region, zone), members in groups.items():
         if not weights.get((region, zone)):
@@ -389,6 +424,7 @@ def load_assignment(
         assignment.endpoints.append(
             endpoint_components_pb2.LocalityLbEndpoints(
                 locality=base_pb2.Locality(region=region, zone=zone),
+                priority=priorities.get((region, zone), 0),
                 # gRPC ignores a locality without a weight, so every locality gets one.
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=weights[(region, zone)]),
                 lb_endpoints=[

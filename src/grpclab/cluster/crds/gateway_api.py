@@ -106,68 +106,42 @@ GATEWAY = custom_resource(
     ),
 )
 
-GRPC_ROUTE = custom_resource(
-    GATEWAY_API_VERSION,
-    "GRPCRoute",
-    strict(
-        {
-            "parentRefs": array(_PARENT_REF),
-            "hostnames": _HOSTNAMES,
-            "rules": array(
-                strict(
-                    {
-                        "matches": array(
-                            strict(
-                                {
-                                    "method": strict(
-                                        {
-                                            "type": {"enum": ["Exact", "RegularExpression"]},
-                                            "service": STRING,
-                                            "method": STRING,
-                                        }
-                                    ),
-                                    "headers": array(_HEADER_MATCH),
-                                }
-                            )
-                        ),
-                        "backendRefs": array(_BACKEND_REF),
-                    }
-                )
-            ),
-        }
-    ),
-)
 
-HTTP_ROUTE = custom_resource(
-    GATEWAY_API_VERSION,
+def _route(kind: str, match: Mapping[str, Any]) -> dict[str, Any]:
+    """A GRPCRoute or HTTPRoute: the same parents, hostnames and rules; `match` is what a
+    rule's match says about the request besides its headers (a gRPC method, an HTTP path)."""
+    match_schema = strict({**match, "headers": array(_HEADER_MATCH)})
+    rule = strict({"matches": array(match_schema), "backendRefs": array(_BACKEND_REF)})
+    return custom_resource(
+        GATEWAY_API_VERSION,
+        kind,
+        strict({"parentRefs": array(_PARENT_REF), "hostnames": _HOSTNAMES, "rules": array(rule)}),
+    )
+
+
+GRPC_ROUTE = _route(
+    "GRPCRoute",
+    {
+        "method": strict(
+            {
+                "type": {"enum": ["Exact", "RegularExpression"]},
+                "service": STRING,
+                "method": STRING,
+            }
+        )
+    },
+)
+HTTP_ROUTE = _route(
     "HTTPRoute",
-    strict(
-        {
-            "parentRefs": array(_PARENT_REF),
-            "hostnames": _HOSTNAMES,
-            "rules": array(
-                strict(
-                    {
-                        "matches": array(
-                            strict(
-                                {
-                                    "path": strict(
-                                        {
-                                            "type": {"enum": ["Exact", "PathPrefix"]},
-                                            "value": {"type": "string", "pattern": "^/"},
-                                        },
-                                        required=("value",),
-                                    ),
-                                    "headers": array(_HEADER_MATCH),
-                                }
-                            )
-                        ),
-                        "backendRefs": array(_BACKEND_REF),
-                    }
-                )
-            ),
-        }
-    ),
+    {
+        "path": strict(
+            {
+                "type": {"enum": ["Exact", "PathPrefix"]},
+                "value": {"type": "string", "pattern": "^/"},
+            },
+            required=("value",),
+        )
+    },
 )
 
 

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from grpclab.cluster.crds.shapes import (
-    NAME,
-    STRING,
-    Kinds,
-    array,
-    custom_resource,
-    strict,
-)
+from grpclab.cluster.crds.shapes import NAME, STRING, Kinds, array, custom_resource, strict
 from grpclab.xds.linkerd import PROFILE_API_VERSION, LinkerdConfigError, check_service_profile
 
 _STATUS = {"type": "integer", "minimum": 100, "maximum": 599}

@@ -6,14 +6,7 @@ many guides) was removed in v3.
 
 from __future__ import annotations
 
-from grpclab.cluster.crds.shapes import (
-    NAME,
-    STRING,
-    Kinds,
-    array,
-    custom_resource,
-    strict,
-)
+from grpclab.cluster.crds.shapes import NAME, STRING, Kinds, array, custom_resource, strict
 from grpclab.xds.gateway import (
     TRAEFIK_API_VERSION,
     GatewayConfigError,

@@ -35,6 +35,7 @@ PROMETHEUS_PORT = 9090
 # The add-on each `via` needs, and the Deployment (namespace, name) its script waits for.
 ADDON_FOR_VIA = {
     "mesh": ("istio", "istio-system", "istiod"),
+    "ambient": ("istio-ambient", "istio-system", "istiod"),
     "xds": ("istio", "istio-system", "istiod"),
     "linkerd": ("linkerd", "linkerd", "linkerd-destination"),
     "ingress": ("ingress-nginx", "ingress-nginx", "ingress-nginx-controller"),
@@ -54,6 +55,7 @@ def addon_hint(addon: str) -> str:
 ADDONS = (
     "gateway-api",
     "istio",
+    "istio-ambient",
     "linkerd",
     "ingress-nginx",
     "traefik",

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod
+from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, ManifestSource, Pod, Rollout
 from grpclab.cluster.kube.addons import (
     ADDON_FOR_GROUP,
     ADDON_FOR_VIA,
@@ -32,7 +33,13 @@ from grpclab.cluster.kube.admin import (
     server_containers,
 )
 from grpclab.cluster.kube.diagnostics import deployment_report
-from grpclab.cluster.kube.errors import KubeError, api_error_message, api_exception, status_code
+from grpclab.cluster.kube.errors import (
+    KubeError,
+    api_error_message,
+    api_exception,
+    missing_as_key_error,
+    status_code,
+)
 from grpclab.cluster.kube.jobs import (
     DEFAULT_IMAGE,
     JOB_START_TIMEOUT_S,
@@ -56,18 +63,12 @@ from grpclab.cluster.kube.objects import (
 )
 from grpclab.cluster.kube.port_forward import PortForwards
 from grpclab.cluster.kube.targets import (
-    ENVOY_GATEWAY_NAMESPACE,
-    INGRESS_NGINX_SERVICE,
-    TRAEFIK_SERVICE,
     KubeTarget,
     check_via,
-    envoy_gateway_service,
-    gateway_listener,
-    ingress_port,
+    front_target,
     ready_addresses,
     service_of_target,
     service_target,
-    traefik_port,
 )
 from grpclab.cluster.manifests import (
     ManifestError,
@@ -243,88 +244,52 @@ class KubeCluster(Cluster):
             (p for p in pods if asked_for_tools or not is_tool_pod(p.labels)), key=lambda p: p.name
         )
 
-    def wait_ready(
-        self,
-        deployment: str,
-        namespace: str | None = None,
-        timeout: float = 60.0,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> list[Pod]:
-        namespace = namespace or self.namespace
-        deadline = time.monotonic() + timeout
-        last: tuple[int, int] | None = None
+    def _rollout(self, deployment: str, namespace: str) -> Iterator[Rollout]:
         waiting = Waiting(f"deployment {namespace}/{deployment}")
         while True:
             obj = self._read_deployment(deployment, namespace)
             ready, desired, done = rollout_status(obj)
-            if on_progress is not None and (ready, desired) != last:
-                on_progress(ready, desired)
-            last = (ready, desired)
             stuck = progress_deadline_exceeded(obj)
             if stuck:
                 report = deployment_report(self._core, obj)
-                raise KubeError(f"deployment {namespace}/{deployment}: {stuck}\n{report}")
-            if done:
-                live = self._current_pods(obj)
-                # The pod list can trail the Deployment status by a moment; wait until it agrees.
-                if live is not None and len(live) == desired:
-                    waiting.finish(f"{desired}/{desired} ready")
-                    return live
+                error = KubeError(f"deployment {namespace}/{deployment}: {stuck}\n{report}")
+                yield Rollout(ready, desired, failure=error)
+            # The pod list can trail the Deployment status by a moment; wait until it agrees.
+            live = self._current_pods(obj) if done else None
+            if live is not None and len(live) == desired:
+                waiting.finish(f"{desired}/{desired} ready")
+                yield Rollout(ready, desired, pods=live)
             waiting.update(f"{ready}/{desired} ready")
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"deployment {namespace}/{deployment}: {ready}/{desired} ready after "
-                    f"{timeout:.0f} s\n" + deployment_report(self._core, obj)
-                )
+            yield Rollout(ready, desired, report=partial(deployment_report, self._core, obj))
             time.sleep(self.poll_interval)
 
     def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> None:
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise ValueError(f"replicas must be a whole number >= 0, not {replicas!r}")
         namespace = namespace or self.namespace
-        try:
+        with missing_as_key_error("deployment", deployment, namespace):
             self._apps.patch_namespaced_deployment_scale(
                 deployment, namespace, {"spec": {"replicas": replicas}}
             )
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(
-                    f'deployment "{deployment}" not found in namespace {namespace}'
-                ) from None
-            raise
 
     def delete_pod(self, name: str, namespace: str | None = None) -> None:
         namespace = namespace or self.namespace
-        try:
+        with missing_as_key_error("pod", name, namespace):
             self._core.delete_namespaced_pod(name, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
-            raise
 
-    def target(
-        self,
-        service: str,
-        port: int | str = "grpc",
-        namespace: str | None = None,
-        via: str = "dns",
-    ) -> str:
+    def _target(self, service: str, port: int | str, namespace: str, via: str) -> str:
         """An in-cluster target for the load Job; see KubeTarget for what `via` changes.
 
         "dns"/"clusterip": the Service's name, through the client's balancer or the cluster IP.
         "addresses": `ipv4:` with the pod IPs of its ready EndpointSlice endpoints, for now.
         "mesh"/"linkerd": the Service's name, with the client's Istio or Linkerd proxy.
+        "ambient": the Service's name, the client's pod enrolled in ztunnel.
         "xds": `xds:///name...` for proxyless gRPC with Istio's gRPC agent.
         "ingress"/"traefik"/"gateway": the controller's Service that routes to `service`.
         """
-        namespace = namespace or self.namespace
         check_via(via)
-        try:
+        with missing_as_key_error("service", service, namespace):
             obj = self._core.read_namespaced_service(service, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'service "{service}" not found in namespace {namespace}') from None
-            raise
         number = service_port(obj, port)
         if via in ADDON_FOR_VIA:
             addon, addon_namespace, deployment = ADDON_FOR_VIA[via]
@@ -342,28 +307,14 @@ class KubeCluster(Cluster):
                 raise ValueError(f"service {namespace}/{service} is headless: it has no cluster IP")
             return KubeTarget(service_target(service, namespace, number, via), via)
         host = service_target(service, namespace, number, "clusterip")  # the plain DNS name
-        if via in ("mesh", "linkerd"):
+        if via == "ambient":
+            self._check_ambient_namespace(namespace)
+        if via in ("mesh", "linkerd", "ambient"):
             return KubeTarget(host, via)
         if via == "xds":
             return KubeTarget(f"xds:///{host}", via)
-        if via == "ingress":
-            ingresses = self._list("networking.k8s.io/v1", "Ingress", namespace)
-            front_namespace, front_name = INGRESS_NGINX_SERVICE
-            front_port = ingress_port(ingresses, service, namespace)
-        elif via == "traefik":
-            routes = self._list("traefik.io/v1alpha1", "IngressRoute", namespace)
-            front_namespace, front_name = TRAEFIK_SERVICE
-            front_port = traefik_port(routes, service, namespace)
-        else:
-            routes = [
-                *self._list("gateway.networking.k8s.io/v1", "GRPCRoute", namespace),
-                *self._list("gateway.networking.k8s.io/v1", "HTTPRoute", namespace),
-            ]
-            gateways = self._list("gateway.networking.k8s.io/v1", "Gateway", namespace)
-            gateway, front_port = gateway_listener(routes, gateways, service, namespace)
-            front_namespace = ENVOY_GATEWAY_NAMESPACE
-            front_name = envoy_gateway_service(self._core, gateway, namespace)
-        return KubeTarget(service_target(front_name, front_namespace, front_port, "dns"), via)
+        objects = partial(self._list, namespace=namespace)
+        return front_target(via, service, namespace, objects, self._core)
 
     def run_load(
         self, spec: LoadSpec, on_progress: Callable[[LoadResult], None] | None = None
@@ -491,12 +442,18 @@ class KubeCluster(Cluster):
         return [item.to_dict() for item in resource.get(namespace=namespace).items]
 
     def _read_pod(self, name: str, namespace: str) -> Any:
-        try:
+        with missing_as_key_error("pod", name, namespace):
             return self._core.read_namespaced_pod(name, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'pod "{name}" not found in namespace {namespace}') from None
-            raise
+
+    def _check_ambient_namespace(self, namespace: str) -> None:
+        """The sandbox's rule, here too: ztunnel carries the client only in a labelled namespace."""
+        labels = self._core.read_namespace(namespace).metadata.labels or {}
+        if labels.get("istio.io/dataplane-mode") != "ambient":
+            raise ValueError(
+                f"namespace {namespace} is not in the ambient mesh: label it "
+                "istio.io/dataplane-mode=ambient (apply cluster/manifests/ambient/"
+                "namespace.yaml), as Istio needs before ztunnel carries its pods' traffic"
+            )
 
     def _deployment_exists(self, name: str, namespace: str) -> bool:
         """Whether an add-on's Deployment is there. A 403 is not an answer: it is raised."""
@@ -615,12 +572,8 @@ class KubeCluster(Cluster):
         return applied.to_dict()
 
     def _read_deployment(self, name: str, namespace: str) -> Any:
-        try:
+        with missing_as_key_error("deployment", name, namespace):
             return self._apps.read_namespaced_deployment(name, namespace)
-        except api_exception() as error:
-            if status_code(error) == 404:
-                raise KeyError(f'deployment "{name}" not found in namespace {namespace}') from None
-            raise
 
     def _current_pods(self, deployment: Any) -> list[Pod] | None:
         """Ready, running pods of the Deployment's current ReplicaSet; None before it has one.

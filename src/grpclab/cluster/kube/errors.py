@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class KubeError(RuntimeError):
@@ -33,3 +35,14 @@ def api_error_message(error: Exception) -> str:
 
 def status_code(error: Exception) -> int | None:
     return getattr(error, "status", None)
+
+
+@contextmanager
+def missing_as_key_error(kind: str, name: str, namespace: str) -> Iterator[None]:
+    """Turn the API server's 404 for one object into the KeyError the Cluster interface raises."""
+    try:
+        yield
+    except api_exception() as error:
+        if status_code(error) == 404:
+            raise KeyError(f'{kind} "{name}" not found in namespace {namespace}') from None
+        raise

@@ -7,7 +7,7 @@ Traefik, Envoy Gateway) whose routes reach it; KubeTarget carries the `via` into
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from grpclab.load import PROXY_COUNTERS
@@ -60,7 +60,18 @@ def service_target(
     raise ValueError(f'via must be "dns" or "clusterip", not {via!r}')
 
 
-VIAS = ("dns", "clusterip", "mesh", "linkerd", "xds", "ingress", "traefik", "gateway", "addresses")
+VIAS = (
+    "dns",
+    "clusterip",
+    "mesh",
+    "ambient",
+    "linkerd",
+    "xds",
+    "ingress",
+    "traefik",
+    "gateway",
+    "addresses",
+)
 
 
 def check_via(via: str) -> str:
@@ -89,12 +100,17 @@ class KubeTarget(str):
 def client_pod_metadata(via: str) -> tuple[dict[str, str], dict[str, str]]:
     """(labels, annotations) that put the load Job's pod in, or out of, a mesh for `via`.
 
-    Every pod opts in or out explicitly: a namespace labelled for injection (notebooks 04
-    and 05 label `production`) would otherwise give every client a proxy, and a "ClusterIP"
-    run would silently be balanced per request by the client's sidecar.
+    Every pod opts in or out explicitly: a namespace labelled for injection or for ambient
+    (notebooks 04, 05 and 15 label `production`) would otherwise give every client a proxy,
+    and a "ClusterIP" run would silently be balanced per request by the client's proxy.
     """
     check_via(via)
-    labels = {"sidecar.istio.io/inject": "true" if via in ("mesh", "xds") else "false"}
+    labels = {
+        "sidecar.istio.io/inject": "true" if via in ("mesh", "xds") else "false",
+        # Istio ambient: a pod label enrolls one pod in ztunnel, or keeps it out of an ambient
+        # namespace (https://istio.io/latest/docs/reference/config/labels/).
+        "istio.io/dataplane-mode": "ambient" if via == "ambient" else "none",
+    }
     annotations = {"linkerd.io/inject": "enabled" if via == "linkerd" else "disabled"}
     if via in ("mesh", "xds"):
         # The client's first call must wait for the proxy (or the agent's bootstrap file),
@@ -222,3 +238,31 @@ def envoy_gateway_service(core: Any, gateway: str, namespace: str) -> str:
             "Gateway Programmed (kubectl get gateway)?"
         )
     return found[0].metadata.name
+
+
+def front_target(
+    via: str,
+    service: str,
+    namespace: str,
+    objects: Callable[[str, str], list[dict[str, Any]]],
+    core: Any,
+) -> KubeTarget:
+    """The target of the controller's Service ("ingress", "traefik" or "gateway") whose
+    routes reach `service`; `objects(apiVersion, kind)` lists the namespace's objects."""
+    if via == "ingress":
+        front_namespace, front_name = INGRESS_NGINX_SERVICE
+        front_port = ingress_port(objects("networking.k8s.io/v1", "Ingress"), service, namespace)
+    elif via == "traefik":
+        front_namespace, front_name = TRAEFIK_SERVICE
+        routes = objects("traefik.io/v1alpha1", "IngressRoute")
+        front_port = traefik_port(routes, service, namespace)
+    else:
+        routes = [
+            *objects("gateway.networking.k8s.io/v1", "GRPCRoute"),
+            *objects("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ]
+        gateways = objects("gateway.networking.k8s.io/v1", "Gateway")
+        gateway, front_port = gateway_listener(routes, gateways, service, namespace)
+        front_namespace = ENVOY_GATEWAY_NAMESPACE
+        front_name = envoy_gateway_service(core, gateway, namespace)
+    return KubeTarget(service_target(front_name, front_namespace, front_port, "dns"), via)

@@ -24,6 +24,17 @@ SANDBOX_MAX_REPLICAS = 20
 # The Downward API fields the sandbox fills in for a pod.
 SANDBOX_FIELD_REFS = ("metadata.name", "metadata.namespace", "status.podIP")
 
+# The trafficDistribution values the sandbox's kube-proxy acts on (cluster/sandbox/topology.py).
+# Kubernetes 1.31, whose schema grpclab checks against, has only PreferClose; 1.33 adds
+# PreferSameZone and PreferSameNode (KEP-3015).
+TRAFFIC_DISTRIBUTIONS = ("PreferClose",)
+# Topology Aware Routing: hints the EndpointSlice controller spreads by each zone's CPU, which
+# the sandbox (no nodes, no CPUs per zone) cannot compute. trafficDistribution supersedes it.
+TOPOLOGY_ANNOTATIONS = (
+    "service.kubernetes.io/topology-mode",
+    "service.kubernetes.io/topology-aware-hints",
+)
+
 
 def check_sandbox_support(objects: Sequence[Mapping[str, Any]], source_label: str) -> None:
     """Raise ManifestError if the sandbox cannot run one of `objects` (from `load_objects`).
@@ -69,10 +80,27 @@ def _check_name(obj: Mapping[str, Any], pattern: re.Pattern[str], limit: int) ->
 
 def _check_namespace(obj: Mapping[str, Any]) -> Iterator[Problem]:
     yield from _check_name(obj, _DNS_LABEL, 63)
+    yield from _check_ambient_labels(obj)
+
+
+def _check_ambient_labels(obj: Mapping[str, Any]) -> Iterator[Problem]:
+    # Istio ambient mode's enrollment labels: only the rules module knows which it emulates.
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if not any(key.startswith("istio.io/use-waypoint") for key in labels):
+        return
+    from grpclab.cluster.crds.ambient import enrollment_problem
+
+    found = enrollment_problem(obj)
+    if found is not None:
+        label, reason = found
+        yield Problem(
+            ("metadata", "labels", label), reason, "use the kind backend for cross-namespace"
+        )
 
 
 def _check_service(obj: Mapping[str, Any]) -> Iterator[Problem]:
     yield from _check_name(obj, _DNS_1035_LABEL, 63)
+    yield from _check_ambient_labels(obj)
     spec = obj.get("spec") or {}
     service_type = spec.get("type") or "ClusterIP"
     if service_type != "ClusterIP":
@@ -108,6 +136,24 @@ def _check_service(obj: Mapping[str, Any]) -> Iterator[Problem]:
             ("spec", "externalTrafficPolicy"),
             "externalTrafficPolicy applies only to NodePort and LoadBalancer Services",
         )
+    distribution = spec.get("trafficDistribution")
+    if distribution is not None and distribution not in TRAFFIC_DISTRIBUTIONS:
+        yield Problem(
+            ("spec", "trafficDistribution"),
+            f"the sandbox backend supports trafficDistribution PreferClose, not {distribution!r}",
+            "Kubernetes 1.31 has only PreferClose; PreferSameZone (its new name) and "
+            "PreferSameNode came in 1.33",
+        )
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    for key in TOPOLOGY_ANNOTATIONS:
+        if key in annotations:
+            yield Problem(
+                ("metadata", "annotations", key),
+                "the sandbox backend does not support Topology Aware Routing: its hints "
+                "follow each zone's allocatable CPU, and the sandbox has no nodes",
+                "set spec.trafficDistribution: PreferClose instead (it supersedes the "
+                "annotation), or use the kind backend",
+            )
     # internalTrafficPolicy: Local is accepted: the sandbox is one node, so every endpoint is
     # node-local and the result is the same as with Cluster (as on a one-node kind cluster).
     for key in ("externalIPs", "loadBalancerIP", "externalName", "loadBalancerSourceRanges"):
@@ -157,6 +203,16 @@ def _check_deployment(obj: Mapping[str, Any]) -> Iterator[Problem]:
     template = spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     yield from _check_selector(spec.get("selector") or {}, labels)
+    if any(key.startswith("istio.io/use-waypoint") for key in labels):
+        from grpclab.cluster.crds.ambient import USE_WAYPOINT_LABEL, pod_waypoint_problem
+
+        reason = pod_waypoint_problem(labels)
+        if reason is not None:
+            yield Problem(
+                ("spec", "template", "metadata", "labels", USE_WAYPOINT_LABEL),
+                reason,
+                "use the kind backend for a workload waypoint",
+            )
     pod = template.get("spec") or {}
     pod_path = ("spec", "template", "spec")
     containers = entries(pod.get("containers"))

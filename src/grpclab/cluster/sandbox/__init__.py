@@ -21,13 +21,21 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpclab.cluster import DEFAULT_NAMESPACE, Cluster, Component, ManifestSource, Pod
+from grpclab.cluster import (
+    DEFAULT_NAMESPACE,
+    Cluster,
+    Component,
+    ManifestSource,
+    Pod,
+    Rollout,
+)
 from grpclab.cluster.containers import container_env, server_argv, server_flags
 from grpclab.cluster.manifests import (
     check_sandbox_support,
@@ -52,6 +60,7 @@ from grpclab.cluster.sandbox.pods import (
     reset_for_start,
 )
 from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_argv
+from grpclab.cluster.sandbox.topology import kube_proxy_endpoints
 from grpclab.demo.server import POD_NETWORK_ENV
 from grpclab.load import LoadResult, LoadSpec
 from grpclab.paths import SRC
@@ -210,16 +219,7 @@ class Sandbox(Cluster):
                 if p.namespace == namespace and (not selector or _matches(selector, p.labels))
             ]
 
-    def wait_ready(
-        self,
-        deployment: str,
-        namespace: str | None = None,
-        timeout: float = 60.0,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> list[Pod]:
-        namespace = namespace or self.namespace
-        deadline = time.monotonic() + timeout
-        last = None
+    def _rollout(self, deployment: str, namespace: str) -> Iterator[Rollout]:
         while True:
             self._check_up()
             with self._lock:
@@ -234,16 +234,13 @@ class Sandbox(Cluster):
                 fresh = [p for p in owned if p.template_hash == current and not p.terminating]
                 stale = [p for p in owned if p.template_hash != current and not p.terminating]
                 ready = [p for p in fresh if p.ready]
-            if on_progress and (len(ready), desired) != last:
-                last = (len(ready), desired)
-                on_progress(len(ready), desired)
             if len(ready) == desired == len(fresh) and not stale:
                 # Ready is not enough: return only once DNS and kube-proxy carry
                 # these pods, so the caller's next RPC can reach every one of them.
                 self._publish_services(wait=True)
-                return [_pod_view(p) for p in sorted(ready, key=lambda p: p.name)]
-            if time.monotonic() > deadline:
-                raise TimeoutError(self._rollout_report(deployment, namespace, desired, owned))
+                pods = [_pod_view(p) for p in sorted(ready, key=lambda p: p.name)]
+                yield Rollout(len(ready), desired, pods=pods)
+            yield Rollout(len(ready), desired, report=partial(self._pods_report, namespace, owned))
             with self._lock:  # until a pod changes (bounded: a change may come before this)
                 self._pods_changed.wait(0.05)
 
@@ -267,15 +264,8 @@ class Sandbox(Cluster):
             self._terminate(pod)
         self._wake.set()
 
-    def target(
-        self,
-        service: str,
-        port: int | str = "grpc",
-        namespace: str | None = None,
-        via: str = "dns",
-    ) -> str:
+    def _target(self, service: str, port: int | str, namespace: str, via: str) -> str:
         self._check_up()
-        namespace = namespace or self.namespace
         with self._lock:
             obj = self._objects.get(("Service", namespace, service))
             if obj is None:
@@ -293,10 +283,15 @@ class Sandbox(Cluster):
             if via == "addresses":
                 return _ready_addresses(obj, number, self._view().endpoints[(namespace, service)])
             addons = list(self.addons.values())
-        # Istio's sidecar and proxyless xDS join on first use: a sandbox that never asks for
-        # them runs nothing extra.
+        # Istio's sidecar, ztunnel and proxyless xDS join on first use: a sandbox that never
+        # asks for them runs nothing extra.
         if via == "mesh":
             self._mesh_sidecar()
+            addons = list(self.addons.values())
+        elif via == "ambient":
+            from grpclab.cluster.sandbox.catalog import addon_for_via
+
+            addon_for_via(self, via)  # ztunnel runs on every node of an ambient cluster
             addons = list(self.addons.values())
         elif via == "xds" and via not in self.addons:
             from grpclab.cluster.sandbox.proxyless import ProxylessAddon
@@ -770,10 +765,9 @@ class Sandbox(Cluster):
             self._published = None
         self._publish_services(wait=False)
 
-    def _rollout_report(self, deployment: str, namespace: str, desired: int, owned: list) -> str:
-        lines = [
-            f"deployment {namespace}/{deployment}: rollout not complete, {desired} replicas wanted"
-        ]
+    def _pods_report(self, namespace: str, owned: list) -> str:
+        """Pod by pod, as `kubectl describe` would: phase, readiness, failing probes, logs."""
+        lines = []
         for pod in owned:
             lines.append(
                 f"  {pod.name} {pod.ip} {pod.phase} ready={pod.ready} restarts={pod.restarts}"
@@ -791,7 +785,7 @@ class Sandbox(Cluster):
                 )
             except KeyError:
                 pass
-        return "\n".join(lines)
+        return "\n".join(lines) or "  (no pods)"
 
     def _teardown(self) -> None:
         for addon in list(getattr(self, "addons", {}).values()):
@@ -824,6 +818,8 @@ def _dns_records_and_proxied_ports(
             continue
         cluster_ip = view.cluster_ips[(namespace, name)]
         records[fqdn] = (cluster_ip,)
+        # kube-proxy on the client's node: trafficDistribution's zone hints narrow it down.
+        backends = kube_proxy_endpoints(service, backends)
         for port in service["spec"]["ports"]:
             endpoints = tuple(
                 sorted(

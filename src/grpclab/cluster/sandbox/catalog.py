@@ -7,6 +7,7 @@ is, and whether it is the real data plane or an emulation.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,37 +24,37 @@ STAND_INS = {
         "VirtualService by grpclab's control plane (istiod and the injection are emulated, "
         "the data plane is not)"
     ),
+    "istio-ambient": (
+        "ztunnel EMULATED by Envoy tcp_proxy (one endpoint per connection); each waypoint a "
+        "real Envoy configured from DestinationRule and VirtualService by grpclab's control "
+        "plane; no HBONE or mTLS between them"
+    ),
     "gateway-api": "nothing to run: the sandbox knows the Gateway API kinds' schemas",
 }
 
 
+# Add-on name -> (module of grpclab.cluster.sandbox, class) of its stand-in, imported when
+# the add-on is installed: a sandbox that never asks for one loads none of it.
+_STAND_IN_CLASSES = {
+    "ingress-nginx": ("ingress_nginx", "IngressNginx"),
+    "envoy-gateway": ("gateways", "EnvoyGateway"),
+    "traefik": ("gateways", "TraefikEmulation"),
+    "linkerd": ("linkerd", "LinkerdEmulation"),
+    "istio": ("mesh", "MeshAddon"),
+    "istio-ambient": ("ambient", "AmbientAddon"),
+}
+
+
 def _addon(sandbox: Sandbox, name: str):
-    if name == "ingress-nginx":
-        from grpclab.cluster.sandbox.ingress_nginx import IngressNginx
-
-        return IngressNginx(sandbox)
-    if name == "envoy-gateway":
-        from grpclab.cluster.sandbox.gateways import EnvoyGateway
-
-        return EnvoyGateway(sandbox)
-    if name == "traefik":
-        from grpclab.cluster.sandbox.gateways import TraefikEmulation
-
-        return TraefikEmulation(sandbox)
-    if name == "linkerd":
-        from grpclab.cluster.sandbox.linkerd import LinkerdEmulation
-
-        return LinkerdEmulation(sandbox)
-    if name == "istio":
-        from grpclab.cluster.sandbox.mesh import MeshAddon
-
-        return MeshAddon(sandbox)
-    return None
+    if name not in _STAND_IN_CLASSES:
+        return None
+    module, cls = _STAND_IN_CLASSES[name]
+    return getattr(importlib.import_module(f"grpclab.cluster.sandbox.{module}"), cls)(sandbox)
 
 
 # Add-on name -> its stand-in's key in Sandbox.addons, where the two differ: Istio's sidecar
 # is keyed by the via it serves ("mesh"), as the rest of grpclab looks it up.
-ADDON_KEYS = {"istio": "mesh"}
+ADDON_KEYS = {"istio": "mesh", "istio-ambient": "ambient"}
 
 
 def installed(sandbox: Sandbox, name: str):
@@ -94,6 +95,7 @@ VIA = {
     "traefik": "traefik",
     "linkerd": "linkerd",
     "mesh": "istio",
+    "ambient": "istio-ambient",
 }
 
 

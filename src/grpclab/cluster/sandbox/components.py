@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 
 # Component -> what plays it here, where that is not the real component ("" where it is),
 # in the few words a table cell has:
+# - ztunnel: Istio's is a Rust L4 proxy with HBONE (mTLS) tunnels; the stand-in is Envoy
+#   tcp_proxy, which keeps what matters here, one endpoint per connection;
 # - kube-proxy: a kind node programs iptables or IPVS rules; calls never pass a process;
 # - linkerd: linkerd2-proxy is a different proxy (Rust), with its own balancer (EWMA);
 # - ingress-nginx: the controller runs OpenResty with a Lua balancer (balancer_by_lua,
 #   kubernetes/ingress-nginx rootfs/etc/nginx/lua/balancer.lua) and its Go controller in
 #   the same pod; the sandbox runs plain nginx with a generated config.
-# The data planes of Istio's sidecar and of Envoy Gateway are real Envoys; only their
+# The data planes of Istio's sidecar and waypoint and of Envoy Gateway are real Envoys; only their
 # control planes are grpclab's.
 STAND_INS = {
     "kube-proxy": "Envoy tcp_proxy",
@@ -33,11 +35,15 @@ STAND_INS = {
     "linkerd": "Envoy",
     "ingress-nginx": "plain nginx",
     "envoy-gateway": "",
+    "ztunnel": "Envoy tcp_proxy",
+    "waypoint": "",
 }
 NOTES = {
     "kube-proxy": "shared by every Service",
     "istio": "the client's sidecar",
     "ingress-nginx": "all workers",
+    "ztunnel": "the client's node proxy",
+    "waypoint": "one per waypoint Gateway",
 }
 # The wrappers a proxy may run under (nginx's guard shell): not part of its memory.
 WRAPPERS = {"sh", "dash", "bash", "setpriv"}
@@ -76,6 +82,15 @@ def _process(sandbox: Sandbox, name: str) -> Popen | None:
 
     if name == "kube-proxy":
         return sandbox.kube_proxy.process
+    if name in ("ztunnel", "waypoint"):
+        ambient: Any = installed(sandbox, "istio-ambient")
+        if ambient is None:
+            return None
+        return (
+            ambient.ztunnel.process
+            if name == "ztunnel" and ambient.ztunnel
+            else (ambient.waypoint_process() if name == "waypoint" else None)
+        )
     addon: Any = installed(sandbox, name)
     if addon is None:
         return None

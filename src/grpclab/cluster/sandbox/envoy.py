@@ -115,3 +115,20 @@ def start_envoy(
         time.sleep(0.02)
     launcher.stop(process)
     raise RuntimeError(f"Envoy {name} did not connect to the xDS server within {timeout:.0f} s")
+
+
+def push_config(
+    xds: XdsServer, node_id: str, resources: dict, wait: bool, what: str, timeout: float
+) -> dict[str, int]:
+    """Set one Envoy's resources; with `wait`, return once it ACKed them, or raise if it
+    refused them or said nothing in time. Returns the versions pushed, per type."""
+    nacks_before = len(xds.nacks)
+    versions = xds.set_resources(node_id, resources)
+    if not (wait and versions):
+        return versions
+    if not xds.wait_acked(node_id, versions, timeout=timeout):
+        raise RuntimeError(f"{what} (Envoy) did not confirm its new config within {timeout:.0f} s")
+    refused = [n for n in xds.nacks[nacks_before:] if n.node_id == node_id]
+    if refused:
+        raise RuntimeError(f"{what} (Envoy) refused its config: {refused[-1].message}")
+    return versions

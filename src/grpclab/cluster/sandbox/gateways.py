@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.frontends import EnvoyFrontend, listen_port, service_backend
 from grpclab.tls import certificate_from_secret
+from grpclab.xds.ambient import is_waypoint
 from grpclab.xds.gateway import (
     ENVOY_GATEWAY_API_VERSION,
     GATEWAY_API_VERSION,
@@ -40,6 +41,10 @@ def _lookups(view: ClusterView):
 
 def _of_version(view: ClusterView, kind: str, api_version: str) -> list[Mapping[str, Any]]:
     return [obj for obj in view.of_kind(kind) if obj.get("apiVersion") == api_version]
+
+
+# The Envoy resources by type URL and name, and which route serves what where.
+_Served = tuple[dict[str, dict[str, Any]], list[Attachment]]
 
 
 class _RoutedFrontend:
@@ -73,6 +78,17 @@ class _RoutedFrontend:
             "(is the route applied, and does its parent exist?)"
         )
 
+    def sync(self, view: ClusterView) -> None:
+        """Serve what `view` holds now: its objects as Envoy config, pushed to the Envoy."""
+        with self._lock:
+            resources, attachments = self._resources(view, *_lookups(view))
+            self.envoy.push(resources)
+            self.attachments = attachments
+
+    def _resources(self, view: ClusterView, resolve, secret) -> _Served:
+        """The Envoy resources and route attachments for `view` (called under the lock)."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         self.envoy.stop()
 
@@ -88,7 +104,7 @@ class _RoutedFrontend:
 
 
 class EnvoyGateway(_RoutedFrontend):
-    """Gateways (class any) and the GRPCRoutes and HTTPRoutes attached to them."""
+    """Gateways (of any class but istio-waypoint) and the GRPCRoutes and HTTPRoutes on them."""
 
     name = "envoy-gateway"
     via = "gateway"
@@ -102,27 +118,26 @@ class EnvoyGateway(_RoutedFrontend):
         # Each Gateway is its own Envoy Service on Kubernetes, so each gets its own address.
         self._gateway_ips: dict[tuple[str, str], str] = {}
 
-    def sync(self, view: ClusterView) -> None:
-        gateways = _of_version(view, "Gateway", GATEWAY_API_VERSION)
+    def _resources(self, view: ClusterView, resolve, secret) -> _Served:
+        # A Gateway of class istio-waypoint is Istio's, not Envoy Gateway's (the ambient add-on's).
+        gateways = [
+            g for g in _of_version(view, "Gateway", GATEWAY_API_VERSION) if not is_waypoint(g)
+        ]
         routes = [
             *_of_version(view, "GRPCRoute", GATEWAY_API_VERSION),
             *_of_version(view, "HTTPRoute", GATEWAY_API_VERSION),
         ]
-        resolve, secret = _lookups(view)
-        with self._lock:
-            for gateway in gateways:
-                key = (gateway["metadata"]["namespace"], gateway["metadata"]["name"])
-                if key not in self._gateway_ips:
-                    first = not self._gateway_ips
-                    self._gateway_ips[key] = (
-                        self.envoy.ip if first else self._sandbox.block.take_pod_ip()
-                    )
-            policies = _of_version(view, "BackendTrafficPolicy", ENVOY_GATEWAY_API_VERSION)
-            resources, attachments = gateway_resources(
-                gateways, routes, self._gateway_ips, self.port_of, resolve, secret, policies
-            )
-            self.envoy.push(resources)
-            self.attachments = attachments
+        for gateway in gateways:
+            key = (gateway["metadata"]["namespace"], gateway["metadata"]["name"])
+            if key not in self._gateway_ips:
+                first = not self._gateway_ips
+                self._gateway_ips[key] = (
+                    self.envoy.ip if first else self._sandbox.block.take_pod_ip()
+                )
+        policies = _of_version(view, "BackendTrafficPolicy", ENVOY_GATEWAY_API_VERSION)
+        return gateway_resources(
+            gateways, routes, self._gateway_ips, self.port_of, resolve, secret, policies
+        )
 
 
 class TraefikEmulation(_RoutedFrontend):
@@ -135,13 +150,7 @@ class TraefikEmulation(_RoutedFrontend):
         "round robin per request as Traefik's default; on kind it is real Traefik)"
     )
 
-    def sync(self, view: ClusterView) -> None:
+    def _resources(self, view: ClusterView, resolve, secret) -> _Served:
         routes = _of_version(view, "IngressRoute", TRAEFIK_API_VERSION)
         transports = _of_version(view, "ServersTransport", TRAEFIK_API_VERSION)
-        resolve, secret = _lookups(view)
-        with self._lock:
-            resources, attachments = traefik_resources(
-                routes, transports, self.envoy.ip, self.port_of, resolve, secret
-            )
-            self.envoy.push(resources)
-            self.attachments = attachments
+        return traefik_resources(routes, transports, self.envoy.ip, self.port_of, resolve, secret)

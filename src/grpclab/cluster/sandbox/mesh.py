@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from grpclab.cluster.sandbox.addons import ClusterView
-from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
+from grpclab.cluster.sandbox.envoy import EnvoyProxy, push_config, start_envoy
+from grpclab.cluster.sandbox.topology import CLIENT_LOCALITY, region_of, zone_of
 from grpclab.local_http import open_local
 from grpclab.notes import say
 from grpclab.xds.istio import (
@@ -32,13 +33,6 @@ if TYPE_CHECKING:
     from grpclab.cluster.sandbox import Sandbox
 
 INJECTION_LABEL = "istio-injection"
-ZONE_LABEL = "topology.kubernetes.io/zone"
-REGION_LABEL = "topology.kubernetes.io/region"
-# The sandbox is one machine; its pods are in this locality unless their labels say otherwise
-# (a real cluster takes a pod's zone from its node's labels).
-SANDBOX_REGION = "local"
-SANDBOX_ZONE = "zone-a"
-CLIENT_LOCALITY = (SANDBOX_REGION, SANDBOX_ZONE)
 GRPC_APP_PROTOCOLS = ("grpc", "http2", "kubernetes.io/h2c")
 ACK_TIMEOUT_S = 10.0
 EMULATION_NOTE = (
@@ -82,8 +76,8 @@ def service_ports(view: ClusterView) -> list[ServicePort]:
                 Endpoint(
                     b.ip,
                     b.target_port(port),
-                    b.labels.get(REGION_LABEL, SANDBOX_REGION),
-                    b.labels.get(ZONE_LABEL, SANDBOX_ZONE),
+                    region_of(b.labels),
+                    zone_of(b.labels),
                 )
                 for b in backends
                 if b.target_port(port) is not None
@@ -102,6 +96,13 @@ def service_port_problem(view: ClusterView, service: str, port: int, namespace: 
             f"service {namespace}/{service} is headless; meshes and xDS route to a "
             "ClusterIP Service (apply cluster/manifests/base/service-clusterip.yaml)"
         )
+    if obj["spec"].get("trafficDistribution"):
+        return (
+            f"service {namespace}/{service} sets trafficDistribution. Istio reads that field "
+            "too (its proxies then prefer the client's zone, outlier detection or not), and "
+            "the sandbox's istiod does not model it; route the mesh to a Service without it "
+            "(cluster/manifests/base/service-clusterip.yaml), or use the kind backend"
+        )
     spec_port = next(p for p in obj["spec"]["ports"] if p["port"] == port)
     if not is_grpc_port(spec_port):
         return (
@@ -112,7 +113,7 @@ def service_port_problem(view: ClusterView, service: str, port: int, namespace: 
     return None
 
 
-def _wait_until_listening(address: tuple[str, int], timeout: float) -> None:
+def wait_until_listening(address: tuple[str, int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -160,20 +161,10 @@ class MeshAddon:
             istio_objects(view, "VirtualService"),
             CLIENT_LOCALITY,
         )
-        nacks_before = len(xds.nacks)
-        versions = xds.set_resources(self.node_id, resources)
+        versions = push_config(
+            xds, self.node_id, resources, wait, "the mesh sidecar", ACK_TIMEOUT_S
+        )
         self._versions.update(versions)
-        if not (wait and versions):
-            return
-        if not xds.wait_acked(self.node_id, versions, timeout=ACK_TIMEOUT_S):
-            raise RuntimeError(
-                f"the mesh sidecar (Envoy) did not confirm its new config within "
-                f"{ACK_TIMEOUT_S:.0f} s"
-            )
-        refused = [n for n in xds.nacks[nacks_before:] if n.node_id == self.node_id]
-        if refused:
-            message = refused[-1].message
-            raise RuntimeError(f"the mesh sidecar (Envoy) refused its config: {message}")
 
     def target(self, service: str, port: int, namespace: str, via: str) -> str | None:
         if via != "mesh":
@@ -190,7 +181,7 @@ class MeshAddon:
             # Return only once the listener accepts connections, so the first call cannot
             # race Envoy's listener warm-up.
             address = (self._listen_ips[key], port)
-            _wait_until_listening(address, ACK_TIMEOUT_S)
+            wait_until_listening(address, ACK_TIMEOUT_S)
             return f"{address[0]}:{port}"
 
     def _check_in_mesh(self, namespace: str) -> ClusterView:

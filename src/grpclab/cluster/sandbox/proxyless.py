@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.mesh import (
-    CLIENT_LOCALITY,
     istio_objects,
     service_port_problem,
     service_ports,
 )
+from grpclab.cluster.sandbox.topology import CLIENT_LOCALITY
 from grpclab.notes import say
 from grpclab.xds.istio import service_host
 from grpclab.xds.proxyless import NODE_ID, bootstrap, proxyless_resources, xds_target

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Istio in ambient mode: istiod, istio-cni and the ztunnel DaemonSet (profile "ambient").
+# Notebook 15 labels its namespace istio.io/dataplane-mode=ambient and deploys a waypoint
+# with a Gateway of class istio-waypoint, which needs the Gateway API CRDs: this script
+# installs them first (gateway-api.sh). Same version as istio.sh; the two profiles are not
+# meant to share one cluster, so CI runs notebook 15 on a kind cluster of its own.
+# Install commands: https://istio.io/latest/docs/ambient/install/istioctl/
+# Istio 1.25 supports Kubernetes 1.29-1.32 (https://istio.io/latest/docs/releases/supported-releases/).
+# shellcheck source=cluster/addons/common.sh
+source "$(dirname "$0")/common.sh"
+
+VERSION=1.25.2
+need istioctl "Get istioctl ${VERSION}: curl -sL https://istio.io/downloadIstio | ISTIO_VERSION=${VERSION} sh - && export PATH=\"\$PWD/istio-${VERSION}/bin:\$PATH\""
+
+"$(dirname "$0")/gateway-api.sh"
+
+ztunnel_tag() {
+  local image
+  image="$(kube -n istio-system get daemonset ztunnel \
+    -o jsonpath='{.spec.template.spec.containers[0].image}' 2>/dev/null || true)"
+  image="${image%%@*}"
+  [ -n "${image}" ] && echo "${image##*:}"
+  return 0
+}
+installed="$(ztunnel_tag)"
+if [ "${installed%%-*}" = "${VERSION}" ]; then
+  say "Istio ${VERSION} ambient (ztunnel) is already installed"
+  exit 0
+fi
+if [ -n "${installed}" ]; then
+  say "ztunnel ${installed} is installed; grpclab pins ${VERSION}. Leaving it as it is."
+  exit 0
+fi
+if [ -n "$(deployment_tag istio-system istiod discovery)" ]; then
+  fail "istiod is installed without ztunnel (a sidecar profile, e.g. by istio.sh). grpclab does not switch a cluster's Istio profile; use a cluster of its own for ambient (make kind-down && make kind-up)"
+fi
+istioctl version --remote=false 2>/dev/null | grep -q "${VERSION}" \
+  || fail "istioctl is not ${VERSION} ($(istioctl version --remote=false 2>&1 | head -1)). Get it: curl -sL https://istio.io/downloadIstio | ISTIO_VERSION=${VERSION} sh -"
+
+context_flag=()
+[ -n "${CONTEXT}" ] && context_flag=(--context "${CONTEXT}")
+say "installing Istio ${VERSION} (profile ambient)"
+istioctl install "${context_flag[@]}" -y --set profile=ambient
+kube -n istio-system rollout status deployment/istiod --timeout=300s
+kube -n istio-system rollout status daemonset/ztunnel --timeout=300s
+kube -n istio-system rollout status daemonset/istio-cni-node --timeout=300s
+say "installed"

@@ -1,0 +1,171 @@
+"""Istio ambient mode in the sandbox: ztunnel's stand-in (Envoy tcp_proxy) and a waypoint (Envoy).
+
+Real Envoys and real pods: one channel through ztunnel lands on one pod; the same channel
+through a waypoint is balanced per request. Manifests that ask for what is not emulated are
+refused with their file, line, object and field.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from support import BASE, ISTIO, MANIFESTS
+
+from grpclab.cluster.kube.targets import client_pod_metadata
+from grpclab.cluster.manifests import ManifestError
+from grpclab.cluster.sandbox.ambient import EMULATION_NOTE
+from grpclab.load import LoadSpec
+from grpclab.local_http import open_local
+from grpclab.measure import checks
+from grpclab.xds.dumps import dumped_cluster
+
+AMBIENT = MANIFESTS / "ambient"
+SERVICE = "grpc-server"
+
+
+@pytest.fixture()
+def ambient(lab):
+    """The namespace in the ambient mesh, grpc-server without a waypoint; put back after."""
+    lab.apply(AMBIENT / "namespace.yaml")
+    lab.apply(BASE / "service-clusterip.yaml")
+    yield lab
+    lab.apply(BASE / "service-clusterip.yaml")
+    lab.apply(BASE / "00-namespace.yaml")
+
+
+def _pods(lab) -> list[str]:
+    return [pod.name for pod in lab.wait_ready(SERVICE, timeout=60)]
+
+
+def test_ztunnel_needs_the_namespace_label(lab, capsys):
+    lab.apply(BASE / "00-namespace.yaml")
+    with pytest.raises(ValueError, match="istio.io/dataplane-mode=ambient"):
+        lab.target(SERVICE, via="ambient")
+    lab.apply(AMBIENT / "namespace.yaml")
+    try:
+        target = lab.target(SERVICE, via="ambient")
+        assert target.startswith(f"127.42.{lab.block.index}.") and target.endswith(":50051")
+        assert EMULATION_NOTE in capsys.readouterr().out  # said once, as cell output
+        ztunnel = lab.component("ztunnel")
+        assert ztunnel.stand_in == "Envoy tcp_proxy" and ztunnel.memory_mb
+    finally:
+        lab.apply(BASE / "00-namespace.yaml")
+
+
+def test_ztunnel_balances_connections_so_one_channel_lands_on_one_pod(ambient):
+    pods = _pods(ambient)
+    target = ambient.target(SERVICE, via="ambient")
+    result = ambient.run_load(LoadSpec(target, rpcs=600, concurrency=8))
+    assert result.failed == 0
+    assert len(result.per_pod) == 1, dict(result.per_pod)  # notebook 02's problem, in a mesh
+    assert set(result.per_pod) <= set(pods)
+    # Many channels (connections) do spread: ztunnel balances connections, not requests.
+    spread = ambient.run_load(LoadSpec(target, rpcs=600, concurrency=24, channels=24))
+    assert len(spread.per_pod) >= 2, dict(spread.per_pod)
+
+
+def test_a_waypoint_balances_each_request_of_one_channel(ambient):
+    pods = _pods(ambient)
+    ambient.apply(AMBIENT / "waypoint.yaml")
+    ambient.apply(AMBIENT / "service-waypoint.yaml")
+    target = ambient.target(SERVICE, via="ambient")
+    result = ambient.run_load(LoadSpec(target, rpcs=600, concurrency=8))
+    assert result.failed == 0
+    assert set(result.per_pod) == set(pods)
+    checks.assert_even(result, pods, max_ratio=1.3)
+    assert ambient.component("waypoint").memory_mb
+    assert "-> waypoint waypoint" in ambient.describe_addon("istio-ambient")
+    # Taking the label off sends new connections straight to one pod again.
+    ambient.apply(BASE / "service-clusterip.yaml")
+    again = ambient.run_load(LoadSpec(ambient.target(SERVICE, via="ambient"), rpcs=300))
+    assert len(again.per_pod) == 1, dict(again.per_pod)
+
+
+def test_the_destination_rule_applies_at_the_waypoint(ambient):
+    ambient.apply(AMBIENT / "waypoint.yaml")
+    ambient.apply(AMBIENT / "service-waypoint.yaml")
+    ambient.target(SERVICE, via="ambient")
+    (waypoint,) = ambient.addons["ambient"].waypoints.values()
+
+    def lb_policy() -> str:
+        with open_local(waypoint.admin_url("/config_dump"), timeout=5) as reply:
+            dump = json.loads(reply.read())
+        name = "outbound|50051||grpc-server.production.svc.cluster.local"
+        return dumped_cluster(dump, name)["lb_policy"]
+
+    assert lb_policy() == "LEAST_REQUEST"  # istiod's default
+    ambient.apply(ISTIO / "destinationrule.yaml")
+    try:
+        assert lb_policy() == "ROUND_ROBIN"
+    finally:
+        ambient.delete(ISTIO / "destinationrule.yaml")
+
+
+def test_a_service_bound_to_a_missing_waypoint_is_refused_when_reached(ambient):
+    ambient.delete(AMBIENT / "waypoint.yaml")
+    ambient.apply(AMBIENT / "service-waypoint.yaml")
+    with pytest.raises(ValueError, match="no Gateway production/waypoint of class istio-waypoint"):
+        ambient.target(SERVICE, via="ambient")
+
+
+def _written(tmp_path, objects: list[dict]) -> str:
+    path = tmp_path / "learner.yaml"
+    path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "change", "field", "reason"),
+    [
+        (
+            "waypoint.yaml",
+            lambda o: o["metadata"]["labels"].update({"istio.io/waypoint-for": "workload"}),
+            "metadata.labels: istio.io/waypoint-for:",
+            "Services only",
+        ),
+        (
+            "waypoint.yaml",
+            lambda o: o["spec"]["listeners"][0].update({"protocol": "HTTP", "port": 80}),
+            "spec.listeners[0].protocol",
+            "HBONE on port 15008",
+        ),
+        (
+            "service-waypoint.yaml",
+            lambda o: o["metadata"]["labels"].update({"istio.io/use-waypoint-namespace": "x"}),
+            "metadata.labels['istio.io/use-waypoint-namespace']",
+            "another namespace",
+        ),
+    ],
+)
+def test_what_is_not_emulated_is_refused_with_file_line_object_and_field(
+    lab, tmp_path, source, change, field, reason
+):
+    obj = yaml.safe_load((AMBIENT / source).read_text())
+    change(obj)
+    path = _written(tmp_path, [obj])
+    before = lab.describe_addon("istio-ambient")
+    with pytest.raises(ManifestError) as caught:
+        lab.apply(path)
+    error = caught.value
+    assert error.source == path and error.line is not None
+    assert f"{obj['kind']}" in str(error) and obj["metadata"]["name"] in str(error)
+    assert field in str(error) and reason in str(error)
+    assert lab.describe_addon("istio-ambient") == before  # nothing half-applied
+
+
+def test_a_pod_template_waypoint_is_refused(lab, tmp_path):
+    deployment = yaml.safe_load((BASE / "deployment.yaml").read_text())
+    deployment["spec"]["template"]["metadata"]["labels"]["istio.io/use-waypoint"] = "waypoint"
+    with pytest.raises(ManifestError, match="workload-addressed traffic"):
+        lab.apply(_written(tmp_path, [deployment]))
+
+
+def test_the_kind_load_job_opts_in_or_out_of_ztunnel_explicitly():
+    labels, _ = client_pod_metadata("ambient")
+    assert labels["istio.io/dataplane-mode"] == "ambient"
+    assert labels["sidecar.istio.io/inject"] == "false"
+    for via in ("dns", "clusterip", "mesh"):
+        # In an ambient namespace a plain client would otherwise go through ztunnel too.
+        assert client_pod_metadata(via)[0]["istio.io/dataplane-mode"] == "none"
