@@ -109,7 +109,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if TIMING.notebooks:
         wall = TIMING.nbval_stop - TIMING.nbval_start
         terminalreporter.write_line(
-            f"nbval wall time: {wall:.0f} s over {len(TIMING.notebooks)} notebooks"
+            f"nbval wall time: {wall:.0f} s over {len(TIMING.notebooks)} notebook"
+            + ("s" if len(TIMING.notebooks) > 1 else "")
         )
     if config.getoption("store_group_seconds") and not hasattr(config, "workerinput"):
         table = {**_seconds_table(), **TIMING.group_seconds}
