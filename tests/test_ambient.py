@@ -13,7 +13,6 @@ import pytest
 import yaml
 from support import BASE, ISTIO, MANIFESTS
 
-from grpclab.cluster.kube.targets import client_pod_metadata
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox.ambient import EMULATION_NOTE
 from grpclab.load import LoadSpec
@@ -160,12 +159,3 @@ def test_a_pod_template_waypoint_is_refused(lab, tmp_path):
     deployment["spec"]["template"]["metadata"]["labels"]["istio.io/use-waypoint"] = "waypoint"
     with pytest.raises(ManifestError, match="workload-addressed traffic"):
         lab.apply(_written(tmp_path, [deployment]))
-
-
-def test_the_kind_load_job_opts_in_or_out_of_ztunnel_explicitly():
-    labels, _ = client_pod_metadata("ambient")
-    assert labels["istio.io/dataplane-mode"] == "ambient"
-    assert labels["sidecar.istio.io/inject"] == "false"
-    for via in ("dns", "clusterip", "mesh"):
-        # In an ambient namespace a plain client would otherwise go through ztunnel too.
-        assert client_pod_metadata(via)[0]["istio.io/dataplane-mode"] == "none"

@@ -910,6 +910,7 @@ def test_the_scripts_pass_shellcheck():
         ("mesh", "true", "disabled", None),
         ("xds", "true", "disabled", "grpc-agent"),
         ("linkerd", "false", "enabled", None),
+        ("ambient", "false", "disabled", None),
     ],
 )
 def test_the_load_jobs_pod_opts_in_or_out_of_each_mesh_for_its_via(via, istio, linkerd, template):
@@ -920,6 +921,9 @@ def test_the_load_jobs_pod_opts_in_or_out_of_each_mesh_for_its_via(via, istio, l
     assert metadata["labels"]["sidecar.istio.io/inject"] == istio
     assert metadata["annotations"]["linkerd.io/inject"] == linkerd
     assert metadata["annotations"].get("inject.istio.io/templates") == template
+    # Istio ambient: in or out of ztunnel by the pod's own label, whatever the namespace says.
+    ambient = "ambient" if via == "ambient" else "none"
+    assert metadata["labels"]["istio.io/dataplane-mode"] == ambient
     # The Job's selector labels stay; the via adds to them.
     assert metadata["labels"]["app.kubernetes.io/name"] == "grpclab-load"
     # argv carries the plain target string, whatever carried the via.

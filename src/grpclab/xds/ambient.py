@@ -2,7 +2,7 @@
 
 ztunnel (a Rust proxy on each node) carries a meshed pod's connections: it picks one
 endpoint of the Service when a connection opens and keeps it for that connection
-(istio/ztunnel src/state.rs, `find_upstream`: "Randomly pick an upstream"). So the
+(istio/ztunnel src/state.rs, `find_upstream_from_service`: "Randomly pick an upstream"). So the
 stand-in's config is kube-proxy's shape: a tcp_proxy listener and a RANDOM cluster per
 Service port. A Service enrolled in a waypoint (`istio.io/use-waypoint`) gets the
 waypoint as its one endpoint instead, and the waypoint, an Envoy that istiod configures
