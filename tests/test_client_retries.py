@@ -77,11 +77,11 @@ def test_a_deadline_frees_the_client_from_a_stuck_pod(lab, pods):
             "deadline": spec(lab, duration_s=3.0, concurrency=8, deadline_s=0.5),
             "none": spec(lab, duration_s=3.0, concurrency=8, deadline_s=None),
         },
-        stuck_ms=2000,
+        stuck_ms=3000,  # as notebook 14: 2000 left the two rates too close on a loaded machine
     )
     deadline, none = runs["deadline"], runs["none"]
     assert set(deadline.errors) == {"DEADLINE_EXCEEDED"} and none.failed == 0
-    assert none.latency_ms["max"] >= 2000  # its calls to the stuck pod waited it out
+    assert none.latency_ms["max"] >= 3000  # its calls to the stuck pod waited it out
     assert deadline.latency_ms["max"] < 500
     assert retries.ok_per_s(deadline) >= 2 * retries.ok_per_s(none), (deadline.rate, none.rate)
 
