@@ -223,6 +223,9 @@ class AmbientAddon(ClientProxyAddon):
                 self.waypoints[waypoint] = self._start(f"waypoint-{waypoint[1]}", node_id)
                 self._set(node_id, resources, True)
         self._set(self.node_id, ztunnel_resources(ztunnel_ports), wait)
+        for gone in [key for key in self.waypoints if key not in existing]:
+            # Its Gateway was deleted: istiod removes the waypoint's Deployment too.
+            self._sandbox.launcher.stop(self.waypoints.pop(gone).process, grace=1.0)
 
     def _pod_endpoints(self, view: ClusterView, key: ServiceKey) -> tuple[tuple[str, int], ...]:
         namespace, service, port = key
