@@ -13,7 +13,6 @@ import pytest
 import yaml
 from support import BASE, ISTIO, MANIFESTS
 
-from grpclab.cluster.kube.targets import client_pod_metadata
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox.ambient import EMULATION_NOTE
 from grpclab.load import LoadSpec
@@ -81,6 +80,9 @@ def test_a_waypoint_balances_each_request_of_one_channel(ambient):
     ambient.apply(BASE / "service-clusterip.yaml")
     again = ambient.run_load(LoadSpec(ambient.target(SERVICE, via="ambient"), rpcs=300))
     assert len(again.per_pod) == 1, dict(again.per_pod)
+    # Deleting the Gateway deletes the waypoint: no Envoy is left running for it.
+    ambient.delete(AMBIENT / "waypoint.yaml")
+    assert ambient.component("waypoint").memory_mb is None
 
 
 def test_the_destination_rule_applies_at_the_waypoint(ambient):
@@ -162,10 +164,60 @@ def test_a_pod_template_waypoint_is_refused(lab, tmp_path):
         lab.apply(_written(tmp_path, [deployment]))
 
 
-def test_the_kind_load_job_opts_in_or_out_of_ztunnel_explicitly():
-    labels, _ = client_pod_metadata("ambient")
-    assert labels["istio.io/dataplane-mode"] == "ambient"
-    assert labels["sidecar.istio.io/inject"] == "false"
-    for via in ("dns", "clusterip", "mesh"):
-        # In an ambient namespace a plain client would otherwise go through ztunnel too.
-        assert client_pod_metadata(via)[0]["istio.io/dataplane-mode"] == "none"
+# -- the kind side: the same rules before a load Job starts ----------------------------------
+
+
+def _kube_cluster(namespace_labels: dict, waypoint_ready: list[int | None]):
+    """A KubeCluster whose API answers from these values (a namespace, a waypoint's rollout)."""
+    from types import SimpleNamespace
+
+    from kubernetes.client.exceptions import ApiException
+
+    from grpclab.cluster.kube.cluster import KubeCluster
+
+    answers = iter(waypoint_ready)
+    reads: list[int | None] = []
+
+    class Core:
+        def read_namespace(self, name):
+            return SimpleNamespace(metadata=SimpleNamespace(labels=namespace_labels))
+
+    class Apps:
+        def read_namespaced_deployment(self, name, namespace):
+            assert (name, namespace) == ("waypoint", "production")
+            ready = next(answers)
+            reads.append(ready)
+            if ready is None:
+                raise ApiException(status=404)
+            return SimpleNamespace(status=SimpleNamespace(ready_replicas=ready))
+
+    cluster = object.__new__(KubeCluster)
+    cluster._core, cluster._apps = Core(), Apps()
+    cluster.reads = reads  # what the waypoint's Deployment answered, in order
+    return cluster
+
+
+def _service(labels: dict):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(metadata=SimpleNamespace(name=SERVICE, labels=labels))
+
+
+def test_on_kind_the_namespace_label_is_checked_and_the_waypoint_awaited(monkeypatch):
+    from grpclab.cluster.kube import KubeError
+
+    monkeypatch.setattr("time.sleep", lambda _: None)
+    plain = _kube_cluster({}, [])
+    with pytest.raises(ValueError, match="istio.io/dataplane-mode=ambient"):
+        plain._check_ambient_namespace("production")
+    ambient = _kube_cluster({"istio.io/dataplane-mode": "ambient"}, [None, 0, 1])
+    ambient._check_ambient_namespace("production")
+    # Bound: wait through "not created yet" and "no ready pod" until a pod is ready.
+    ambient._wait_for_waypoint(_service({"istio.io/use-waypoint": "waypoint"}), "production")
+    assert ambient.reads == [None, 0, 1]
+    never = _kube_cluster({"istio.io/dataplane-mode": "ambient"}, [None] * 1000)
+    with pytest.raises(KubeError, match="bound to waypoint waypoint.*no ready pod"):
+        never._wait_for_waypoint(
+            _service({"istio.io/use-waypoint": "waypoint"}), "production", timeout=0
+        )
+    never._wait_for_waypoint(_service({}), "production")  # unbound: nothing to wait for

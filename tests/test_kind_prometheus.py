@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import CLUSTER
+from support import CLUSTER, REPO
 
 from grpclab.cluster.sandbox.processes import MissingBinaryError
 from grpclab.cluster.sandbox.prometheus import prometheus_binary
@@ -189,3 +189,19 @@ def test_only_the_demo_pods_metrics_ports_are_scraped(targets):
         "linkerd-destination-1a2b-uvwxy",
     } <= dropped
     assert "grpc-serverless-9z8y-zzzzz" in dropped  # app: grpc-server... as a prefix only
+
+
+def test_each_series_carries_the_pod_and_app_labels_lab_06_selects_on(targets):
+    # Lab 06's solution sums by (pod) and keeps app="grpc-server", with grpc-server-v2's pod
+    # scraped beside it under its own app (labs/06-promql/solution/evenness.promql).
+    labels = sorted(
+        (t["labels"]["job"], t["labels"]["app"], t["labels"]["pod"])
+        for t in targets["activeTargets"]
+    )
+    assert labels == [
+        ("pods", "grpc-server", "grpc-server-5d4f8-abcde"),
+        ("pods", "grpc-server-v2", "grpc-server-v2-77f9c-fghij"),
+    ]
+    solution = (REPO / "labs" / "06-promql" / "solution" / "evenness.promql").read_text()
+    assert 'job="pods"' in solution and 'app="grpc-server"' in solution
+    assert "by (pod)" in solution

@@ -595,6 +595,25 @@ SPECS = [
         retry_throttling={"maxTokens": 10, "tokenRatio": 0.1},
         deadline_s=None,
     ),
+    # Stream mode (notebook 13): the stream fields travel as their own flags.
+    LoadSpec(
+        "dns:///grpc-server-headless.production.svc.cluster.local:50051",
+        duration_s=6.0,
+        concurrency=4,
+        channels=2,
+        method="SayHelloStream",
+        lb_policy="round_robin",
+        stream_duration_s=2.5,
+        stream_interval_s=0.05,
+        deadline_s=None,
+    ),
+    LoadSpec(
+        "grpc-server.production.svc.cluster.local:50051",
+        rpcs=40,
+        concurrency=2,
+        method="SayHelloStream",
+        stream_messages=20,
+    ),
 ]
 
 
@@ -714,8 +733,18 @@ def demo_server(tmp_path_factory) -> Iterator[str]:
         yield proc.address
 
 
-def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(demo_server):
-    spec = LoadSpec(demo_server, rpcs=None, duration_s=1.5, interval_s=0.25, concurrency=4)
+@pytest.mark.parametrize("method", ["SayHello", "SayHelloStream"])
+def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(demo_server, method):
+    stream = {"stream_duration_s": 0.5} if method == "SayHelloStream" else {}
+    spec = LoadSpec(
+        demo_server,
+        rpcs=None,
+        duration_s=1.5,
+        interval_s=0.25,
+        concurrency=4,
+        method=method,
+        **stream,
+    )
     container = kube.load_job_manifest(spec, "production", "grpclab-load-local")["spec"][
         "template"
     ]["spec"]["containers"][0]
@@ -735,6 +764,13 @@ def test_the_job_command_runs_the_real_cli_and_its_log_parses_into_the_result(de
     assert set(final.per_pod) == {"kube-test-pod"} and final.ok > 0 and final.failed == 0
     assert any(not s.done for s in seen) and seen[-1] == final
     assert tail[-1] == lines[-1]
+    # Notebook 13 reads each stream's pods from the final result: they come back through the
+    # log; the 0.5 s streams of a 1.5 s run end several times on each of the 4 workers.
+    if stream:
+        assert len(final.streams) >= 8
+        assert all(record["pods"] for record in final.streams)
+    else:
+        assert final.streams == []
 
 
 def test_a_log_without_a_result_gives_none_and_the_last_lines():
@@ -910,6 +946,7 @@ def test_the_scripts_pass_shellcheck():
         ("mesh", "true", "disabled", None),
         ("xds", "true", "disabled", "grpc-agent"),
         ("linkerd", "false", "enabled", None),
+        ("ambient", "false", "disabled", None),
     ],
 )
 def test_the_load_jobs_pod_opts_in_or_out_of_each_mesh_for_its_via(via, istio, linkerd, template):
@@ -920,6 +957,9 @@ def test_the_load_jobs_pod_opts_in_or_out_of_each_mesh_for_its_via(via, istio, l
     assert metadata["labels"]["sidecar.istio.io/inject"] == istio
     assert metadata["annotations"]["linkerd.io/inject"] == linkerd
     assert metadata["annotations"].get("inject.istio.io/templates") == template
+    # Istio ambient: in or out of ztunnel by the pod's own label, whatever the namespace says.
+    ambient = "ambient" if via == "ambient" else "none"
+    assert metadata["labels"]["istio.io/dataplane-mode"] == ambient
     # The Job's selector labels stay; the via adds to them.
     assert metadata["labels"]["app.kubernetes.io/name"] == "grpclab-load"
     # argv carries the plain target string, whatever carried the via.
@@ -1408,6 +1448,45 @@ def test_diagnostics_describe_the_failing_pods_and_only_those(tmp_path):
     assert described == ["pending", "unready", "restarted"]
     logged = sorted(p.name for p in (tmp_path / "out" / "logs").glob("*.log"))
     assert "p_ok.log" in logged and "p_job.log" in logged
+
+
+def test_diagnostics_cover_the_meshes_waypoints_and_zones_one_kind_at_a_time(tmp_path):
+    # A cluster with Istio ambient but no Linkerd: the missing kind fails alone, and what
+    # istiod pushed to ztunnel is recorded.
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(
+        "#!/bin/bash\n"
+        f'echo "kubectl $*" >> {calls}\n'
+        'case "$*" in\n'
+        '  *serviceprofiles*) echo "error: no resource type" >&2; exit 1 ;;\n'
+        "  *'get gateways -A'*) echo 'name: waypoint' ;;\n"
+        "  *'get namespaces --show-labels'*) echo 'production istio.io/dataplane-mode=ambient' ;;\n"
+        "esac\n"
+    )
+    (bin_dir / "istioctl").write_text(f'#!/bin/bash\necho "istioctl $*" >> {calls}\necho "$*"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(CLUSTER / "kind-diagnostics.sh"), str(out)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "waypoint" in (out / "gateway-api.yaml").read_text()
+    assert "dataplane-mode=ambient" in (out / "namespaces.txt").read_text()
+    lines = calls.read_text().splitlines()
+    assert "kubectl --context kind-grpclab get services,endpointslices -A -o yaml" in lines
+    for kind in ("destinationrules.networking.istio.io", "virtualservices.networking.istio.io"):
+        assert f"kubectl --context kind-grpclab get {kind} -A -o yaml" in lines
+    assert "no resource type" in (out / "mesh-rules.yaml").read_text()
+    for view in ("proxy-status", "ztunnel-config workloads", "ztunnel-config services"):
+        assert f"istioctl --context kind-grpclab {view}" in lines
+        assert (out / f"istioctl-{view.replace(' ', '-')}.txt").read_text() == (
+            f"--context kind-grpclab {view}\n"
+        )
 
 
 def test_nbval_ignores_the_kube_notes_so_checked_cells_compare_on_kind(capsys):

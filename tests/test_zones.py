@@ -183,3 +183,45 @@ def test_outlier_detection_fails_a_broken_zone_over_to_the_next(meshed: Cluster)
 def test_the_sandbox_mesh_refuses_a_service_with_traffic_distribution(meshed: Cluster) -> None:
     with pytest.raises(ValueError, match="trafficDistribution"):
         meshed.target("grpc-server-close", via="mesh")
+
+
+# -- measure.zones: the words the notebook checks ----------------------------------------------
+
+PLACED = {"a1": "zone-a", "a2": "zone-a", "b1": "zone-b"}
+
+
+def result_of(per_pod: dict[str, int], failed: int = 0) -> LoadResult:
+    return LoadResult(per_pod=per_pod, errors={"UNAVAILABLE": failed} if failed else {})
+
+
+@pytest.mark.parametrize(
+    ("per_pod", "failed", "words"),
+    [
+        ({"a1": 50, "a2": 50}, 0, "zone-a only"),
+        ({"a1": 96, "b1": 4}, 0, "zone-a only"),  # under 5% counts as none
+        ({"a1": 60, "b1": 40}, 0, "both zones"),
+        ({"b1": 90}, 10, "zone-b only, some calls failing"),
+        ({"b1": 100}, 1, "zone-b only"),  # one in a hundred is not "some"
+        ({"a1": 5}, 95, "failing"),
+        ({"b1": 40}, 60, "zone-b only, some calls failing"),  # "failing" is nine in ten
+        ({}, 0, "nowhere"),
+    ],
+)
+def test_outcome_words(per_pod: dict[str, int], failed: int, words: str) -> None:
+    assert zones.outcome_words(result_of(per_pod, failed), PLACED) == words
+
+
+def test_a_drill_splits_its_calls_where_the_failure_began() -> None:
+    timeline = [
+        {"t": 0.0, "per_pod": {"a1": 10}, "errors": {}},
+        {"t": 0.5, "per_pod": {"a1": 10}, "errors": {}},
+        {"t": 1.0, "per_pod": {"a1": 2}, "errors": {"UNAVAILABLE": 8}},  # failure at 1.2
+        {"t": 1.5, "per_pod": {"b1": 3}, "errors": {"UNAVAILABLE": 7}},
+        {"t": 2.0, "per_pod": {"b1": 10}, "errors": {}},
+        {"t": 2.5, "per_pod": {"b1": 10}, "errors": {}},
+    ]
+    result = LoadResult(per_pod={"a1": 22, "b1": 23}, timeline=timeline, elapsed_s=3.0, done=True)
+    drill = zones.split(result, started_s=1.2, done_s=1.3, settle_s=0.5)
+    assert drill.before.per_pod == {"a1": 20} and not drill.before.failed
+    assert drill.after.per_pod == {"b1": 20} and not drill.after.failed
+    assert drill.words(PLACED) == "before: zone-a only; after: zone-b only"

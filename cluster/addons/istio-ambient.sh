@@ -2,8 +2,10 @@
 # Istio in ambient mode: istiod, istio-cni and the ztunnel DaemonSet (profile "ambient").
 # Notebook 15 labels its namespace istio.io/dataplane-mode=ambient and deploys a waypoint
 # with a Gateway of class istio-waypoint, which needs the Gateway API CRDs: this script
-# installs them first (gateway-api.sh). Same version as istio.sh; the two profiles are not
-# meant to share one cluster, so CI runs notebook 15 on a kind cluster of its own.
+# installs them first (gateway-api.sh). Same version as istio.sh. Istio can move a sidecar
+# install to the ambient profile (istioctl upgrade, https://istio.io/latest/docs/ambient/migrate/install-ambient-components/),
+# but grpclab does not switch a cluster's profile: CI runs notebook 15 on a kind cluster of
+# its own, and this script refuses a cluster whose istiod has no ztunnel.
 # Install commands: https://istio.io/latest/docs/ambient/install/istioctl/
 # Istio 1.25 supports Kubernetes 1.29-1.32 (https://istio.io/latest/docs/releases/supported-releases/).
 # shellcheck source=cluster/addons/common.sh

@@ -92,16 +92,21 @@ def zone_drill(
     failure: Callable[[], object],
     settle_s: float = 2.0,
 ) -> ZoneDrill:
-    """Run `spec`, call `failure()` at_s seconds in, and split the calls at that moment:
-    `before` ends with the last interval that ended before it, `after` starts settle_s
-    after the failure was in place."""
+    """Run `spec`, call `failure()` at_s seconds in, and split the calls there (`split`)."""
     run = drill(lab, spec, at_s, failure)
-    result = run.result
+    return split(run.result, run.action_started_s, run.action_done_s, settle_s)
+
+
+def split(result: LoadResult, started_s: float, done_s: float, settle_s: float = 2.0) -> ZoneDrill:
+    """A drill's calls around a failure that began at started_s and was in place at done_s:
+    `before` ends with the last interval that ended before it began, `after` starts
+    settle_s after it was in place."""
+    width = result.interval_s(default=LoadSpec.interval_s)
     return ZoneDrill(
         result,
-        run.action_started_s,
-        result.between(0.0, run.action_started_s - result.interval_s(default=spec.interval_s)),
-        result.between(run.action_done_s + settle_s),
+        started_s,
+        result.between(0.0, started_s - width),
+        result.between(done_s + settle_s),
     )
 
 

@@ -2,7 +2,7 @@
 
 ztunnel (a Rust proxy on each node) carries a meshed pod's connections: it picks one
 endpoint of the Service when a connection opens and keeps it for that connection
-(istio/ztunnel src/state.rs, `find_upstream`: "Randomly pick an upstream"). So the
+(istio/ztunnel src/state.rs, `find_upstream_from_service`: "Randomly pick an upstream"). So the
 stand-in's config is kube-proxy's shape: a tcp_proxy listener and a RANDOM cluster per
 Service port. A Service enrolled in a waypoint (`istio.io/use-waypoint`) gets the
 waypoint as its one endpoint instead, and the waypoint, an Envoy that istiod configures
@@ -18,7 +18,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from grpclab.xds.istio import ServicePort, sidecar_resources
+from grpclab.xds.istio import sidecar_resources
 from grpclab.xds.kube_proxy import ServicePortEndpoints, kube_proxy_resources
 from grpclab.xds.translation import TranslationError, object_label
 
@@ -59,16 +59,9 @@ def ztunnel_resources(ports: Sequence[ZtunnelPort]) -> dict[str, dict[str, Messa
     )
 
 
-def waypoint_resources(
-    ports: Sequence[ServicePort],
-    listen_ips: Mapping[tuple[str, str, int], str],
-    destination_rules: Sequence[Mapping[str, Any]] = (),
-    virtual_services: Sequence[Mapping[str, Any]] = (),
-    locality: tuple[str, str] | None = None,
-) -> dict[str, dict[str, Message]]:
-    """A waypoint's listeners, routes and clusters: istiod builds them as for a sidecar,
-    with the waypoint's own locality (its pod's zone) as the client's."""
-    return sidecar_resources(ports, listen_ips, destination_rules, virtual_services, locality)
+# A waypoint's listeners, routes and clusters: istiod builds them as for a sidecar, with the
+# waypoint's own locality (its pod's zone) as the client's.
+waypoint_resources = sidecar_resources
 
 
 def is_waypoint(gateway: Mapping[str, Any]) -> bool:

@@ -309,6 +309,7 @@ class KubeCluster(Cluster):
         host = service_target(service, namespace, number, "clusterip")  # the plain DNS name
         if via == "ambient":
             self._check_ambient_namespace(namespace)
+            self._wait_for_waypoint(obj, namespace)
         if via in ("mesh", "linkerd", "ambient"):
             return KubeTarget(host, via)
         if via == "xds":
@@ -444,6 +445,35 @@ class KubeCluster(Cluster):
     def _read_pod(self, name: str, namespace: str) -> Any:
         with missing_as_key_error("pod", name, namespace):
             return self._core.read_namespaced_pod(name, namespace)
+
+    def _wait_for_waypoint(self, service: Any, namespace: str, timeout: float = 180.0) -> None:
+        """Return once the waypoint a Service is bound to has a ready pod, as the sandbox's
+        target returns once its waypoint listens: istiod deploys one per Gateway, same name."""
+        labels = service.metadata.labels or {}
+        name = labels.get("istio.io/use-waypoint")
+        if name is None:
+            name = (self._core.read_namespace(namespace).metadata.labels or {}).get(
+                "istio.io/use-waypoint"
+            )
+        if name in (None, "", "none"):
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = self._apps.read_namespaced_deployment(name, namespace).status
+                if status.ready_replicas:
+                    return
+            except api_exception() as error:
+                if status_code(error) != 404:
+                    raise
+            if time.monotonic() > deadline:
+                raise KubeError(
+                    f"service {namespace}/{service.metadata.name} is bound to waypoint {name}, "
+                    f"and deployment {namespace}/{name} has no ready pod after {timeout:.0f} s: "
+                    f"is the Gateway applied (cluster/manifests/ambient/waypoint.yaml) and "
+                    f"Programmed (kubectl -n {namespace} get gateway {name})?"
+                )
+            time.sleep(1.0)
 
     def _check_ambient_namespace(self, namespace: str) -> None:
         """The sandbox's rule, here too: ztunnel carries the client only in a labelled namespace."""

@@ -112,6 +112,8 @@ class Sandbox(Cluster):
         self._cluster_ips: dict[tuple[str, str], str] = {}
         self._unconfirmed: set[Key] = set()  # stored by an apply that may still be refused
         self._published: tuple[Any, ...] | None = None
+        # The newest version of each resource type pushed to kube-proxy.
+        self._pushed_versions: dict[str, int] = {}
         self._generation = 0  # bumped on every stored change, so addons see object edits
         self.addons: dict[str, Addon] = {}
         self._down = False
@@ -720,12 +722,19 @@ class Sandbox(Cluster):
                 view = self._view()
                 records, proxied = _dns_records_and_proxied_ports(view)
                 state = (records, proxied, self._generation, view.pods)
-                if state == self._published:
-                    return
+                already = state == self._published
+                pushed = dict(self._pushed_versions)
                 self._published = state
                 addons = list(self.addons.values())
+            if already:
+                # Published by an earlier publish that may not have waited (the
+                # controller's): a caller who waits still waits until kube-proxy took it.
+                if wait and pushed:
+                    self._wait_for_kube_proxy(pushed)
+                return
             self.dns.publish(records)
             versions = self.xds.set_resources(KUBE_PROXY_NODE, kube_proxy_resources(proxied))
+            self._pushed_versions.update(versions)
             for addon in addons:
                 addon.sync(view)
             if wait and versions:

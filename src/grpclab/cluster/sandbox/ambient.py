@@ -11,7 +11,6 @@ emulated: HBONE, the mTLS tunnel on port 15008 between the hops; calls go in pla
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from grpclab.cluster.sandbox.addons import ClusterView
 from grpclab.cluster.sandbox.envoy import EnvoyProxy, push_config, start_envoy
 from grpclab.cluster.sandbox.mesh import (
     ACK_TIMEOUT_S,
+    ClientProxyAddon,
     istio_objects,
     service_port_problem,
     service_ports,
@@ -72,18 +72,14 @@ def bound_waypoint(view: ClusterView, namespace: str, service: str) -> str | Non
     return waypoint_for_service(obj, _namespace(view, namespace))
 
 
-class AmbientAddon:
+class AmbientAddon(ClientProxyAddon):
     """One ztunnel stand-in for the notebook's client, and one Envoy per waypoint in use."""
 
     name = "ambient"
 
     def __init__(self, sandbox: Sandbox) -> None:
-        self._sandbox = sandbox
-        self._lock = threading.RLock()
-        self._view: ClusterView | None = None
-        self._listen_ips: dict[ServiceKey, str] = {}  # ztunnel's address per Service port
+        super().__init__(sandbox)  # its listen IPs: ztunnel's address per Service port
         self._waypoint_ips: dict[tuple[WaypointKey, ServiceKey], str] = {}
-        self.ip = sandbox.block.take_pod_ip()
         self.node_id = "ztunnel~" + self.ip + "~ztunnel.istio-system~istio-system.svc.cluster.local"
         self.ztunnel: EnvoyProxy | None = None
         self.waypoints: dict[WaypointKey, EnvoyProxy] = {}
@@ -91,10 +87,8 @@ class AmbientAddon:
 
     # -- Addon ----------------------------------------------------------------------------------
 
-    def sync(self, view: ClusterView) -> None:
-        with self._lock:
-            self._view = view
-            self._push(wait=self.ztunnel is not None)
+    def _proxy(self) -> EnvoyProxy | None:
+        return self.ztunnel
 
     def target(self, service: str, port: int, namespace: str, via: str) -> str | None:
         if via != "ambient":
@@ -112,8 +106,7 @@ class AmbientAddon:
                     "cluster IP (apply cluster/manifests/base/service-clusterip.yaml)"
                 )
             key = (namespace, service, port)
-            if key not in self._listen_ips:
-                self._listen_ips[key] = self._sandbox.block.take_pod_ip()
+            address = (self._listen_ip(key), port)
             self._check_waypoint(view, key)
             if self.ztunnel is None:
                 self._push(wait=False)
@@ -123,7 +116,6 @@ class AmbientAddon:
             for (waypoint, bound), ip in self._waypoint_ips.items():
                 if bound == key and self._routes.get(key) == f"waypoint {waypoint[1]}":
                     wait_until_listening((ip, port), ACK_TIMEOUT_S)
-            address = (self._listen_ips[key], port)
             wait_until_listening(address, ACK_TIMEOUT_S)
             return f"{address[0]}:{port}"
 
@@ -137,18 +129,15 @@ class AmbientAddon:
 
     # -- what it serves -------------------------------------------------------------------------
 
-    def describe(self) -> str:
-        lines = [
-            "istio ambient: ztunnel EMULATED by Envoy tcp_proxy"
-            + (f" (admin {self.ztunnel.admin_url('/')})" if self.ztunnel else " (not started yet)")
-            + "; waypoints are real Envoys, configured by grpclab's control plane; no HBONE"
-        ]
-        for (namespace, service, port), ip in sorted(self._listen_ips.items()):
-            route = self._routes.get((namespace, service, port), "pods")
-            lines.append(f"  {service}.{namespace}:{port} -> ztunnel {ip}:{port} -> {route}")
-        if not self._listen_ips:
-            lines.append("  no Service reached through it yet (target(..., via='ambient'))")
-        return "\n".join(lines)
+    def _headline(self, admin: str) -> str:
+        return (
+            f"istio ambient: ztunnel EMULATED by Envoy tcp_proxy{admin}; waypoints are real "
+            "Envoys, configured by grpclab's control plane; no HBONE"
+        )
+
+    def _path(self, namespace: str, service: str, ip: str, port: int) -> str:
+        route = self._routes.get((namespace, service, port), "pods")
+        return f"ztunnel {ip}:{port} -> {route}"
 
     def waypoint_process(self):
         """The first waypoint Envoy's process, or None (for Cluster.component)."""
@@ -234,6 +223,9 @@ class AmbientAddon:
                 self.waypoints[waypoint] = self._start(f"waypoint-{waypoint[1]}", node_id)
                 self._set(node_id, resources, True)
         self._set(self.node_id, ztunnel_resources(ztunnel_ports), wait)
+        for gone in [key for key in self.waypoints if key not in existing]:
+            # Its Gateway was deleted: istiod removes the waypoint's Deployment too.
+            self._sandbox.launcher.stop(self.waypoints.pop(gone).process, grace=1.0)
 
     def _pod_endpoints(self, view: ClusterView, key: ServiceKey) -> tuple[tuple[str, int], ...]:
         namespace, service, port = key

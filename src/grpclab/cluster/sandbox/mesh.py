@@ -127,27 +127,74 @@ def wait_until_listening(address: tuple[str, int], timeout: float) -> None:
             time.sleep(0.02)
 
 
-class MeshAddon:
-    """The notebook client's sidecar: one Envoy, one listener per Service port it reaches."""
-
-    name = "mesh"
+class ClientProxyAddon:
+    """What the notebook client's mesh proxies share (Istio's sidecar, ambient's ztunnel):
+    the cluster as last synced, their own pod IP, and one listener address per Service
+    port they carry. A subclass pushes its config (`_push`) and says if it runs."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
         self._lock = threading.RLock()
         self._view: ClusterView | None = None
-        self._listen_ips: dict[tuple[str, str, int], str] = {}
+        self._listen_ips: dict[tuple[str, str, int], str] = {}  # (namespace, service, port)
         self.ip = sandbox.block.take_pod_ip()
+
+    name = ""  # the add-on's name, and the `via` of its targets
+
+    def sync(self, view: ClusterView) -> None:
+        with self._lock:
+            self._view = view
+            self._push(wait=self._proxy() is not None)
+
+    def describe(self) -> str:
+        """What plays the proxy here, and where each Service port reached through it goes."""
+        proxy = self._proxy()
+        admin = f" (admin {proxy.admin_url('/')})" if proxy else " (not started yet)"
+        lines = [self._headline(admin)]
+        for (namespace, service, port), ip in sorted(self._listen_ips.items()):
+            path = self._path(namespace, service, ip, port)
+            lines.append(f"  {service}.{namespace}:{port} -> {path}")
+        if not self._listen_ips:
+            lines.append(f"  no Service reached through it yet (target(..., via={self.name!r}))")
+        return "\n".join(lines)
+
+    def _listen_ip(self, key: tuple[str, str, int]) -> str:
+        """The address of the listener for one Service port, taken on first use."""
+        if key not in self._listen_ips:
+            self._listen_ips[key] = self._sandbox.block.take_pod_ip()
+        return self._listen_ips[key]
+
+    def _proxy(self) -> EnvoyProxy | None:
+        """The client's own proxy, once it runs."""
+        raise NotImplementedError
+
+    def _push(self, wait: bool) -> None:
+        raise NotImplementedError
+
+    def _headline(self, admin: str) -> str:
+        """What plays the proxy here; `admin` says where its admin API is, or that it is not up."""
+        raise NotImplementedError
+
+    def _path(self, namespace: str, service: str, ip: str, port: int) -> str:
+        """Where a call to one Service port goes from its listener at `ip`."""
+        raise NotImplementedError
+
+
+class MeshAddon(ClientProxyAddon):
+    """The notebook client's sidecar: one Envoy, one listener per Service port it reaches."""
+
+    name = "mesh"
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        super().__init__(sandbox)
         # Istio's node id shape: sidecar~<pod IP>~<pod>.<namespace>~<namespace>.svc.cluster.local
         namespace = sandbox.namespace
         self.node_id = f"sidecar~{self.ip}~notebook.{namespace}~{namespace}.svc.cluster.local"
         self.envoy: EnvoyProxy | None = None
         self._versions: dict[str, int] = {}  # latest version pushed, per type
 
-    def sync(self, view: ClusterView) -> None:
-        with self._lock:
-            self._view = view
-            self._push(wait=self.envoy is not None)
+    def _proxy(self) -> EnvoyProxy | None:
+        return self.envoy
 
     def _push(self, wait: bool) -> None:
         view = self._view
@@ -174,13 +221,10 @@ class MeshAddon:
             problem = service_port_problem(view, service, port, namespace)
             if problem:
                 raise ValueError(problem)
-            key = (namespace, service, port)
-            if key not in self._listen_ips:
-                self._listen_ips[key] = self._sandbox.block.take_pod_ip()
+            address = (self._listen_ip((namespace, service, port)), port)
             self._start_with_latest_config()
             # Return only once the listener accepts connections, so the first call cannot
             # race Envoy's listener warm-up.
-            address = (self._listen_ips[key], port)
             wait_until_listening(address, ACK_TIMEOUT_S)
             return f"{address[0]}:{port}"
 
@@ -212,18 +256,14 @@ class MeshAddon:
         if not self._sandbox.xds.wait_acked(self.node_id, self._versions, ACK_TIMEOUT_S):
             raise RuntimeError("the mesh sidecar (Envoy) did not take its config in time")
 
-    def describe(self) -> str:
-        """What plays Istio here, and the outbound listener of each Service port reached."""
-        lines = [
-            "istio: the notebook client's sidecar is a real Envoy"
-            + (f" (admin {self.envoy.admin_url('/')})" if self.envoy else " (not started yet)")
-            + "; grpclab's control plane plays istiod and the injection"
-        ]
-        for (namespace, service, port), ip in sorted(self._listen_ips.items()):
-            lines.append(f"  {service}.{namespace}:{port} -> outbound listener {ip}:{port}")
-        if not self._listen_ips:
-            lines.append("  no Service reached through it yet (target(..., via='mesh'))")
-        return "\n".join(lines)
+    def _headline(self, admin: str) -> str:
+        return (
+            f"istio: the notebook client's sidecar is a real Envoy{admin}; grpclab's control "
+            "plane plays istiod and the injection"
+        )
+
+    def _path(self, namespace: str, service: str, ip: str, port: int) -> str:
+        return f"outbound listener {ip}:{port}"
 
     def admin_for(self, target: str) -> str | None:
         """The sidecar's admin URL when `target` is one of its outbound listeners, else None."""
