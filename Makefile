@@ -45,18 +45,26 @@ lab: setup  ## open the tutorial in JupyterLab on the sandbox backend
 demo: setup  ## headless: ClusterIP vs round_robin, requests per pod
 	$(RUN) grpclab demo
 
+# The tests run on TEST_WORKERS pytest-xdist workers (most of their time is waiting on
+# sandboxes and load runs, so more workers than cores pays): each module is one group on one
+# worker, the notebooks one group each, longest first (tests/parallel.py). Each sandbox is
+# its own, but a real cluster is shared: with GRPCLAB_BACKEND=kind or kubeconfig they run
+# one after another (TEST_WORKERS=0, in this process). PYTEST_ARGS adds pytest options.
+TEST_WORKERS ?= $(if $(filter-out sandbox,$(or $(GRPCLAB_BACKEND),sandbox)),0,4)
+PYTEST := $(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
 test: setup lint  ## every test: lint, stale stubs, unit, sandbox, contract, notebooks
 	$(RUN) python -m grpclab.tools.codegen --check
-	$(RUN) pytest tests
+	$(PYTEST) --durations=15 tests
 
 test-unit: setup
-	$(RUN) pytest tests --ignore=tests/contract
+	$(PYTEST) tests --ignore=tests/contract
 
 test-contract: setup  ## the Cluster contract, against $$GRPCLAB_BACKEND (default sandbox)
-	$(RUN) pytest tests/contract
+	$(PYTEST) tests/contract
 
 test-notebooks: setup  ## nbval over notebooks/, against $$GRPCLAB_BACKEND
-	$(RUN) pytest tests/test_notebooks.py
+	$(PYTEST) tests/test_notebooks.py
 
 notebooks: setup  ## re-execute every notebook and store its outputs (no widget state)
 	$(RUN) jupyter nbconvert --to notebook --execute --inplace \

@@ -1,7 +1,8 @@
 """Fixtures that several test modules share.
 
 Plain helpers and constants (repository paths, `wait_until`, the demo server's ready line,
-`base_sandbox`) live in tests/support.py, which test modules import as `support`.
+`base_sandbox`) live in tests/support.py, which test modules import as `support`. How the
+tests are spread over pytest-xdist's workers lives in tests/parallel.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import pytest
 from support import base_sandbox
 
 from grpclab.cluster import Cluster
+
+pytest_plugins = ("parallel",)
 
 
 @pytest.fixture(scope="module")

@@ -77,11 +77,11 @@ def test_a_deadline_frees_the_client_from_a_stuck_pod(lab, pods):
             "deadline": spec(lab, duration_s=3.0, concurrency=8, deadline_s=0.5),
             "none": spec(lab, duration_s=3.0, concurrency=8, deadline_s=None),
         },
-        stuck_ms=2000,
+        stuck_ms=3000,  # as notebook 14: 2000 left the two rates too close on a loaded machine
     )
     deadline, none = runs["deadline"], runs["none"]
     assert set(deadline.errors) == {"DEADLINE_EXCEEDED"} and none.failed == 0
-    assert none.latency_ms["max"] >= 2000  # its calls to the stuck pod waited it out
+    assert none.latency_ms["max"] >= 3000  # its calls to the stuck pod waited it out
     assert deadline.latency_ms["max"] < 500
     assert retries.ok_per_s(deadline) >= 2 * retries.ok_per_s(none), (deadline.rate, none.rate)
 
@@ -114,16 +114,26 @@ def test_hedged_tells_an_escaped_slow_pod_from_a_waited_one():
     assert not retries.hedged(_result(3), _result(2), slow_ms=500)
 
 
+# A client row (2 OK, 1 failed in 1 s) and a mesh row (4 OK in 2 s).
+ROWS = {
+    "no retryPolicy": retries.Row(
+        LoadResult(per_pod={"a": 2}, errors={"UNAVAILABLE": 1}, elapsed_s=1.0), "broken pod"
+    ),
+    "VirtualService retries": retries.Row(
+        LoadResult(per_pod={"a": 4}, elapsed_s=2.0), "pod crash", "mesh"
+    ),
+}
+
+
 def test_the_table_has_one_line_per_configuration_with_its_failed_share():
-    rows = {
-        "no retryPolicy": retries.Row(
-            LoadResult(per_pod={"a": 2}, errors={"UNAVAILABLE": 1}, elapsed_s=1.0), "broken pod"
-        ),
-        "VirtualService retries": retries.Row(
-            LoadResult(per_pod={"a": 4}, elapsed_s=2.0), "pod crash", "mesh"
-        ),
-    }
-    lines = retries.table(rows).splitlines()
+    lines = retries.table(ROWS).splitlines()
     assert len(lines) == 3
     assert lines[1].split()[-4:] == ["1", "3", "33.3%", "2"]
     assert "mesh" in lines[2] and lines[2].split()[-4:] == ["0", "4", "0.0%", "2"]
+
+
+def test_the_figure_draws_failed_share_and_ok_rate_and_hatches_the_mesh_row():
+    failed, rate = retries.figure(ROWS, "t").data
+    assert list(failed.y) == ["broken pod: no retryPolicy", "pod crash: VirtualService retries"]
+    assert [round(x, 1) for x in failed.x] == [33.3, 0.0] and list(rate.x) == [2.0, 2.0]
+    assert list(failed.marker.pattern.shape) == ["", "/"]

@@ -168,7 +168,7 @@ def test_outlier_detection_stops_sending_to_a_pod_that_fails_every_call(lab, mes
     failing = lab.wait_ready("grpc-server")[1].name
     lab.set_fault(failing, error_rate=1.0, error_code=14)  # UNAVAILABLE; still Ready
     spec = LoadSpec(mesh, rpcs=None, duration_s=2, concurrency=16)
-    outcome = {}
+    outcome, calls = {}, {}
     for name, rule, service in [
         ("no policy", None, "virtualservice-no-retries.yaml"),
         ("retries", None, "virtualservice.yaml"),
@@ -177,11 +177,14 @@ def test_outlier_detection_stops_sending_to_a_pod_that_fails_every_call(lab, mes
         drills.use_mesh_rules(lab, ISTIO, rule, service)
         result = lab.run_load(spec)  # through the sidecar: its retries come back with it
         outcome[name] = (result.failed / result.total, result.proxy_counters["retries"])
+        calls[name] = result.total
         ejected = result.proxy_counters["ejections"]
         assert ejected >= 1 if name == "outlier detection" else ejected == 0, (name, ejected)
     # Measured: a third of the calls fail with no policy; retries save all of them with
     # ~1,600 retries; once the pod is ejected after its first failure, ~6 retries do.
     assert 0.2 <= outcome["no policy"][0] <= 0.5, outcome
     assert outcome["retries"][0] == outcome["outlier detection"][0] == 0, outcome
-    assert outcome["retries"][1] >= 200, outcome
+    # The call that lands on the failing pod (one in three) is retried: a share of the calls,
+    # not a count, since a busy machine makes fewer calls in 2 s (138 retries once, at load 16).
+    assert outcome["retries"][1] >= calls["retries"] / 5, (outcome, calls)
     assert outcome["outlier detection"][1] <= outcome["retries"][1] / 10, outcome

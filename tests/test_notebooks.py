@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import parallel
 import pytest
 from support import REPO
 
@@ -269,6 +270,14 @@ def test_notebook_passes_nbval_and_leaves_no_process(path, tmp_path):
     assert returncode == 0, f"nbval failed on {path.name} (exit {returncode}):\n{tail}"
     assert seen, f"{path.name}: no kernel process was ever seen: did nbval run anything?"
     assert not leftover, f"processes left after {path.name} ran: {report}"
+
+
+def test_each_nbval_run_is_a_group_of_its_own_on_the_xdist_workers(request):
+    # tests/parallel.py finds the nbval runs by their node ids: a rename here must reach it.
+    module = request.node.nodeid.split("::")[0]
+    nodeid = f"{module}::{test_notebook_passes_nbval_and_leaves_no_process.__name__}[04-istio]"
+    assert parallel.group_of(nodeid) == "nbval:04-istio"
+    assert parallel.group_of(request.node.nodeid) == module  # the rest: one group per module
 
 
 def test_notebook_backends_and_sandbox_output_tags_are_used_as_documented():

@@ -73,8 +73,10 @@ def test_without_unshare_it_refuses_and_runs_nothing(monkeypatch, tmp_path):
 def test_a_program_past_its_timeout_is_gone_with_its_runner(tmp_path):
     pid_file = tmp_path / "pid"
     program = ["/bin/sh", "-c", f"echo $$ > {pid_file}; exec sleep 60 >/dev/null 2>&1"]
+    # 10 s: under make test at load 17 the program had not started after 3 s, once.
     with pytest.raises(subprocess.TimeoutExpired):
-        private_resolver.run(program, input="", env=os.environ, cwd=tmp_path, timeout=3)
+        private_resolver.run(program, input="", env=os.environ, cwd=tmp_path, timeout=10)
+    assert pid_file.exists(), "the program never started within the runner's timeout"
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 10
     while _alive(pid) and time.monotonic() < deadline:

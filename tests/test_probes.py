@@ -43,6 +43,20 @@ def lab():
         yield sandbox
 
 
+@pytest.fixture
+def drill(lab):
+    """`lab.apply` for one test: what it applied is deleted when the test ends, pass or fail."""
+    applied = []
+
+    def apply(source):
+        applied.append(source)
+        return lab.apply(source)
+
+    yield apply
+    for source in reversed(applied):
+        lab.delete(source)
+
+
 def deployment(name: str, replicas: int = 1, env: dict[str, str] | None = None, **probes) -> dict:
     """The base Deployment renamed to `name`, with exactly the probes given (readinessProbe=...)."""
     obj = copy.deepcopy(TEMPLATE)
@@ -117,10 +131,10 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_a_failing_readiness_probe_takes_the_pod_out_of_dns_and_kube_proxy(lab):
+def test_a_failing_readiness_probe_takes_the_pod_out_of_dns_and_kube_proxy(lab, drill):
     name = "readiness-drill"
     readiness = {**GRPC_PROBE, "grpc": {"port": 50051, "service": "mypackage.MyService"}}
-    lab.apply([deployment(name, replicas=2, readinessProbe=readiness), *services(name)])
+    drill([deployment(name, replicas=2, readinessProbe=readiness), *services(name)])
     pods = lab.wait_ready(name)
     victim, other = pods[0], pods[1]
     fqdn = f"{name}-headless.production.svc.cluster.local"
@@ -150,14 +164,14 @@ def test_a_failing_readiness_probe_takes_the_pod_out_of_dns_and_kube_proxy(lab):
     )
 
 
-def test_a_failing_liveness_probe_restarts_the_container_in_the_same_pod(lab):
+def test_a_failing_liveness_probe_restarts_the_container_in_the_same_pod(lab, drill):
     name = "liveness-drill"
     liveness = {**GRPC_PROBE, "failureThreshold": 2}
     # A slow drain keeps the old container alive for a while after the probe gives up.
     # Readiness by TCP connect: it keeps passing while the old container drains, so only
     # the kill itself can take the pod out of endpoints.
     readiness = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 1}
-    lab.apply(
+    drill(
         deployment(
             name,
             env={"GRPCLAB_DRAIN_DELAY_S": "3"},
@@ -188,39 +202,49 @@ def test_a_failing_liveness_probe_restarts_the_container_in_the_same_pod(lab):
     assert not not_serving(lab, victim.name)
 
 
-def test_a_startup_probe_that_never_passes_restarts_the_container_and_holds_back_readiness(lab):
+def test_a_startup_probe_that_never_passes_restarts_the_container_and_holds_back_readiness(
+    lab, drill
+):
     name = "startup-drill"
     # Nothing listens on port 1, so the startup probe fails every time.
     startup = {"tcpSocket": {"port": 1}, "periodSeconds": 1, "failureThreshold": 2}
-    lab.apply(deployment(name, startupProbe=startup, readinessProbe=GRPC_PROBE))
+    drill(deployment(name, startupProbe=startup, readinessProbe=GRPC_PROBE))
     victim = wait_for(lambda: lab.pods({"app": name}), "the pod to be created")[0]
     wait_for(lambda: pod(lab, victim.name).restarts >= 2, "two restarts", timeout=30)
     # The server itself is SERVING, but readiness is never asked before startup passes.
     assert not pod(lab, victim.name).ready
-    lab.delete(deployment(name))
 
 
-def test_a_startup_probe_stops_once_it_has_passed(lab):
+def test_a_startup_probe_stops_once_it_has_passed(lab, drill):
     name = "startup-once-drill"
     startup = {**GRPC_PROBE, "failureThreshold": 2, "initialDelaySeconds": 2}
     readiness = {**GRPC_PROBE, "failureThreshold": 1}
-    lab.apply(deployment(name, startupProbe=startup, readinessProbe=readiness))
+    drill(deployment(name, startupProbe=startup, readinessProbe=readiness))
     victim = lab.wait_ready(name)[0]
     restarts = victim.restarts  # a slow machine may need a restart or two to come up
     lab.set_fault(victim.name, not_serving=True)
     wait_for(lambda: not pod(lab, victim.name).ready, "the readiness probe to fail")
-    # Three more periods: a startup probe still running would have failed twice and
+
+    def readiness_failures() -> int:
+        with lab._lock:
+            return lab._pods[victim.name].probes["readiness"].failures
+
+    # Three more periods, counted by the readiness probe's own failures (a busy machine runs
+    # them late, never early): a startup probe still running would have failed twice and
     # restarted the container. kubelet runs it only until its first success.
-    time.sleep(3.5)
+    seen = readiness_failures()
+    wait_for(
+        lambda: readiness_failures() >= seen + 3 or pod(lab, victim.name).restarts != restarts,
+        "three more periods of the readiness probe",
+    )
     assert pod(lab, victim.name).restarts == restarts
     assert not_serving(lab, victim.name)  # the same process still answers
-    lab.delete(deployment(name))
 
 
-def test_initial_delay_and_success_threshold_hold_back_readiness(lab):
+def test_initial_delay_and_success_threshold_hold_back_readiness(lab, drill):
     name = "threshold-drill"
     readiness = {**GRPC_PROBE, "initialDelaySeconds": 3, "successThreshold": 3}
-    lab.apply(deployment(name, readinessProbe=readiness))
+    drill(deployment(name, readinessProbe=readiness))
     victim = wait_for(lambda: lab.pods({"app": name}), "the pod to be created")[0]
     with lab._lock:
         started_at = lab._pods[victim.name].started_at
@@ -228,7 +252,6 @@ def test_initial_delay_and_success_threshold_hold_back_readiness(lab):
     # Lower bounds only: the first probe waits initialDelaySeconds, and readiness needs
     # three successes one period apart. A slow machine can only make this later.
     assert time.monotonic() - started_at >= 3 + 2
-    lab.delete(deployment(name))
 
 
 # -- the probe state machine on its own (no processes) ------------------------------

@@ -128,9 +128,11 @@ def test_a_deleted_pod_is_replaced_by_a_new_ready_pod(lab):
 
 
 def test_scale_adds_and_removes_pods(lab):
-    lab.scale("grpc-server", 4)
-    assert len(lab.wait_ready("grpc-server")) == 4
-    lab.scale("grpc-server", 3)
+    try:
+        lab.scale("grpc-server", 4)
+        assert len(lab.wait_ready("grpc-server")) == 4
+    finally:
+        lab.scale("grpc-server", 3)  # what the module's other tests expect, pass or fail
     assert len(lab.wait_ready("grpc-server")) == 3
 
 
@@ -306,11 +308,13 @@ def test_a_changed_deployment_rolls_its_pods(lab):
     deployment["spec"]["template"]["metadata"].setdefault("annotations", {})[
         "grpclab/restartedAt"
     ] = "1"
-    lab.apply(deployment)
-    new = set(ready_pod_names(lab))
-    assert len(new) == 3 and not (old & new)
-    lab.apply(BASE / "deployment.yaml")  # roll back to the committed manifest
-    ready_pod_names(lab)
+    try:
+        lab.apply(deployment)
+        new = set(ready_pod_names(lab))
+        assert len(new) == 3 and not (old & new)
+    finally:
+        lab.apply(BASE / "deployment.yaml")  # roll back to the committed manifest
+        ready_pod_names(lab)
 
 
 def test_two_sandboxes_at_once_do_not_interfere(lab):
@@ -409,20 +413,23 @@ def test_a_rollout_replaces_pods_one_at_a_time_and_never_drops_below_replicas(la
     # Kubernetes' RollingUpdate defaults for 3 replicas: maxSurge 25% -> 1, maxUnavailable
     # 25% -> 0. Notebook 08's rolling restart counts failed calls under exactly that.
     before = set(ready_pod_names(lab))
-    lab.apply(REPO / "cluster" / "manifests" / "health" / "deployment-no-drain.yaml")
-    most_pods, fewest_ready = 0, 3
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pods = lab.pods()
-        live = [p for p in pods if p.phase != "Terminating"]
-        most_pods = max(most_pods, len(live))
-        fewest_ready = min(fewest_ready, sum(p.ready for p in pods))
-        if len(live) == 3 and all(p.ready for p in live) and not before & {p.name for p in live}:
-            break
-        time.sleep(0.02)
-    after = ready_pod_names(lab)
-    assert len(after) == 3 and not before & set(after)
-    assert most_pods == 4, "maxSurge 1: one new pod at a time"
-    assert fewest_ready == 3, "maxUnavailable 0: three ready pods throughout"
-    lab.apply(BASE / "deployment.yaml")
-    lab.wait_ready("grpc-server")
+    try:
+        lab.apply(REPO / "cluster" / "manifests" / "health" / "deployment-no-drain.yaml")
+        most_pods, fewest_ready = 0, 3
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pods = lab.pods()
+            live = [p for p in pods if p.phase != "Terminating"]
+            most_pods = max(most_pods, len(live))
+            fewest_ready = min(fewest_ready, sum(p.ready for p in pods))
+            names = {p.name for p in live}
+            if len(live) == 3 and all(p.ready for p in live) and not before & names:
+                break
+            time.sleep(0.02)  # sampling the rollout's pod counts: there is no event to wait on
+        after = ready_pod_names(lab)
+        assert len(after) == 3 and not before & set(after)
+        assert most_pods == 4, "maxSurge 1: one new pod at a time"
+        assert fewest_ready == 3, "maxUnavailable 0: three ready pods throughout"
+    finally:
+        lab.apply(BASE / "deployment.yaml")
+        lab.wait_ready("grpc-server")

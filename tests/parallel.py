@@ -1,0 +1,119 @@
+"""How `make test` spreads the tests over workers (pytest-xdist, `--dist loadgroup`).
+
+Each test module is one group, run whole by one worker, so its module-scoped sandbox is built
+once; each notebook's nbval run is a group of its own. Groups start longest first, by the
+seconds in tests/group_seconds.json, so the notebooks start at once on every worker and the
+short modules fill in at the end. At the end the run prints the nbval wall time, issue 19's
+benchmark for the notebooks.
+
+xdist's own `xdist_group` marker does nothing with pytest 9 (xdist 3.8 renames the node id
+through an attribute pytest 9 no longer reads), so the groups come from the node ids here.
+Refresh the seconds after adding a slow module or notebook:
+`make test PYTEST_ARGS=--store-group-seconds` (a group missing from the table counts as the
+median).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from xdist.scheduler import LoadScopeScheduling
+
+GROUP_SECONDS = Path(__file__).with_name("group_seconds.json")
+NBVAL_GROUP = "nbval:"
+# Tests each of whose cases is a group of its own, by node id prefix, and their groups' prefix.
+ALONE = {"tests/test_notebooks.py::test_notebook_passes_nbval_and_leaves_no_process[": NBVAL_GROUP}
+
+
+def group_of(nodeid: str) -> str:
+    """The group of a test: its module, or for a test in ALONE, the case on its own."""
+    for prefix, group in ALONE.items():
+        if nodeid.startswith(prefix) and nodeid.endswith("]"):
+            return group + nodeid[len(prefix) : -1]
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-group-seconds",
+        action="store_true",
+        help=f"write each group's measured seconds to tests/{GROUP_SECONDS.name}",
+    )
+
+
+class GroupScheduling(LoadScopeScheduling):
+    """xdist's scheduling by scope, with `group_of` as the scope, in collection order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return group_of(nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> GroupScheduling | None:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    config.option.loadscopereorder = False  # the workers' order (longest first) stands
+    return GroupScheduling(config, log)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has ordered the items by their fixtures
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, put the longest groups first: xdist hands groups out in this order."""
+    if not hasattr(config, "workerinput"):
+        return
+    table = _seconds_table()
+    unknown = statistics.median(table.values()) if table else 0.0
+    groups = {item.nodeid: group_of(item.nodeid) for item in items}
+    seconds = {group: table.get(group, unknown) for group in groups.values()}
+    # A stable sort: within a group the order pytest chose (by fixtures) stays; ties by name,
+    # so every worker collects the same order, as xdist requires.
+    items.sort(key=lambda item: (-seconds[groups[item.nodeid]], groups[item.nodeid]))
+
+
+def _seconds_table() -> dict[str, float]:
+    try:
+        return json.loads(GROUP_SECONDS.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+class Timing:
+    """On the controller: each group's seconds, and when the nbval runs started and ended."""
+
+    def __init__(self) -> None:
+        self.group_seconds: dict[str, float] = {}
+        self.nbval_start = float("inf")
+        self.nbval_stop = 0.0
+        self.notebooks: set[str] = set()
+
+    def add(self, report: pytest.TestReport) -> None:
+        group = group_of(report.nodeid)
+        self.group_seconds[group] = self.group_seconds.get(group, 0.0) + report.duration
+        if group.startswith(NBVAL_GROUP) and not report.skipped:
+            self.nbval_start = min(self.nbval_start, report.start)
+            self.nbval_stop = max(self.nbval_stop, report.stop)
+            self.notebooks.add(group)
+
+
+TIMING = Timing()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    TIMING.add(report)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    if TIMING.notebooks:
+        wall = TIMING.nbval_stop - TIMING.nbval_start
+        terminalreporter.write_line(
+            f"nbval wall time: {wall:.0f} s over {len(TIMING.notebooks)} notebook"
+            + ("s" if len(TIMING.notebooks) > 1 else "")
+        )
+    if config.getoption("store_group_seconds") and not hasattr(config, "workerinput"):
+        table = {**_seconds_table(), **TIMING.group_seconds}
+        ordered = dict(sorted(((k, round(v, 1)) for k, v in table.items()), key=lambda kv: -kv[1]))
+        GROUP_SECONDS.write_text(json.dumps(ordered, indent=1) + "\n")
+        terminalreporter.write_line(f"stored {len(TIMING.group_seconds)} groups' seconds")
