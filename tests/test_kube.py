@@ -1566,3 +1566,26 @@ def test_importing_the_kube_package_loads_no_sandbox_no_xds_and_not_yet_the_clie
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_via_ambient_on_a_sidecar_istio_says_it_has_no_ztunnel():
+    from types import SimpleNamespace
+
+    from kubernetes.client.exceptions import ApiException
+
+    class Apps:
+        def __init__(self, daemon_sets):
+            self.daemon_sets = daemon_sets
+
+        def read_namespaced_daemon_set(self, name, namespace):
+            if (namespace, name) not in self.daemon_sets:
+                raise ApiException(status=404)
+            return SimpleNamespace(metadata=SimpleNamespace(name=name))
+
+    sidecar = object.__new__(kube.KubeCluster)
+    sidecar._apps = Apps(set())
+    with pytest.raises(kube.KubeError, match=r"no ztunnel DaemonSet.*istio-ambient"):
+        sidecar._check_ztunnel()
+    ambient = object.__new__(kube.KubeCluster)
+    ambient._apps = Apps({("istio-system", "ztunnel")})
+    ambient._check_ztunnel()

@@ -308,6 +308,7 @@ class KubeCluster(Cluster):
             return KubeTarget(service_target(service, namespace, number, via), via)
         host = service_target(service, namespace, number, "clusterip")  # the plain DNS name
         if via == "ambient":
+            self._check_ztunnel()
             self._check_ambient_namespace(namespace)
             self._wait_for_waypoint(obj, namespace)
         if via in ("mesh", "linkerd", "ambient"):
@@ -474,6 +475,21 @@ class KubeCluster(Cluster):
                     f"Programmed (kubectl -n {namespace} get gateway {name})?"
                 )
             time.sleep(1.0)
+
+    def _check_ztunnel(self) -> None:
+        """istiod alone is not ambient: a sidecar profile's istiod has no ztunnel, and a pod
+        labelled for ambient would then call the Service directly, unmeshed, unnoticed."""
+        try:
+            self._apps.read_namespaced_daemon_set("ztunnel", "istio-system")
+        except api_exception() as error:
+            if status_code(error) != 404:
+                raise
+            raise KubeError(
+                "via='ambient' needs Istio's ambient profile, and this cluster's istiod has "
+                "no ztunnel DaemonSet in istio-system (a sidecar profile, as istio.sh "
+                "installs): use a cluster of its own for ambient, then "
+                + addon_hint("istio-ambient")
+            ) from None
 
     def _check_ambient_namespace(self, namespace: str) -> None:
         """The sandbox's rule, here too: ztunnel carries the client only in a labelled namespace."""
