@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support import wait_until
 
@@ -68,3 +70,48 @@ def test_repeated_crashes_spread_over_the_pods_least_restarted_first(lab):
     assert second != first and second in pods
     with pytest.raises(KeyError, match="is a ready pod"):
         drills.least_restarted(lab, ["no-such-pod"])
+
+
+class LateSecondLoad:
+    """The sandbox, with the second load starting 1.5 s late: a Job that a cluster starts
+    after the first one (scheduling, container start)."""
+
+    def __init__(self, lab, late_target: str) -> None:
+        self.lab, self.late_target = lab, late_target
+
+    def run_load(self, spec, on_progress=None):
+        if spec.target == self.late_target:
+            time.sleep(1.5)
+        return self.lab.run_load(spec, on_progress)
+
+
+def test_the_action_waits_for_every_load_to_run_and_comes_at_s_into_the_last(lab):
+    first = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=4.0, interval_s=0.1)
+    late = LoadSpec(
+        lab.target("grpc-server", via="clusterip"), rpcs=None, duration_s=3.0, interval_s=0.1
+    )
+    assert first.target != late.target
+    run = drills.act_during(
+        LateSecondLoad(lab, late.target), {"first": first, "late": late}, 0.5, lambda _: None
+    )
+    # On the late load's own clock the action came at_s in, with its calls flowing before.
+    assert run.started_s["late"] >= 0.5
+    assert run.results["late"].between(0, run.started_s["late"]).ok > 0
+    # The first load had run about 1.5 s longer by then (less its own start-up).
+    assert run.started_s["first"] - run.started_s["late"] > 1.0
+
+
+def test_a_load_that_starts_after_the_first_is_over_is_named(lab):
+    first = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.0, interval_s=0.1)
+    late = LoadSpec(
+        lab.target("grpc-server", via="clusterip"), rpcs=None, duration_s=3.0, interval_s=0.1
+    )
+    seen = []
+    with pytest.raises(drills.DrillError, match=r"before 'late' completed a call"):
+        drills.act_during(
+            LateSecondLoad(lab, late.target),
+            {"first": first, "late": late},
+            0.5,
+            lambda _: seen.append("acted"),
+        )
+    assert seen == []

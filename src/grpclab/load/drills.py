@@ -67,6 +67,9 @@ def act_during(
 ) -> ActedRun:
     """Run every load at once; `at_s` seconds into the first one, call `action(during)`.
 
+    The action waits until every load has completed a call (or ended), and then until `at_s`
+    into the one that started last: on a cluster each load is a Job, and one can start
+    seconds after another, which would otherwise meet the action already done.
     `on_progress[name]` sees every snapshot of that load. The first load runs in the
     caller's thread (Ctrl-C cancels it as it cancels `lab.run_load`), the others in threads
     of their own. DrillError when the action did not run during the first load, or did not
@@ -77,8 +80,10 @@ def act_during(
     callbacks = dict(on_progress or {})
     clocks: dict[str, float] = {}  # perf_counter at each load's t=0
     latest: dict[str, LoadResult] = {}
+    calling: set[str] = set()  # loads with a completed call (or over)
     lock = threading.Lock()
     running, first_ended = threading.Event(), threading.Event()
+    all_running = threading.Event()  # every load has completed a call, or has ended
     times: dict[str, float] = {}
     outcome: list[Any] = []
     failure: list[BaseException] = []
@@ -93,6 +98,10 @@ def act_during(
                 # our clock to it.
                 clocks.setdefault(name, time.perf_counter() - snapshot.elapsed_s)
                 latest[name] = snapshot
+                if snapshot.total > 0 or snapshot.done:
+                    calling.add(name)
+                if calling == set(loads):
+                    all_running.set()
             if name == first and snapshot.total > 0 and not snapshot.done:
                 running.set()  # the client runs: its calls complete, and more will
             if name in callbacks:
@@ -102,10 +111,12 @@ def act_during(
 
     def act() -> None:
         try:
-            while not running.wait(timeout=0.1):
-                if first_ended.is_set():
+            while not (running.is_set() and all_running.is_set()):
+                if first_ended.wait(timeout=0.05):
                     return
-            if first_ended.wait(timeout=max(0.0, at_s - now())):
+            with lock:
+                last_start = max(clocks.values())
+            if first_ended.wait(timeout=max(0.0, at_s - (time.perf_counter() - last_start))):
                 return
             with lock:
                 snapshots = dict(latest)
@@ -137,6 +148,8 @@ def act_during(
         results[first] = lab.run_load(loads[first], progress_of(first))
     finally:
         first_ended.set()
+        with lock:
+            late = [name for name in loads if name not in calling]  # none of its calls yet
         for thread in others:
             thread.join()
         # An action that started runs to its end (an exec can take seconds on a cluster).
@@ -147,11 +160,16 @@ def act_during(
     if failure:
         raise failure[0]
     if "started" not in times:
-        why = (
-            "no call of the load completed"
-            if not running.is_set()
-            else f"the load ended after {results[first].elapsed_s:.1f} s, before at_s={at_s}"
-        )
+        if not running.is_set():
+            why = "no call of the load completed"
+        elif late:
+            # On a cluster each load is a Job; one that starts late meets the first one over.
+            why = (
+                f"the load {first!r} ended after {results[first].elapsed_s:.1f} s, before "
+                f"{', '.join(map(repr, late))} completed a call (make the loads longer)"
+            )
+        else:
+            why = f"the load ended after {results[first].elapsed_s:.1f} s, before at_s={at_s}"
         raise DrillError(f"the drill's action never ran: {why}; the result shows no event")
     if "done" not in times:
         raise DrillError(
