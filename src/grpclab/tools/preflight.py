@@ -133,7 +133,7 @@ def check_envoy(chosen: str | None) -> Finding:
 
 def check_packages() -> Finding:
     missing = []
-    for module in ("grpc", "grpc_health", "dnslib", "yaml", "kubernetes_validate", "plotly"):
+    for module in ("grpc", "grpc_health", "dnslib", "yaml", "jsonschema", "plotly"):
         try:
             __import__(module)
         except ImportError:
