@@ -133,7 +133,8 @@ def targets(tmp_path_factory) -> Iterator[dict]:
         pytest.skip(str(error))
     folder = tmp_path_factory.mktemp("prometheus")
     targets_file = folder / "targets.json"
-    targets_file.write_text(json.dumps(discovered(PODS)))
+    groups = discovered(PODS)
+    targets_file.write_text(json.dumps(groups))
     config = folder / "prometheus.yml"
     config.write_text(yaml.safe_dump(scrape_config(targets_file)))
     port = free_port()
@@ -154,7 +155,9 @@ def targets(tmp_path_factory) -> Iterator[dict]:
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:
                     data = json.load(reply)["data"]
-                if data["activeTargets"] or data["droppedTargets"]:
+                # Prometheus reports the targets as its scrape manager takes them in, which
+                # can be dropped ones first on a busy machine: wait until it has placed all.
+                if len(data["activeTargets"]) + len(data["droppedTargets"]) >= len(groups):
                     yield data
                     break
             except OSError:
