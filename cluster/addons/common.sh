@@ -19,15 +19,30 @@ kube() {
 helm_() {
   if [ -n "${CONTEXT}" ]; then helm --kube-context "${CONTEXT}" "$@"; else helm "$@"; fi
 }
-# The version tag of the image of a Deployment's container named $3 (digest dropped), or
-# nothing when the Deployment is absent.
-deployment_tag() {
-  local image
-  image="$(kube -n "$1" get deployment "$2" \
-    -o jsonpath="{.spec.template.spec.containers[?(@.name=='$3')].image}" 2>/dev/null || true)"
+# workload_tag KIND NAMESPACE NAME [CONTAINER]: the version tag of the image of the
+# workload's container named CONTAINER (the first one without it), digest dropped; nothing
+# when the workload is absent.
+workload_tag() {
+  local image container='[0]'
+  [ -n "${4:-}" ] && container="[?(@.name=='$4')]"
+  image="$(kube -n "$2" get "$1" "$3" \
+    -o jsonpath="{.spec.template.spec.containers${container}.image}" 2>/dev/null || true)"
   image="${image%%@*}"
   [ -n "${image}" ] && echo "${image##*:}"
   return 0
+}
+deployment_tag() { workload_tag deployment "$@"; }
+# stop_if_installed WHAT INSTALLED PINNED: end the installer (exit 0) when some version of
+# WHAT is installed, saying whether it is the pinned one; an installed version other than the
+# pinned one is left as it is. Nothing happens when INSTALLED is empty.
+stop_if_installed() {
+  [ -z "$2" ] && return 0
+  if [ "$2" = "$3" ]; then
+    say "$1 $3 is already installed"
+  else
+    say "$1 $2 is installed; grpclab pins $3. Leaving it as it is."
+  fi
+  exit 0
 }
 # The "chart-version" string of a Helm release, or nothing when it is not installed.
 helm_chart() {

@@ -9,15 +9,8 @@ source "$(dirname "$0")/common.sh"
 VERSION=v1.12.1
 URL="https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-${VERSION}/deploy/static/provider/cloud/deploy.yaml"
 
-installed="$(deployment_tag ingress-nginx ingress-nginx-controller controller)"
-if [ "${installed}" = "${VERSION}" ]; then
-  say "ingress-nginx ${VERSION} is already installed"
-  exit 0
-fi
-if [ -n "${installed}" ]; then
-  say "ingress-nginx ${installed} is installed; grpclab pins ${VERSION}. Leaving it as it is."
-  exit 0
-fi
+stop_if_installed ingress-nginx \
+  "$(deployment_tag ingress-nginx ingress-nginx-controller controller)" "${VERSION}"
 say "installing ingress-nginx ${VERSION}"
 kube apply -f "${URL}"
 say "waiting for the controller pod to be Ready"

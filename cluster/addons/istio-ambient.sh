@@ -16,23 +16,9 @@ need istioctl "Get istioctl ${VERSION}: curl -sL https://istio.io/downloadIstio 
 
 "$(dirname "$0")/gateway-api.sh"
 
-ztunnel_tag() {
-  local image
-  image="$(kube -n istio-system get daemonset ztunnel \
-    -o jsonpath='{.spec.template.spec.containers[0].image}' 2>/dev/null || true)"
-  image="${image%%@*}"
-  [ -n "${image}" ] && echo "${image##*:}"
-  return 0
-}
-installed="$(ztunnel_tag)"
-if [ "${installed%%-*}" = "${VERSION}" ]; then
-  say "Istio ${VERSION} ambient (ztunnel) is already installed"
-  exit 0
-fi
-if [ -n "${installed}" ]; then
-  say "ztunnel ${installed} is installed; grpclab pins ${VERSION}. Leaving it as it is."
-  exit 0
-fi
+# ztunnel's tag may carry a variant (1.25.2-distroless): the version is before the dash.
+ztunnel="$(workload_tag daemonset istio-system ztunnel)"
+stop_if_installed "Istio ambient (ztunnel)" "${ztunnel%%-*}" "${VERSION}"
 if [ -n "$(deployment_tag istio-system istiod discovery)" ]; then
   fail "istiod is installed without ztunnel (a sidecar profile, e.g. by istio.sh). grpclab does not switch a cluster's Istio profile; use a cluster of its own for ambient (make kind-down && make kind-up)"
 fi

@@ -9,15 +9,7 @@ source "$(dirname "$0")/common.sh"
 VERSION=1.25.2
 need istioctl "Get istioctl ${VERSION}: curl -sL https://istio.io/downloadIstio | ISTIO_VERSION=${VERSION} sh - && export PATH=\"\$PWD/istio-${VERSION}/bin:\$PATH\""
 
-installed="$(deployment_tag istio-system istiod discovery)"
-if [ "${installed}" = "${VERSION}" ]; then
-  say "istiod ${VERSION} is already installed"
-  exit 0
-fi
-if [ -n "${installed}" ]; then
-  say "istiod ${installed} is installed; grpclab pins ${VERSION}. Leaving it as it is."
-  exit 0
-fi
+stop_if_installed istiod "$(deployment_tag istio-system istiod discovery)" "${VERSION}"
 istioctl version --remote=false 2>/dev/null | grep -q "${VERSION}" \
   || fail "istioctl is not ${VERSION} ($(istioctl version --remote=false 2>&1 | head -1)). Get it: curl -sL https://istio.io/downloadIstio | ISTIO_VERSION=${VERSION} sh -"
 

@@ -9,15 +9,7 @@ source "$(dirname "$0")/common.sh"
 VERSION=edge-25.4.4
 need linkerd "Get the linkerd CLI ${VERSION}: curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge | LINKERD2_VERSION=${VERSION} sh && export PATH=\"\$HOME/.linkerd2/bin:\$PATH\""
 
-installed="$(deployment_tag linkerd linkerd-destination destination)"
-if [ "${installed}" = "${VERSION}" ]; then
-  say "Linkerd ${VERSION} is already installed"
-  exit 0
-fi
-if [ -n "${installed}" ]; then
-  say "Linkerd ${installed} is installed; grpclab pins ${VERSION}. Leaving it as it is."
-  exit 0
-fi
+stop_if_installed Linkerd "$(deployment_tag linkerd linkerd-destination destination)" "${VERSION}"
 linkerd version --client 2>/dev/null | grep -q "${VERSION}" \
   || fail "the linkerd CLI is not ${VERSION} ($(linkerd version --client 2>&1 | head -1)). Get it: curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge | LINKERD2_VERSION=${VERSION} sh"
 

@@ -8,15 +8,7 @@ source "$(dirname "$0")/common.sh"
 CHART_VERSION=35.4.0
 need helm "Install Helm 3: https://helm.sh/docs/intro/install/"
 
-chart="$(helm_chart traefik traefik)"
-if [ "${chart}" = "traefik-${CHART_VERSION}" ]; then
-  say "Traefik chart ${CHART_VERSION} is already installed"
-  exit 0
-fi
-if [ -n "${chart}" ]; then
-  say "${chart} is installed; grpclab pins traefik-${CHART_VERSION}. Leaving it as it is."
-  exit 0
-fi
+stop_if_installed "Traefik chart" "$(helm_chart traefik traefik)" "traefik-${CHART_VERSION}"
 say "installing Traefik chart ${CHART_VERSION}"
 helm repo add traefik https://traefik.github.io/charts --force-update >/dev/null
 helm_ install traefik traefik/traefik --version "${CHART_VERSION}" \
