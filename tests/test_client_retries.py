@@ -59,7 +59,7 @@ def test_throttling_turns_retries_off_when_a_third_of_the_calls_fail(lab, pods):
             "throttled": spec(lab, retry_policy=policy, retry_throttling=retries.THROTTLING),
         },
     )
-    shares = {name: retries.failed_share(result) for name, result in runs.items()}
+    shares = {name: result.failed_share for name, result in runs.items()}
     assert 0.2 <= shares["none"] <= 0.5, shares  # the fault is there: one pod of three
     assert shares["retry"] < 0.05, shares
     # Each failure costs a token and each success earns 0.1: the bucket stays at half or

@@ -271,6 +271,11 @@ class LoadResult:
         return self.ok + self.failed
 
     @property
+    def failed_share(self) -> float:
+        """The fraction (0..1) of the run's calls that failed."""
+        return self.failed / self.total if self.total else 0.0
+
+    @property
     def rate(self) -> float:
         """Finished calls (OK and failed) per second."""
         return self.total / self.elapsed_s if self.elapsed_s > 0 else 0.0

@@ -89,11 +89,6 @@ def _clear_faults(lab: Cluster, deployment: str = "grpc-server") -> None:
         lab.set_fault(pod.name)
 
 
-def failed_share(result: LoadResult) -> float:
-    """The fraction (0..1) of the run's calls that failed."""
-    return result.failed / result.total if result.total else 0.0
-
-
 def ok_per_s(result: LoadResult) -> float:
     """OK replies per second over the whole run, the wait for stuck calls at its end included."""
     return result.ok / result.elapsed_s if result.elapsed_s > 0 else 0.0
@@ -115,7 +110,7 @@ def table(rows: Mapping[str, Row]) -> str:
         result = row.result
         lines.append(
             f"{row.drill:<11} {name:<{width}} {row.where:<10} {result.failed:>7} "
-            f"{result.total:>9} {failed_share(result):>9.1%} {ok_per_s(result):>6.0f}"
+            f"{result.total:>9} {result.failed_share:>9.1%} {ok_per_s(result):>6.0f}"
         )
     return "\n".join(lines)
 
@@ -126,7 +121,7 @@ def none_or_some(count: int) -> str:
 
 def about_a_third(result: LoadResult) -> bool:
     """Did 20 to 50 % of the calls fail: what one failing pod of three gives a balanced client?"""
-    return 0.2 <= failed_share(result) <= 0.5
+    return 0.2 <= result.failed_share <= 0.5
 
 
 def figure(rows: Mapping[str, Row], title: str) -> Any:
@@ -139,7 +134,7 @@ def figure(rows: Mapping[str, Row], title: str) -> Any:
 
     labels = [f"{row.drill}: {name.strip()}" for name, row in rows.items()]
     patterns = ["/" if row.where == "mesh" else "" for row in rows.values()]
-    shares = [failed_share(row.result) for row in rows.values()]
+    shares = [row.result.failed_share for row in rows.values()]
     rates = [ok_per_s(row.result) for row in rows.values()]
     chart = make_subplots(
         rows=1,

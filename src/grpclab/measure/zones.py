@@ -56,7 +56,7 @@ def where_words(result: LoadResult, zones: Mapping[str, str]) -> str:
 def outcome_words(result: LoadResult, zones: Mapping[str, str]) -> str:
     """Where the OK calls went, and whether calls failed: "failing" when nine in ten did,
     ", some calls failing" after the zones when more than one in a hundred did."""
-    failed = result.failed / result.total if result.total else 0.0
+    failed = result.failed_share
     if failed > 0.9:
         return "failing"
     where = where_words(result, zones)
