@@ -27,7 +27,7 @@ def test_a_load_that_ends_before_the_action_is_refused_before_it_runs(lab):
         LoadSpec(lab.target("grpc-server"), rpcs=100),  # no known length
     ):
         with pytest.raises(ValueError, match=r"LoadSpec.duration_s must be longer than at_s=3"):
-            drills.during_load(lab, spec, at_s=3.0, action=lambda: seen.append("acted"))
+            drills.drill(lab, spec, at_s=3.0, action=lambda: seen.append("acted"))
     assert seen == []
 
 
@@ -44,7 +44,7 @@ def test_a_load_stopped_early_runs_no_action_and_says_why(lab):
 
     seen = []
     with pytest.raises(Stop):
-        drills.during_load(lab, spec, 2.0, lambda: seen.append("acted"), on_progress=stop_early)
+        drills.drill(lab, spec, 2.0, lambda: seen.append("acted"), on_progress=stop_early)
     assert seen == []
 
 
@@ -55,7 +55,7 @@ def test_the_actions_own_error_is_raised(lab):
         raise KeyError("no such pod")
 
     with pytest.raises(KeyError, match="no such pod"):
-        drills.during_load(lab, spec, at_s=0.3, action=fail)
+        drills.drill(lab, spec, at_s=0.3, action=fail)
 
 
 def test_repeated_crashes_spread_over_the_pods_least_restarted_first(lab):

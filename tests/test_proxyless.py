@@ -66,12 +66,12 @@ def test_least_request_is_refused_by_the_client_with_a_reason(lab, target):
     nacks_before = len(lab.xds_nacks())
     # The channel is open when the rule arrives: it refuses the change and keeps serving
     # calls with the config it had.
-    result = drills.during_load(
+    result = drills.drill(
         lab,
         LoadSpec(target, rpcs=None, duration_s=1.5, concurrency=4, interval_s=0.1),
         at_s=0.5,
         action=lambda: lab.apply(ISTIO / "destinationrule-least-request.yaml"),
-    )
+    ).result
     assert result.failed == 0
     refused = lab.xds_nacks()[nacks_before:]  # the Cluster interface: this client's only
     assert refused, "the gRPC client accepted a LEAST_REQUEST cluster"
@@ -103,7 +103,7 @@ def test_calls_keep_working_when_the_control_plane_goes_away():
             lab.xds_nacks()
         target = lab.target("grpc-server", via="xds")
         spec = LoadSpec(target, rpcs=None, duration_s=2, concurrency=4, interval_s=0.1)
-        result = drills.during_load(lab, spec, at_s=0.5, action=lab.stop_xds)
+        result = drills.drill(lab, spec, at_s=0.5, action=lab.stop_xds).result
         assert not lab.xds.connected("proxyless-grpc")
         assert result.failed == 0
         after_stop = [b for b in result.timeline if b["t"] >= 1.0]

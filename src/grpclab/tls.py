@@ -186,12 +186,14 @@ def certificate_from_secret(secret: dict[str, Any]) -> tuple[bytes, bytes]:
 class TlsPeer:
     """What a TLS handshake showed: the certificate's names, its issuer, the protocols."""
 
+    # The connection: the name asked for and checked, and what was negotiated.
     server_name: str
+    tls_version: str
+    alpn: str | None
+    # The certificate the server showed.
     subject: str
     issuer: str
     dns_names: tuple[str, ...]
-    tls_version: str
-    alpn: str | None
 
     def describe(self) -> str:
         return (

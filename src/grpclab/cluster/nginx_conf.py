@@ -32,6 +32,8 @@ DEFAULTS = {
     "proxy-send-timeout": "60",
 }
 BACKEND_PROTOCOLS = ("HTTP", "GRPC")
+# proxy-<phase>-timeout annotations, in the order nginx.conf lists them.
+TIMEOUT_PHASES = ("connect", "read", "send")
 # ingress-nginx keeps this many idle connections per upstream (upstream-keepalive-connections).
 UPSTREAM_KEEPALIVE = 320
 # ingress-nginx serves its status and config endpoints on this port; so does the sandbox.
@@ -54,12 +56,12 @@ class IngressConfigError(TranslationError):
 class NginxOptions:
     """The annotations of one Ingress, with ingress-nginx's defaults filled in."""
 
+    # "connect", "read", "send" -> seconds: the proxy-*-timeout annotations, which set
+    # grpc_*_timeout or proxy_*_timeout by the backend protocol.
+    timeouts_s: Mapping[str, int]
     backend_protocol: str
     ssl_redirect: bool
     body_size: str
-    connect_timeout_s: int
-    read_timeout_s: int
-    send_timeout_s: int
 
 
 def ingress_class(ingress: Mapping[str, Any]) -> str | None:
@@ -104,19 +106,18 @@ def nginx_options(ingress: Mapping[str, Any]) -> NginxOptions:
             f"{values['proxy-body-size']!r} is not a size like 0 (no limit), 8m or 512k",
         )
     timeouts = {}
-    for short in ("proxy-connect-timeout", "proxy-read-timeout", "proxy-send-timeout"):
+    for phase in TIMEOUT_PHASES:
+        short = f"proxy-{phase}-timeout"
         if not values[short].isdigit():
             raise IngressConfigError(
                 label, field(short), f'{values[short]!r} must be whole seconds, like "60"'
             )
-        timeouts[short] = int(values[short])
+        timeouts[phase] = int(values[short])
     return NginxOptions(
         backend_protocol=protocol,
         ssl_redirect=values["ssl-redirect"] == "true",
         body_size=values["proxy-body-size"],
-        connect_timeout_s=timeouts["proxy-connect-timeout"],
-        read_timeout_s=timeouts["proxy-read-timeout"],
-        send_timeout_s=timeouts["proxy-send-timeout"],
+        timeouts_s=timeouts,
     )
 
 
@@ -325,21 +326,22 @@ def _locations(locations: Sequence[Location]) -> list[str]:
         if location.backend is None or not location.backend.endpoints:
             lines.append("      return 503;  # no ready endpoints (gRPC: UNAVAILABLE)")
         elif options.backend_protocol == "GRPC":
-            lines += [
-                f"      grpc_pass grpc://{location.upstream};",
-                f"      grpc_connect_timeout {options.connect_timeout_s}s;",
-                f"      grpc_read_timeout {options.read_timeout_s}s;",
-                f"      grpc_send_timeout {options.send_timeout_s}s;",
-            ]
+            lines.append(f"      grpc_pass grpc://{location.upstream};")
+            lines += _timeouts("grpc", options)
         else:
             # backend-protocol HTTP: HTTP/1.1 to the pod, which a gRPC server refuses.
             lines += [
                 f"      proxy_pass http://{location.upstream};",
                 "      proxy_http_version 1.1;",
                 '      proxy_set_header Connection "";',
-                f"      proxy_connect_timeout {options.connect_timeout_s}s;",
-                f"      proxy_read_timeout {options.read_timeout_s}s;",
-                f"      proxy_send_timeout {options.send_timeout_s}s;",
             ]
+            lines += _timeouts("proxy", options)
         lines.append("    }")
     return lines
+
+
+def _timeouts(module: str, options: NginxOptions) -> list[str]:
+    """`grpc_connect_timeout` and the rest, or `proxy_*`: the module that passes the calls."""
+    return [
+        f"      {module}_{phase}_timeout {options.timeouts_s[phase]}s;" for phase in TIMEOUT_PHASES
+    ]

@@ -3,7 +3,7 @@
 `act_during` is the one home of "do something N seconds into a load run": it runs one or
 more `lab.run_load(spec)` at once and calls the action `at_s` seconds into the first one,
 so that each load's per-interval timeline shows what its client saw around that moment.
-`drill` and `during_load` are its one-load forms; the widgets' scale-up
+`drill` is its one-load form (`drill(...).result` is what the clients saw); the widgets' scale-up
 (`grpclab.widgets.run_with_scale`), the side-by-side view (`grpclab.side_by_side`), the
 labs and the notebooks all use it.
 
@@ -227,17 +227,6 @@ def drill(
     return DrillRun(run.results[""], run.started_s[""], run.done_s[""], run.outcome)
 
 
-def during_load(
-    lab: Cluster,
-    spec: LoadSpec,
-    at_s: float,
-    action: Callable[[], object],
-    on_progress: Progress | None = None,
-) -> LoadResult:
-    """`drill(...)`'s load result alone: the action ran at_s seconds into the load."""
-    return drill(lab, spec, at_s, action, on_progress).result
-
-
 def least_restarted(lab: Cluster, pods: Sequence[str], namespace: str | None = None) -> str:
     """Of `pods`, the ready one whose containers restarted least (first in order on a tie).
 
@@ -280,7 +269,7 @@ def crash_pod_during_load(
     on_progress: Callable[[LoadResult], None] | None = None,
 ) -> LoadResult:
     """Crash `pod` (no drain, as SIGKILL) at_s seconds into the load; what the clients saw."""
-    return during_load(lab, spec, at_s, lambda: lab.crash_pod(pod, namespace), on_progress)
+    return drill(lab, spec, at_s, lambda: lab.crash_pod(pod, namespace), on_progress).result
 
 
 def use_mesh_rules(

@@ -18,18 +18,17 @@ from grpclab.cluster.kube.errors import KubeError
 from grpclab.cluster.kube.notes import note
 from grpclab.paths import REPO
 
-# Hints for kinds a cluster does not serve until an add-on brings their CRDs.
-ADDON_FOR_GROUP = {
-    "networking.istio.io": "istio",
-    "security.istio.io": "istio",
-    "gateway.networking.k8s.io": "gateway-api",
-    "gateway.envoyproxy.io": "envoy-gateway",
-    "policy.linkerd.io": "linkerd",
-    "linkerd.io": "linkerd",
-    "traefik.io": "traefik",
-    "traefik.containo.us": "traefik",
-    "monitoring.coreos.com": "prometheus",
+# The API groups whose CRDs each add-on brings: the hint for a kind the cluster does not
+# serve yet.
+GROUPS_OF_ADDON = {
+    "istio": ("networking.istio.io", "security.istio.io"),
+    "gateway-api": ("gateway.networking.k8s.io",),
+    "envoy-gateway": ("gateway.envoyproxy.io",),
+    "linkerd": ("policy.linkerd.io", "linkerd.io"),
+    "traefik": ("traefik.io", "traefik.containo.us"),
+    "prometheus": ("monitoring.coreos.com",),
 }
+ADDON_FOR_GROUP = {group: addon for addon, groups in GROUPS_OF_ADDON.items() for group in groups}
 PROMETHEUS_SERVICE = ("grpclab-monitoring", "prometheus")
 PROMETHEUS_PORT = 9090
 # The add-on each `via` needs, and the Deployment (namespace, name) its script waits for.
