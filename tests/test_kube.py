@@ -558,6 +558,7 @@ SPECS = [
         duration_s=2.5,
         lb_policy="round_robin",
         interval_s=0.25,
+        rate=150,
     ),
     LoadSpec(
         "dns:///x:1",

@@ -144,6 +144,18 @@ def test_round_robin_spreads_over_every_pod(pods: list[DemoPod]) -> None:
     assert_timeline_sums(result, spec.interval_s)
 
 
+def test_rate_paces_the_calls_on_one_schedule(pods: list[DemoPod]) -> None:
+    # Calls start at t0 + n / rate and none at or after the end: at most rate x duration of
+    # them, however many workers wait for a turn. Unpaced, the same workers make far more.
+    paced = run(LoadSpec(static_target(pods), rpcs=None, duration_s=1.5, concurrency=8, rate=40))
+    assert paced.errors == {} and 30 <= paced.total <= 60, paced.total
+    unpaced = run(LoadSpec(static_target(pods), rpcs=None, duration_s=1.5, concurrency=8))
+    assert unpaced.total > 3 * paced.total, (unpaced.total, paced.total)
+    # With rpcs as the bound, the pace stretches the run instead: 20 calls at 40/s.
+    counted = run(LoadSpec(static_target(pods), rpcs=20, concurrency=4, rate=40))
+    assert counted.total == 20 and counted.elapsed_s >= 19 / 40, counted.elapsed_s
+
+
 def test_pick_first_stays_on_the_first_address(pods: list[DemoPod]) -> None:
     result = run(LoadSpec(static_target(pods), rpcs=300, concurrency=4, channels=2))
     assert result.per_pod == {pods[0].name: 300}
@@ -482,6 +494,8 @@ def test_tls_checks_the_server_name(tmp_path: Path) -> None:
         ({"service_config": "{not json"}, "LoadSpec.service_config is not valid JSON"),
         ({"service_config": "[]"}, "LoadSpec.service_config must be a JSON object"),
         ({"tls_server_name": "x"}, "LoadSpec.tls_server_name is set"),
+        ({"rate": 0}, "LoadSpec.rate must be > 0"),
+        ({"rate": 5, "method": "SayHelloStream"}, "LoadSpec.rate paces unary calls"),
     ],
 )
 def test_bad_specs_are_refused_by_field(changes: dict[str, object], message: str) -> None:

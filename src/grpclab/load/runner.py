@@ -63,6 +63,10 @@ class LoadSpec:
     duration_s: float | None = None
     concurrency: int = 8
     channels: int = 1
+    # Calls started per second, at most, over all workers (unary methods): each call waits
+    # for its turn on one schedule, t0 + n / rate. None: as fast as the workers go, which on
+    # a laptop measures its CPU more than the balancer. Where calls go does not depend on it.
+    rate: float | None = None
     # A gRPC LB policy name ("pick_first", "round_robin", ...) put into the
     # service config; None leaves the channel's default (pick_first).
     lb_policy: str | None = None
@@ -127,6 +131,13 @@ class LoadSpec:
             raise ValueError(
                 f"LoadSpec.concurrency ({self.concurrency}) must be >= LoadSpec.channels "
                 f"({self.channels}) so that every channel carries calls"
+            )
+        if self.rate is not None and not _positive_number(self.rate):
+            raise ValueError(f"LoadSpec.rate must be > 0 calls per second, got {self.rate!r}")
+        if self.rate is not None and self.streaming:
+            raise ValueError(
+                "LoadSpec.rate paces unary calls; a stream's messages are paced by "
+                "stream_interval_s"
             )
         for name in ("deadline_s", "interval_s"):
             value = getattr(self, name)
@@ -430,6 +441,7 @@ class _Tally:
         self.interval_s = spec.interval_s
         self.limit = spec.rpcs if spec.rpcs is not None else math.inf
         self.started = 0
+        self.gap_s = 1 / spec.rate if spec.rate else 0.0  # between scheduled call starts
         self.t0 = time.perf_counter()
         self.end = self.t0 + spec.duration_s if spec.duration_s is not None else math.inf
         # Keyed by (bucket index, pod name) and (bucket index, status code name):
@@ -497,12 +509,25 @@ def latency_summary_ms(sorted_seconds: Sequence[float]) -> dict[str, float]:
 async def _worker(call: Any, request: Any, timeout: float, tally: _Tally) -> None:
     # The hot path: one dict update and one array append per call.
     perf = time.perf_counter
-    limit, end = tally.limit, tally.end
+    limit, end, gap = tally.limit, tally.end, tally.gap_s
     while tally.started < limit:
-        begin = perf()
-        if begin >= end:
-            return
-        tally.started += 1
+        if gap:
+            # Take the next turn on the shared schedule and wait for it.
+            due = tally.t0 + tally.started * gap
+            if due >= end:
+                return
+            tally.started += 1
+            if due > perf():
+                await asyncio.sleep(due - perf())
+            begin = perf()
+            if begin >= end:
+                tally.started -= 1  # the run ended while this call waited for its turn
+                return
+        else:
+            begin = perf()
+            if begin >= end:
+                return
+            tally.started += 1
         try:
             reply = await call(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
@@ -852,6 +877,7 @@ CLI_FLAGS = {
     "tls_server_name": "--tls-server-name", "method": "--method", "channel_options": "--option",
     "proxy_admin": "--proxy-admin", "stream_messages": "--stream-messages",
     "stream_duration_s": "--stream-duration", "stream_interval_s": "--stream-interval",
+    "rate": "--rate",
 }  # fmt: skip
 
 
@@ -866,6 +892,9 @@ def build_parser() -> argparse.ArgumentParser:
     bound.add_argument("--rpcs", type=int, help="total calls to make (default 300)")
     bound.add_argument("--duration", type=float, help="seconds to keep calling")
     parser.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    parser.add_argument(
+        "--rate", type=float, help="calls started per second at most (default: no limit)"
+    )
     parser.add_argument(
         "--channels", type=int, default=1, help="gRPC channels, each with its own connections"
     )
@@ -926,6 +955,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         duration_s=args.duration,
         concurrency=args.concurrency,
         channels=args.channels,
+        rate=args.rate,
         lb_policy=args.lb_policy,
         service_config=args.service_config,
         channel_options=dict(args.option),

@@ -173,6 +173,8 @@ def load_cli_args(spec: LoadSpec) -> list[str]:
     else:
         args += ["--duration", repr(float(spec.duration_s))]
     args += ["--concurrency", str(spec.concurrency), "--channels", str(spec.channels)]
+    if spec.rate is not None:
+        args += ["--rate", repr(float(spec.rate))]
     config = spec.service_config_json()  # lb_policy, retry and hedging fields included
     if config is not None:
         args += ["--service-config", config]
