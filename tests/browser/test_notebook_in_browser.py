@@ -89,6 +89,9 @@ LAB_SETTINGS = {
 RUN_TIMEOUT_S = 420
 # A notebook opened without running: its stored outputs render in seconds on a quiet machine.
 OPEN_TIMEOUT_S = 120
+# Waits for the page itself (its first cell, an idle kernel, Run All taking hold): under 10 s
+# on a quiet machine; at load 20 on 2 cores a page took over 90 s to show its first cell.
+PAGE_TIMEOUT_MS = 240_000
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # JupyterLab printed nothing in 90 s once, under make test at load 16 on 2 cores.
 SERVER_START_TIMEOUT_S = 240
@@ -222,15 +225,15 @@ def jupyter_lab(lab_root: Path, jupyter_state: Path) -> Iterator[tuple[str, str]
 
 def run_all_cells(page) -> None:
     """Clear the stored outputs, Run → Run All Cells, and wait until no cell is queued."""
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_TIMEOUT_MS)
     idle = "() => document.querySelector('.jp-StatusBar-TextItem') && [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /\\|\\s*Idle/.test(e.textContent))"  # noqa: E501
-    page.wait_for_function(idle, timeout=90_000)
+    page.wait_for_function(idle, timeout=PAGE_TIMEOUT_MS)
     page.click(".lm-MenuBar-itemLabel:text-is('Edit')")
     page.click(".lm-Menu-itemLabel:text-is('Clear Outputs of All Cells')")
     page.click(".lm-MenuBar-itemLabel:text-is('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
     queued = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))"  # noqa: E501
-    page.wait_for_function(queued, timeout=30_000)
+    page.wait_for_function(queued, timeout=PAGE_TIMEOUT_MS)
     # Done when nothing is queued and the kernel is idle; an error stops Run All and
     # un-queues the rest, which also ends the wait (the prompts then show what ran).
     page.wait_for_function(f"() => !({queued})() && ({idle})()", timeout=RUN_TIMEOUT_S * 1000)
@@ -252,7 +255,7 @@ def show_stored_outputs(page, stored: dict[str, int]) -> None:
     """Wait until the opened notebook shows its stored tables and figures; run no cell."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_TIMEOUT_MS)
     try:
         page.wait_for_function(
             STORED_SHOWN, arg=[stored["tables"], stored["graphs"]], timeout=OPEN_TIMEOUT_S * 1000
@@ -456,6 +459,7 @@ LIVE = [path for path in NOTEBOOKS if runs_live(path)]
 @pytest.mark.timeout(
     RUN_TIMEOUT_S * len(LIVE)
     + OPEN_TIMEOUT_S * (len(NOTEBOOKS) - len(LIVE))
+    + PAGE_TIMEOUT_MS // 1000 * len(NOTEBOOKS)
     + SERVER_START_TIMEOUT_S
     + 240
 )
