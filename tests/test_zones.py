@@ -147,7 +147,9 @@ def meshed(lab: Cluster) -> Iterator[Cluster]:
 
 def mesh_load(lab: Cluster, rule: str, fault_zone_a: bool = False) -> LoadResult:
     lab.apply(ZONES / rule)
-    spec = LoadSpec(target=lab.target("grpc-server", via="mesh"), duration_s=4.0, concurrency=4)
+    spec = LoadSpec(
+        target=lab.target("grpc-server", via="mesh"), duration_s=4.0, concurrency=4, rate=200
+    )
     if not fault_zone_a:
         return lab.run_load(spec)
     placed = zones.pod_zones(lab.pods({"app": "grpc-server"}))
