@@ -11,7 +11,7 @@ from grpclab.load import LoadSpec, drills
 
 
 def test_the_action_runs_at_s_into_the_load_on_the_loads_own_clock(lab):
-    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=2.0, interval_s=0.1)
+    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=2.0, interval_s=0.1, rate=100)
     seen = []
     run = drills.drill(lab, spec, at_s=1.0, action=lambda: seen.append("acted"))
     assert seen == ["acted"]
@@ -33,7 +33,7 @@ def test_a_load_that_ends_before_the_action_is_refused_before_it_runs(lab):
 
 def test_a_load_stopped_early_runs_no_action_and_says_why(lab):
     # The load stops 0.3 s in (its progress callback raises), before the action is due.
-    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=3.0, interval_s=0.1)
+    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=3.0, interval_s=0.1, rate=100)
 
     class Stop(Exception):
         pass
@@ -49,7 +49,7 @@ def test_a_load_stopped_early_runs_no_action_and_says_why(lab):
 
 
 def test_the_actions_own_error_is_raised(lab):
-    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.0, interval_s=0.1)
+    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.0, interval_s=0.1, rate=100)
 
     def fail() -> None:
         raise KeyError("no such pod")
@@ -86,9 +86,13 @@ class LateSecondLoad:
 
 
 def test_the_action_waits_for_every_load_to_run_and_comes_at_s_into_the_last(lab):
-    first = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=4.0, interval_s=0.1)
+    first = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=4.0, interval_s=0.1, rate=100)
     late = LoadSpec(
-        lab.target("grpc-server", via="clusterip"), rpcs=None, duration_s=3.0, interval_s=0.1
+        lab.target("grpc-server", via="clusterip"),
+        rpcs=None,
+        duration_s=3.0,
+        interval_s=0.1,
+        rate=100,
     )
     assert first.target != late.target
     run = drills.act_during(
@@ -102,9 +106,13 @@ def test_the_action_waits_for_every_load_to_run_and_comes_at_s_into_the_last(lab
 
 
 def test_a_load_that_starts_after_the_first_is_over_is_named(lab):
-    first = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.0, interval_s=0.1)
+    first = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.0, interval_s=0.1, rate=100)
     late = LoadSpec(
-        lab.target("grpc-server", via="clusterip"), rpcs=None, duration_s=3.0, interval_s=0.1
+        lab.target("grpc-server", via="clusterip"),
+        rpcs=None,
+        duration_s=3.0,
+        interval_s=0.1,
+        rate=100,
     )
     seen = []
     with pytest.raises(drills.DrillError, match=r"before 'late' completed a call"):

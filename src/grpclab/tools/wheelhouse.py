@@ -225,8 +225,11 @@ def install(wheelhouse: Path, uv: str, python: str, venv: Path = REPO / ".venv")
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1")
     offline = ["--offline", "--no-index", "--find-links", str(wheelhouse)]
     subprocess.run([uv, "venv", "--clear", "--python", python, str(venv)], check=True, env=env)
+    # --no-deps: the requirements are the lock's whole resolution for this machine, so
+    # nothing is resolved again (a new resolution would not see pyproject's overrides, which
+    # keep two format checkers of jsonschema out, and would ask for their wheels).
     subprocess.run(
-        [uv, "pip", "install", "--python", str(venv / "bin" / "python"), *offline]
+        [uv, "pip", "install", "--python", str(venv / "bin" / "python"), "--no-deps", *offline]
         + ["-r", str(requirements), "-e", str(REPO)],
         check=True,
         env=env,
