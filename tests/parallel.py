@@ -1,7 +1,8 @@
 """How `make test` spreads the tests over workers (pytest-xdist, `--dist loadgroup`).
 
 Each test module is one group, run whole by one worker, so its module-scoped sandbox is built
-once; each notebook's nbval run is a group of its own. Groups start longest first, by the
+once; each notebook's nbval run is a group of its own, and so are each lab's tests on a
+cluster (tests/test_labs.py: a sandbox per lab). Groups start longest first, by the
 seconds in tests/group_seconds.json, so the notebooks start at once on every worker and the
 short modules fill in at the end. At the end the run prints the nbval wall time, issue 19's
 benchmark for the notebooks.
@@ -26,13 +27,31 @@ GROUP_SECONDS = Path(__file__).with_name("group_seconds.json")
 NBVAL_GROUP = "nbval:"
 # Tests each of whose cases is a group of its own, by node id prefix, and their groups' prefix.
 ALONE = {"tests/test_notebooks.py::test_notebook_passes_nbval_and_leaves_no_process[": NBVAL_GROUP}
+LAB_GROUP = "lab:"
+# Tests on a lab's own sandbox, by node id prefix: each case joins the group of the lab whose
+# number its id starts with ("lab:03"), so a lab's sandbox is built once, on one worker, and
+# the labs run side by side. The module's cluster-free tests stay in the module's group.
+ON_A_LAB = tuple(
+    f"tests/test_labs.py::{name}["
+    for name in (
+        "test_the_check_fails_on_the_starter_and_passes_on_the_solution",
+        "test_a_cheat_fails_and_the_check_names_why",
+        "test_the_lab_swaps_its_service_both_ways_and_says_replaced",
+        "test_a_file_that_does_not_apply_is_a_failed_item_naming_the_file",
+        "test_start_lab_copies_the_starter_once_and_keeps_edits",
+    )
+)
 
 
 def group_of(nodeid: str) -> str:
-    """The group of a test: its module, or for a test in ALONE, the case on its own."""
+    """The group of a test: its module, or for a test in ALONE, the case on its own, or for
+    one in ON_A_LAB, its lab's."""
     for prefix, group in ALONE.items():
         if nodeid.startswith(prefix) and nodeid.endswith("]"):
             return group + nodeid[len(prefix) : -1]
+    for prefix in ON_A_LAB:
+        if nodeid.startswith(prefix) and nodeid.endswith("]"):
+            return LAB_GROUP + nodeid[len(prefix) :].split("-", 1)[0].rstrip("]")
     return nodeid.split("::", 1)[0]
 
 

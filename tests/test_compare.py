@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -63,6 +64,14 @@ def test_l4_sticks_to_one_pod_round_robin_spreads_and_kube_proxy_has_memory(lab)
     ]
     lesson = next(block for block in comparison.lessons() if "memory" in block)
     assert lesson.endswith("\n  EMULATED here, not counted: ClusterIP (L4)"), lesson
+
+    # The paced spread run still sees a client that does not balance: the headless name
+    # with gRPC's default pick_first sends every call to one pod, and the lesson fails.
+    lineup.specs["round_robin"] = replace(lineup.specs["round_robin"], lb_policy="pick_first")
+    broken, _ = compare.measure_steady(lineup, rounds=1, latency_s=0.3, out=lambda _: None)
+    assert broken["round_robin"].pods_served == 1
+    with pytest.raises(AssertionError, match="spread calls evenly.*not for headless"):
+        compare.Comparison(broken, lineup.skipped, direct).lessons()
 
 
 def test_server_pods_opt_out_of_both_meshes_and_the_namespace_asks_for_both(lab):

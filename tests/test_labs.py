@@ -1,15 +1,19 @@
 """The labs' checks: rules first, then behaviour, on a real sandbox.
 
 Each check fails on its starter files and passes on its solution; every cheat in CHEATS
-fails, and the assertion names the rule or check that catches it. One sandbox serves the
-whole module; every check replays its lab's files from scratch (applies them, waits for
-the rollout), which is the reset between cases. A cheat the rules catch never reaches the
-cluster: those cases run against NoCluster, which fails the test if the check touches it.
+fails, and the assertion names the rule or check that catches it. Each lab's tests on a
+cluster run as one group on one xdist worker (tests/parallel.py, by the lab number their
+ids start with), on a sandbox of the lab's own: `number` is a module-scoped parameter, so
+pytest runs a lab's cases together, and the next lab gets a fresh sandbox. Within a lab,
+every check replays its files from scratch (applies them, waits for the rollout), which is
+the reset between cases. A cheat the rules catch never reaches the cluster: those cases
+run against NoCluster, which fails the test if the check touches it.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 import shutil
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import parallel
 import pytest
 import yaml
 
@@ -60,9 +65,17 @@ PLAIN = {
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(number):
+    """A sandbox for lab `number`'s group alone (`number` must be a module-scoped parameter)."""
     with grpclab.connect("sandbox") as sandbox:
         yield sandbox
+
+
+def on_a_lab(numbers, *more: str, **kwargs: Any):
+    """Parametrize a test on a lab's sandbox: `number` first, module-scoped, so that the lab's
+    cases share its sandbox and no state carries from one lab's group to another's."""
+    names = ("number", *more) if more else "number"
+    return pytest.mark.parametrize(names, numbers, scope="module", **kwargs)
 
 
 class NoCluster:
@@ -85,7 +98,7 @@ def named(number: str, key: str) -> str:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("number", sorted(LABS))
+@on_a_lab(sorted(LABS))
 def test_the_check_fails_on_the_starter_and_passes_on_the_solution(lab, number):
     starter = check_lab(number, lab_dir(number), lab, files="starter", quiet=True)
     assert not starter.passed, starter.report()
@@ -718,6 +731,28 @@ CHEATS += [
 ]
 
 
+def test_each_labs_tests_on_a_cluster_are_a_group_of_their_own_on_the_xdist_workers(request):
+    # tests/parallel.py finds a lab's tests on a cluster by their node ids: a test here that
+    # takes the `lab` fixture must be in its ON_A_LAB table, and a cluster-free one must not.
+    module = request.node.nodeid.split("::")[0]
+    tests = {name: test for name, test in globals().items() if name.startswith("test_")}
+    on_a_lab = {name for name, test in tests.items() if "lab" in inspect.signature(test).parameters}
+    assert len(on_a_lab) >= 2, on_a_lab
+    for name, test in tests.items():
+        for number in LABS:
+            for case in (number, f"{number}-a cheat"):
+                group = parallel.group_of(f"{module}::{name}[{case}]")
+                assert group == (f"lab:{number}" if name in on_a_lab else module), (name, case)
+        if name in on_a_lab:  # `number` module-scoped: pytest runs a lab's cases together
+            [mark] = [m for m in test.pytestmark if m.name == "parametrize"]
+            assert mark.args[0] in ("number", ("number", *mark.args[0][1:])), name
+            assert mark.kwargs.get("scope") == "module", name
+    # And as collected: each case on a lab's sandbox is in the group of the lab it checks.
+    for item in request.session.items:
+        if item.nodeid.startswith(f"{module}::") and "lab" in item.fixturenames:
+            assert parallel.group_of(item.nodeid) == f"lab:{item.callspec.params['number']}"
+
+
 def test_every_lab_has_five_cheats_or_more():
     for number in LABS:
         assert sum(1 for cheat in CHEATS if cheat.lab == number) >= 5, number
@@ -730,12 +765,28 @@ def _item_name(cheat: Cheat) -> str:
     return named(cheat.lab, cheat.caught_by)
 
 
+def cheats(behaviour: bool) -> list[Any]:
+    return [
+        pytest.param(cheat.lab, cheat, id=f"{cheat.lab}-{cheat.what}")
+        for cheat in CHEATS
+        if cheat.behaviour == behaviour
+    ]
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("cheat", CHEATS, ids=lambda cheat: f"{cheat.lab}-{cheat.what}")
-def test_a_cheat_fails_and_the_check_names_why(request, tmp_path, cheat):
+@on_a_lab(cheats(behaviour=True), "cheat")
+def test_a_cheat_fails_and_the_check_names_why(lab, tmp_path, number, cheat):
+    check_the_cheat(cheat, tmp_path, lab)
+
+
+@pytest.mark.parametrize(("number", "cheat"), cheats(behaviour=False))
+def test_a_cheat_the_rules_catch_fails_before_the_cluster(tmp_path, number, cheat):
+    check_the_cheat(cheat, tmp_path, NoCluster())
+
+
+def check_the_cheat(cheat: Cheat, tmp_path: Path, cluster: Any) -> None:
     shutil.copytree(lab_dir(cheat.lab) / cheat.base, tmp_path / "work")
     cheat.change(tmp_path / "work")
-    cluster = request.getfixturevalue("lab") if cheat.behaviour else NoCluster()
     result = check_lab(cheat.lab, tmp_path, cluster, quiet=True)
     assert not result.passed, result.report()
     expected = _item_name(cheat)
@@ -903,13 +954,14 @@ def test_a_service_is_replaced_only_when_it_turns_headless_or_back(live, desired
     assert service_needs_replacing(live, desired) is replace
 
 
-def test_the_lab_swaps_its_service_both_ways_and_says_replaced(lab, tmp_path):
-    shutil.copytree(lab_dir("01") / "starter", tmp_path / "work")
-    lines = start_lab("01", tmp_path, lab)
+@on_a_lab(["01"])
+def test_the_lab_swaps_its_service_both_ways_and_says_replaced(lab, tmp_path, number):
+    shutil.copytree(lab_dir(number) / "starter", tmp_path / "work")
+    lines = start_lab(number, tmp_path, lab)
     assert any(line.startswith("service/grpc-server-lab ") for line in lines), lines
     for files, headless in (("solution", True), ("starter", False)):
-        shutil.copy(lab_dir("01") / files / "service.yaml", tmp_path / "work" / "service.yaml")
-        lines = grpclab.labs.apply_lab_files("01", tmp_path, lab)
+        shutil.copy(lab_dir(number) / files / "service.yaml", tmp_path / "work" / "service.yaml")
+        lines = grpclab.labs.apply_lab_files(number, tmp_path, lab)
         assert "service/grpc-server-lab replaced" in lines, lines
         try:
             lab.target("grpc-server-lab", via="clusterip")
@@ -935,26 +987,28 @@ def test_a_file_that_breaks_the_schema_is_a_failed_rule_naming_the_file(tmp_path
     assert "lab 01: not passed yet" in result.report()
 
 
-def test_a_file_that_does_not_apply_is_a_failed_item_naming_the_file(lab, tmp_path):
-    shutil.copytree(lab_dir("01") / "starter", tmp_path / "work")
+@on_a_lab(["01"])
+def test_a_file_that_does_not_apply_is_a_failed_item_naming_the_file(lab, tmp_path, number):
+    shutil.copytree(lab_dir(number) / "starter", tmp_path / "work")
     service_file = tmp_path / "work" / "service.yaml"
     service_file.write_text(
         service_file.read_text().replace("type: ClusterIP", "type: ClusterIP\n  clusterIP: 1.2.3.4")
     )
-    result = check_lab("01", tmp_path, lab, quiet=True)
+    result = check_lab(number, tmp_path, lab, quiet=True)
     [item] = result.failed
     assert item.name == "your files apply", result.report()
     assert str(service_file) in item.measured and "clusterIP" in item.measured, item.measured
 
 
-def test_start_lab_copies_the_starter_once_and_keeps_edits(lab, tmp_path):
-    shutil.copytree(lab_dir("01") / "starter", tmp_path / "starter")
-    lines = start_lab("01", tmp_path, lab)
+@on_a_lab(["01"])
+def test_start_lab_copies_the_starter_once_and_keeps_edits(lab, tmp_path, number):
+    shutil.copytree(lab_dir(number) / "starter", tmp_path / "starter")
+    lines = start_lab(number, tmp_path, lab)
     assert "copied from starter/" in lines[0]
     assert any(line.startswith("deployment/grpc-server: 3 pods ready") for line in lines)
     edited = tmp_path / "work" / CLIENT_FILE
     edited.write_text(edited.read_text().replace("pick_first", "round_robin"))
-    assert "kept" in start_lab("01", tmp_path, lab)[0]
+    assert "kept" in start_lab(number, tmp_path, lab)[0]
     assert read_client_config(edited).lb_policy == "round_robin"
 
 

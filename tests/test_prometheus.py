@@ -79,7 +79,7 @@ def test_the_targets_follow_the_pods(lab):
 
 def test_evenness_from_prometheus_drops_from_l4_to_round_robin(lab):
     l4_end = loaded_window(
-        lab, LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=6, concurrency=4)
+        lab, LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=6, concurrency=4, rate=200)
     )
     rr_end = loaded_window(
         lab,
@@ -88,6 +88,7 @@ def test_evenness_from_prometheus_drops_from_l4_to_round_robin(lab):
             rpcs=None,
             duration_s=6,
             concurrency=4,
+            rate=200,
             lb_policy="round_robin",
         ),
     )
@@ -106,7 +107,7 @@ def test_evenness_from_prometheus_drops_from_l4_to_round_robin(lab):
 
 def test_the_guides_error_rate_is_empty_until_a_call_first_fails(lab):
     # Runs before any test that injects errors: a pod has no non-OK series until then.
-    end = loaded_window(lab, LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=6))
+    end = loaded_window(lab, LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=6, rate=200))
     assert lab.prometheus_query(GUIDE["error rate"], at=end) == []  # no data, not 0
     assert monitoring.value(lab.prometheus_query(QUERIES["error rate"], at=end)) == 0.0
 
@@ -122,6 +123,7 @@ def test_error_rate_and_p99_see_one_bad_pod(lab):
                 rpcs=None,
                 duration_s=6,
                 concurrency=6,
+                rate=200,  # the bad pod's share, 67 a second x 60 ms: 4 calls in flight
                 lb_policy="round_robin",
             ),
         )

@@ -433,3 +433,19 @@ def test_a_rollout_replaces_pods_one_at_a_time_and_never_drops_below_replicas(la
     finally:
         lab.apply(BASE / "deployment.yaml")
         lab.wait_ready("grpc-server")
+
+
+def test_a_pod_stopped_after_the_sandbox_went_writes_no_state(tmp_path):
+    """A pod's stop thread can end after the teardown (a long preStop hook): its stop must not
+    write pids.json into the work dir the teardown removed (it raised FileNotFoundError)."""
+    from grpclab.cluster.sandbox.processes import ProcessLauncher
+
+    launcher = ProcessLauncher(tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    process = launcher.start("sleeper", [sys.executable, "-c", "import time; time.sleep(30)"])
+    launcher.stop_all(grace=2.0)
+    (tmp_path / "work" / "pids.json").unlink()
+    (tmp_path / "work" / "sleeper.log").unlink()
+    (tmp_path / "work").rmdir()
+    assert launcher.stop(process) is not None  # what the pod's stop thread does last
+    assert not (tmp_path / "work").exists()

@@ -22,12 +22,15 @@ def lab():
 
 def test_the_event_sees_every_client_and_happens_on_each_clients_clock(lab):
     loads = {
-        "pinned": LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=4, concurrency=2),
+        "pinned": LoadSpec(
+            lab.target("grpc-server"), rpcs=None, duration_s=4, concurrency=2, rate=200
+        ),
         "spread": LoadSpec(
             lab.target("grpc-server-headless"),
             rpcs=None,
             duration_s=4,
             concurrency=2,
+            rate=200,
             lb_policy="round_robin",
             service_config={
                 "loadBalancingConfig": [{"round_robin": {}}],
@@ -58,7 +61,7 @@ def test_the_event_sees_every_client_and_happens_on_each_clients_clock(lab):
 
 
 def test_an_error_in_the_event_is_raised_after_the_run(lab):
-    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.5, concurrency=1)
+    spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1.5, concurrency=1, rate=100)
 
     def fail(_):
         raise KeyError("no such pod")

@@ -147,7 +147,15 @@ def meshed(lab: Cluster) -> Iterator[Cluster]:
 
 def mesh_load(lab: Cluster, rule: str, fault_zone_a: bool = False) -> LoadResult:
     lab.apply(ZONES / rule)
-    spec = LoadSpec(target=lab.target("grpc-server", via="mesh"), duration_s=4.0, concurrency=4)
+    # 200 calls a second where only the zones count; the broken-zone runs stay unpaced: their
+    # check compares the calls that failed before the ejection (20 to 44, measured) with all
+    # calls: paced runs of 330 to 780 calls lost 5.7 to 7.5 % of them, against a 10 % limit.
+    spec = LoadSpec(
+        target=lab.target("grpc-server", via="mesh"),
+        duration_s=4.0,
+        concurrency=4,
+        rate=None if fault_zone_a else 200,
+    )
     if not fault_zone_a:
         return lab.run_load(spec)
     placed = zones.pod_zones(lab.pods({"app": "grpc-server"}))

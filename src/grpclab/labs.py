@@ -9,6 +9,7 @@ drives load with `client.yaml`, and measures what the lab teaches with grpclab.m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -711,7 +712,9 @@ def _run_lab01(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             "ready pod instead? (the README's hint 2)",
         )
     )
-    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"])
+    # Paced: where calls go does not depend on their rate, and an unpaced client would
+    # measure the machine's CPU (1,000 calls/s or more on two cores).
+    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], rate=limits["rate"])
     # Each run on new connections: spreading connections at random can look even once by
     # luck; spreading calls is even every time.
     runs = [cluster.run_load(spec) for _ in range(int(limits["runs"]))]
@@ -769,7 +772,9 @@ def _run_lab02(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     limits = rules.limits
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     before = _shipped_pods(cluster, rules, items)
-    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=4)
+    spec = config.load_spec(
+        cluster, rpcs=None, duration_s=limits["run_s"], concurrency=4, rate=limits["rate"]
+    )
     from grpclab.widgets import run_with_scale  # plotly and ipywidgets: only when needed
 
     added = int(limits["scale_to"] - limits["pods"])
@@ -863,6 +868,8 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     pods = _shipped_pods(cluster, rules, items)
     victim = pods[0]
+    # Not paced: 8 calls in flight of 50 ms each bound the run to 160 calls/s, and calls in
+    # flight on the deleted pod are what the lab is about.
     spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=8)
     kill_at_s = limits["kill_at_s"]
     # Real handlers take time: with 50 ms per call, calls are in flight on the pod when it
@@ -1130,13 +1137,14 @@ def _run_lab05(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
             hint,
         )
     )
-    # Drill 2: a pod that is Ready but answers every call with UNAVAILABLE.
+    # Drill 2: a pod that is Ready but answers every call with UNAVAILABLE. Its calls take no
+    # time, so the run is paced: unpaced, 16 workers would spend both cores on the sidecar.
     pods = [pod.name for pod in cluster.wait_ready(DEPLOYMENT, timeout=90)]
     _fresh_outlier_state(cluster, files)
     broken = pods[0]
     cluster.set_fault(broken, error_rate=1.0, error_code=14)  # 14: UNAVAILABLE
     try:
-        result = cluster.run_load(spec)
+        result = cluster.run_load(dataclasses.replace(spec, rate=limits["broken_rate"]))
     finally:
         cluster.set_fault(broken)
     counters = result.proxy_counters
@@ -1208,7 +1216,8 @@ def _run_lab06(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     ready = _fresh_pods(cluster, rules, items)
     pods, scraped = ready[DEPLOYMENT], [pod for group in ready.values() for pod in group]
     monitoring.wait_for_scrape(cluster, scraped)
-    load = {"rpcs": None, "duration_s": limits["run_s"], "concurrency": 4}
+    # Paced: Prometheus's rates and the client's counts agree at any rate.
+    load = {"rpcs": None, "duration_s": limits["run_s"], "concurrency": 4, "rate": limits["rate"]}
     runs = {
         # pick_first through the ClusterIP: one connection, so one pod gets every call.
         "uneven": LoadSpec(cluster.target(DEPLOYMENT, via="clusterip"), **load),

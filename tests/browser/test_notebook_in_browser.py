@@ -1,19 +1,37 @@
-"""Notebooks 02, 03 and 10 run in JupyterLab in a real browser: every chart must draw.
+"""Notebooks 02, 03 and 10 in JupyterLab in a real browser: every chart draws, every table fits.
 
-One JupyterLab serves the three notebooks as a subprocess on a free loopback port with a
-random token, over a temporary root that holds copies of them (running them in the browser
-would otherwise rewrite the committed files). Debian's Chromium is driven through
-Playwright's Python package; nothing is downloaded. Each notebook is opened, its outputs
-cleared and Run All clicked, as a learner would. Then, for every grpclab chart:
+One JupyterLab serves the notebooks as a subprocess on a free loopback port with a random
+token, over a temporary root that holds copies of them (running them in the browser would
+otherwise rewrite the committed files). The copies are signed with a notary kept in the
+server's own temporary state, so JupyterLab opens them trusted, as a learner's own run.
+Debian's Chromium is driven through Playwright's Python package; nothing is downloaded.
+
+A notebook whose code makes a grpclab live chart (DistributionChart, TimelineChart or a
+Playground: 02 and 03) is opened, its outputs cleared and Run All clicked, as a learner
+would. Then, for every grpclab chart:
 
 - its live view reported that it drew (the page-wide registry chart.js keeps), with data;
 - its final figure (the saved output that replaces the live view) says "(done)" and its
   traces hold data.
 
+Notebook 02 must also show the L4 lesson: one pod served every call of the one channel.
+
+Any other notebook (10, the comparison) makes no live chart; what the browser adds for it is
+how its stored outputs look, and notebooks are stored executed (nbval runs them elsewhere).
+So it is opened without running a cell (JupyterLab may start its kernel on open; nothing is
+sent to it), and its stored outputs are read as rendered: each stored plotly figure must draw
+with a title and data, and the page must show as many HTML tables and figures as the file
+stores. The stored run must have run every cell, hold no error, and hold at least one HTML
+table (what the notebook is opened for).
+
+In every notebook, each HTML table in an output (10's comparison) must fit the output area
+at 1400 px with the file browser open, and no word in it may wrap mid-word.
+
 Screenshots of every chart land in artifacts/browser/<notebook>/, and the websocket bytes
 each notebook's page received are printed (`pytest -s` shows them; bench/README.md has the
 measured numbers). $GRPCLAB_BROWSER_NOTEBOOKS (paths, separated by ":") replaces the three
-notebooks, e.g. to show that a broken chart cell fails this test.
+notebooks, each run or only opened by the same rule (it makes a live chart or not), e.g. to
+show that a broken chart cell, or a table too wide, fails this test.
 """
 
 from __future__ import annotations
@@ -34,6 +52,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from nbformat.sign import NotebookNotary
 from support import REPO
 
 NOTEBOOKS = [
@@ -68,6 +87,12 @@ LAB_SETTINGS = {
     },
 }
 RUN_TIMEOUT_S = 420
+# A notebook opened without running: its stored outputs render in seconds on a quiet machine.
+OPEN_TIMEOUT_S = 120
+# Waits for the page itself (its first cell, an idle kernel, Run All taking hold): under 10 s
+# on a quiet machine; at load 20 on 2 cores a page took over 90 s to show its first cell.
+PAGE_TIMEOUT_MS = 240_000
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # JupyterLab printed nothing in 90 s once, under make test at load 16 on 2 cores.
 SERVER_START_TIMEOUT_S = 240
 # A grpclab chart's title carries its run: "<title><br><sup>N OK, N failed, T s (state)</sup>".
@@ -91,23 +116,62 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def code_of(path: Path) -> str:
+    notebook = nbformat.read(path, as_version=4)
+    return "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+
+
+def expected_live_charts(path: Path) -> int:
+    """How many grpclab charts the notebook makes (a Playground holds one)."""
+    return len(re.findall(r"\b(?:DistributionChart|TimelineChart|Playground)\(", code_of(path)))
+
+
+def runs_live(path: Path) -> bool:
+    """Run All where it shows something the stored file cannot: a live chart drawing."""
+    return expected_live_charts(path) > 0
+
+
+def stored_outputs(path: Path) -> dict[str, int]:
+    """The HTML tables, plotly figures and errors in the notebook's stored outputs."""
+    tables = graphs = errors = 0
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            tables += str(data.get("text/html", "")).count("<table")
+            graphs += PLOTLY_MIME in data
+            errors += output.get("output_type") == "error"
+    return {"tables": tables, "graphs": graphs, "errors": errors}
+
+
 @pytest.fixture(scope="module")
-def lab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A root for JupyterLab: notebooks/<each notebook> and cluster/ as the notebooks expect."""
+def jupyter_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's settings, workspaces, runtime files and notary: none in the user's own."""
+    return tmp_path_factory.mktemp("jupyter-state")
+
+
+@pytest.fixture(scope="module")
+def lab_root(tmp_path_factory: pytest.TempPathFactory, jupyter_state: Path) -> Path:
+    """A root for JupyterLab: notebooks/<each notebook> and cluster/ as the notebooks expect.
+
+    Each copy is signed with the server's notary, so its stored outputs render trusted (as
+    a learner's own run's do) and a table keeps every style it was given.
+    """
     root = tmp_path_factory.mktemp("lab-root")
     (root / "notebooks").mkdir()
+    (jupyter_state / "notary").mkdir()
+    notary = NotebookNotary(data_dir=str(jupyter_state / "notary"))
     for source in NOTEBOOKS:
-        shutil.copy(source, root / "notebooks" / source.name)
+        copy = root / "notebooks" / source.name
+        shutil.copy(source, copy)
+        notary.sign(nbformat.read(copy, as_version=4))
     (root / "cluster").symlink_to(REPO / "cluster")  # ../cluster/manifests from notebooks/
     return root
 
 
 @pytest.fixture(scope="module")
-def jupyter_lab(
-    lab_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
+def jupyter_lab(lab_root: Path, jupyter_state: Path) -> Iterator[tuple[str, str]]:
     """One JupyterLab server on 127.0.0.1 for every notebook; yields its URL and token."""
-    state = tmp_path_factory.mktemp("jupyter-state")
+    state = jupyter_state
     for name, values in LAB_SETTINGS.items():
         path = state / "settings" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +188,7 @@ def jupyter_lab(
         f"--ServerApp.root_dir={lab_root}",
         f"--LabApp.user_settings_dir={state / 'settings'}",
         f"--LabApp.workspaces_dir={state / 'workspaces'}",
+        f"--NotebookNotary.data_dir={state / 'notary'}",
         "--LabApp.extension_manager=readonly",  # no package index lookups
         "--allow-root",  # CI containers run as root; harmless otherwise
     ]
@@ -160,18 +225,43 @@ def jupyter_lab(
 
 def run_all_cells(page) -> None:
     """Clear the stored outputs, Run → Run All Cells, and wait until no cell is queued."""
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_TIMEOUT_MS)
     idle = "() => document.querySelector('.jp-StatusBar-TextItem') && [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /\\|\\s*Idle/.test(e.textContent))"  # noqa: E501
-    page.wait_for_function(idle, timeout=90_000)
+    page.wait_for_function(idle, timeout=PAGE_TIMEOUT_MS)
     page.click(".lm-MenuBar-itemLabel:text-is('Edit')")
     page.click(".lm-Menu-itemLabel:text-is('Clear Outputs of All Cells')")
     page.click(".lm-MenuBar-itemLabel:text-is('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
     queued = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))"  # noqa: E501
-    page.wait_for_function(queued, timeout=30_000)
+    page.wait_for_function(queued, timeout=PAGE_TIMEOUT_MS)
     # Done when nothing is queued and the kernel is idle; an error stops Run All and
     # un-queues the rest, which also ends the wait (the prompts then show what ran).
     page.wait_for_function(f"() => !({queued})() && ({idle})()", timeout=RUN_TIMEOUT_S * 1000)
+
+
+# The stored outputs drawn: as many output tables, and plotly graphs holding their data, as the
+# file stores (plotly's renderer draws a saved figure a moment after the cell is attached).
+STORED_SHOWN = """
+([tables, graphs]) => {
+  const panel = '.jp-NotebookPanel:not(.lm-mod-hidden) ';
+  const drawn = [...document.querySelectorAll(panel + '.js-plotly-plot')].filter(g => g.data);
+  return document.querySelectorAll(panel + '.jp-OutputArea-output table').length >= tables
+    && drawn.length >= graphs;
+}
+"""
+
+
+def show_stored_outputs(page, stored: dict[str, int]) -> None:
+    """Wait until the opened notebook shows its stored tables and figures; run no cell."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_TIMEOUT_MS)
+    try:
+        page.wait_for_function(
+            STORED_SHOWN, arg=[stored["tables"], stored["graphs"]], timeout=OPEN_TIMEOUT_S * 1000
+        )
+    except PlaywrightTimeout:
+        pass  # the counts read next say what did not show
 
 
 def prompts(page) -> list[str]:
@@ -236,13 +326,6 @@ def base_title(title: str) -> str:
     return title.split("<br>")[0]
 
 
-def expected_live_charts(path: Path) -> int:
-    """How many grpclab charts the notebook makes (a Playground holds one)."""
-    notebook = nbformat.read(path, as_version=4)
-    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    return len(re.findall(r"\b(?:DistributionChart|TimelineChart|Playground)\(", code))
-
-
 def count_websocket_bytes(page) -> dict[str, int]:
     """Bytes the page receives and sends over its websockets (the kernel's channels)."""
     totals = {"received": 0, "sent": 0}
@@ -272,8 +355,9 @@ def browser():
             chromium.close()
 
 
-def run_notebook(browser, jupyter_lab: tuple[str, str], path: Path) -> dict:
-    """Open `path` in JupyterLab, Run All, and read back every chart; screenshots as artifacts."""
+def open_notebook(browser, jupyter_lab: tuple[str, str], path: Path, live: bool) -> dict:
+    """Open `path` in JupyterLab, Run All if `live` (else run nothing), and read back every
+    chart and table; screenshots as artifacts."""
     base, token = jupyter_lab
     shots = ARTIFACTS / path.stem
     shutil.rmtree(shots, ignore_errors=True)
@@ -286,7 +370,10 @@ def run_notebook(browser, jupyter_lab: tuple[str, str], path: Path) -> dict:
         page.on("pageerror", lambda e: console.append(f"{time.monotonic():.1f} pageerror: {e}"))
         started = time.monotonic()
         page.goto(f"{base}/lab/tree/notebooks/{path.name}?reset&token={token}")
-        run_all_cells(page)
+        if live:
+            run_all_cells(page)
+        else:
+            show_stored_outputs(page, stored_outputs(path))
         seconds = time.monotonic() - started
         graphs = page.evaluate(READ_GRAPHS)
         for graph in graphs:
@@ -309,8 +396,10 @@ def run_notebook(browser, jupyter_lab: tuple[str, str], path: Path) -> dict:
         page.close()
 
 
-def chart_problems(path: Path, run: dict) -> list[str]:
-    """Every way the notebook's charts failed to draw, in words (empty: all drew)."""
+def chart_problems(path: Path, run: dict, live: bool) -> list[str]:
+    """Every way the notebook's charts failed to draw, in words (empty: all drew).
+
+    Not `live`: the notebook was only opened, so only its saved figures are checked."""
     problems = []
     live_charts = []
     for graph in run["graphs"]:
@@ -322,6 +411,8 @@ def chart_problems(path: Path, run: dict) -> list[str]:
             problems.append(f"chart {graph['index']} {base_title(title)!r}: no trace holds data")
         if RUN_SUBTITLE.search(title) or graph["live"]:
             live_charts.append(graph)
+    if not live:
+        return problems
     for graph in live_charts:
         title = graph["title"]
         run_state = RUN_SUBTITLE.search(title)
@@ -348,12 +439,37 @@ def chart_problems(path: Path, run: dict) -> list[str]:
     return problems
 
 
-@pytest.mark.timeout(RUN_TIMEOUT_S * len(NOTEBOOKS) + SERVER_START_TIMEOUT_S + 240)
+def stored_problems(path: Path, run: dict) -> list[str]:
+    """Where an opened notebook's stored run failed, lacks a table, or does not show."""
+    stored = stored_outputs(path)
+    problems = []
+    if stored.pop("errors"):
+        problems.append("its stored run raised: a stored output is an error")
+    if not stored["tables"]:
+        problems.append("it stores no HTML table: opened unrun, it has none to check")
+    shown = {"tables": len(run["tables"]), "graphs": len(run["graphs"])}
+    if shown != stored:
+        problems.append(f"the file stores {stored}, the page shows {shown}")
+    return problems
+
+
+LIVE = [path for path in NOTEBOOKS if runs_live(path)]
+
+
+@pytest.mark.timeout(
+    RUN_TIMEOUT_S * len(LIVE)
+    + OPEN_TIMEOUT_S * (len(NOTEBOOKS) - len(LIVE))
+    + PAGE_TIMEOUT_MS // 1000 * len(NOTEBOOKS)
+    + SERVER_START_TIMEOUT_S
+    + 240
+)
 def test_every_chart_draws_live_and_is_saved_with_its_final_run(browser, jupyter_lab):
     report, problems = {}, {}
     for path in NOTEBOOKS:
-        run = run_notebook(browser, jupyter_lab, path)
+        live = path in LIVE
+        run = open_notebook(browser, jupyter_lab, path, live)
         report[path.stem] = {
+            "ran": live,
             "seconds": round(run["seconds"]),
             "websocket_bytes_received": run["websocket"]["received"],
             "websocket_bytes_sent": run["websocket"]["sent"],
@@ -362,18 +478,21 @@ def test_every_chart_draws_live_and_is_saved_with_its_final_run(browser, jupyter
             "notes": {base_title(g["title"]): g["notes"] for g in run["graphs"] if g["notes"]},
         }
         print(f"browser {path.stem}: {json.dumps(report[path.stem])}")
-        found = chart_problems(path, run)
+        found = chart_problems(path, run, live)
+        if not live:
+            found += stored_problems(path, run)
         for table in run["tables"]:
             # At 1400 px with the file browser open, a table fits and no word wraps mid-word.
             if not table["fileBrowserOpen"] or table["width"] > table["room"] or table["split"]:
                 found.append(f"table {table['header']!r} does not fit: {table}")
         if not all(re.fullmatch(r"\[\d+\]:", p) for p in run["prompts"]):
             found.insert(0, f"not every cell ran: {run['prompts']}")
-        if found:
-            problems[path.name] = found
         if path.stem.startswith("02-"):
             # The L4 chart tells the truth: one pod took every call of the one channel.
-            pods = expected_pods()
-            assert any(f"pods that served requests: 1 of {pods}" in t for t in run["summaries"])
+            lesson = f"pods that served requests: 1 of {expected_pods()}"
+            if not any(lesson in text for text in run["summaries"]):
+                found.append(f"no output says {lesson!r}")
+        if found:
+            problems[path.name] = found
     (ARTIFACTS / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     assert not problems, json.dumps(problems, indent=2) + f"\n(screenshots in {ARTIFACTS})"

@@ -39,6 +39,14 @@ DIRECT = "direct"
 # Thresholds of the stable summary: wide enough for a busy 2-core machine.
 EVEN_MAX_MIN = 1.5
 PICKUP_WITHIN_S = 10.0
+# Calls started per second (LoadSpec.rate). A latency run at one call in flight, paced, never
+# queues on the machine's CPU; an unpaced one measures how fast the laptop turns calls round.
+LATENCY_RATE = 200.0
+# A spread run's 600 calls over 2 s. Unpaced, they took 0.6-2.8 s of a saturated CPU: a pod
+# process that lost its core for some tens of ms piled up calls in flight, and a
+# least-request proxy rightly sent it less (Istio's sidecar came out at 1.57 busiest/idlest
+# under load). Paced, the run leaves the pods their CPU and a stall is a short part of it.
+SPREAD_RATE = 300.0
 Out = Callable[[str], None]
 
 
@@ -250,18 +258,22 @@ def measure_steady(
     spread_rpcs: int = 600,
     spread_concurrency: int = 8,
     out: Out = say,
+    latency_rate: float = LATENCY_RATE,
+    spread_rate: float = SPREAD_RATE,
 ) -> tuple[dict[str, Row], dict[str, float]]:
     """Latency and evenness, one solution at a time, in interleaved rounds.
 
-    Latency runs keep one call in flight, so that no pod queues calls and the difference
-    to the direct call is the path's own cost. Spread runs keep `spread_concurrency` in
-    flight (least-request balancers need calls in flight to compare). Each round runs every
-    solution once, the order turned by one each round and reversed every other round, so
-    that drifting machine load hits all alike. Each run opens its own channel, and evenness
+    Latency runs keep one call in flight, `latency_rate` started per second, so that neither
+    a pod nor the machine's CPU queues calls and the difference to the direct call is the
+    path's own cost. Spread runs start `spread_rate` calls per second with up to
+    `spread_concurrency` in flight (least-request balancers compare calls in flight, and a
+    pod that stalls gathers some). Each round runs every solution once, the order turned
+    by one each round and reversed every other round, so that drifting machine load hits
+    all alike. Each run opens its own channel, and evenness
     is per run: an L4 channel sticks to one pod, whichever it is.
     """
     latency, spread = interleaved_rounds(
-        lineup, rounds, latency_s, spread_rpcs, spread_concurrency, out
+        lineup, rounds, latency_s, spread_rpcs, spread_concurrency, out, latency_rate, spread_rate
     )
     direct = latency[DIRECT]
     baseline = {key: statistics.median(_latency(r, key) for r in direct) for key in ("p50", "p99")}
@@ -295,9 +307,12 @@ def interleaved_rounds(
     spread_rpcs: int = 0,
     spread_concurrency: int = 8,
     out: Out = say,
+    latency_rate: float | None = LATENCY_RATE,
+    spread_rate: float | None = SPREAD_RATE,
 ) -> tuple[dict[str, list[LoadResult]], dict[str, list[LoadResult]]]:
     """Per solution (and "direct"), one latency run per round, and a spread run unless
-    `spread_rpcs` is 0; the order turns by one each round and reverses every other round."""
+    `spread_rpcs` is 0; the order turns by one each round and reverses every other round.
+    The rates are calls started per second (None: unpaced)."""
     keys = [DIRECT, *(s.key for s in lineup.solutions())]
     latency: dict[str, list[LoadResult]] = {key: [] for key in keys}
     spread: dict[str, list[LoadResult]] = {key: [] for key in keys}
@@ -305,10 +320,12 @@ def interleaved_rounds(
         order = keys[number % len(keys) :] + keys[: number % len(keys)]
         for key in reversed(order) if number % 2 else order:
             template = lineup.specs[key]
-            spec = run_spec(template, duration_s=latency_s, concurrency=1)
+            spec = run_spec(template, duration_s=latency_s, concurrency=1, rate=latency_rate)
             latency[key].append(lineup.lab.run_load(spec))
             if spread_rpcs and key != DIRECT:
-                spread_spec = replace(template, rpcs=spread_rpcs, concurrency=spread_concurrency)
+                spread_spec = replace(
+                    template, rpcs=spread_rpcs, concurrency=spread_concurrency, rate=spread_rate
+                )
                 spread[key].append(lineup.lab.run_load(spread_spec))
         out(f"steady load: round {number + 1} of {rounds} done")
     return latency, spread
@@ -320,12 +337,14 @@ def _latency(result: LoadResult, key: str) -> float:
 
 @dataclass(frozen=True)
 class AllAtOnce:
-    """Every solution's client at once for `seconds`, each with `concurrency` calls in
-    flight, and an event `at_s` seconds in (a scale-up, a crash)."""
+    """Every solution's client at once for `seconds`, each with up to `concurrency` calls in
+    flight and `rate` calls started per second (per client), and an event `at_s` seconds in
+    (a scale-up, a crash)."""
 
     seconds: float
     at_s: float
     concurrency: int = 1
+    rate: float | None = None
 
     def run(
         self, lineup: Lineup, event: Callable[[Mapping[str, LoadResult]], Any]
@@ -336,6 +355,7 @@ class AllAtOnce:
                 lineup.specs[s.key],
                 duration_s=self.seconds,
                 concurrency=self.concurrency,
+                rate=self.rate,
                 interval_s=0.1,
             )
             for s in lineup.solutions()
@@ -343,8 +363,13 @@ class AllAtOnce:
         return run_side_by_side(lineup.lab, loads, self.at_s, event)
 
 
-SCALE_UP = AllAtOnce(16.0, at_s=1.0)
-CRASH = AllAtOnce(5.0, at_s=1.5, concurrency=6)
+# 50 calls per second per client: a per-call balancer's first call on a new pod of four
+# comes a few hundredths of a second after it is picked, and seven clients together leave
+# the CPU to the pods and the scale-up. 18 s: the new pod is ready 3-5 s in on a busy
+# machine, and "never" must mean never in more than PICKUP_WITHIN_S.
+SCALE_UP = AllAtOnce(18.0, at_s=1.0, rate=50.0)
+# 150 calls per second of 20 ms each: 3 in flight per client, about one on every pod.
+CRASH = AllAtOnce(5.0, at_s=1.5, concurrency=6, rate=150.0)
 
 
 def measure_scale_up(
@@ -452,6 +477,7 @@ def measure_max_age(
         lineup.specs["round_robin"],
         duration_s=seconds,
         concurrency=2,
+        rate=100.0,
         interval_s=0.1,
         # The server's age (5 s here) is far below the client's 30 s DNS cool-down default.
         channel_options={"grpc.dns_min_time_between_resolutions_ms": 1000},

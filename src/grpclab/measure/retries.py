@@ -48,11 +48,13 @@ class Row:
 
 
 def kill_drill(
-    lab: Cluster, specs: Mapping[str, LoadSpec], at_s: float = 1.0, added_latency_ms: int = 20
+    lab: Cluster, specs: Mapping[str, LoadSpec], at_s: float = 1.0, added_latency_ms: int = 50
 ) -> dict[str, LoadResult]:
     """For each spec: crash the least restarted pod at_s into its load (notebook 04's drill).
 
-    Every call takes `added_latency_ms` so that some are in flight on the pod when it dies.
+    Every call takes `added_latency_ms` so that some are in flight on the pod when it dies:
+    a paced client (LoadSpec.rate) has rate x latency calls in flight, 200/s x 50 ms = 10,
+    three or four on each of three pods.
     """
     results = {}
     for name, spec in specs.items():

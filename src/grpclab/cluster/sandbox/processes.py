@@ -59,6 +59,7 @@ class ProcessLauncher:
         )
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grpclab-launcher")
         self.children: dict[int, subprocess.Popen] = {}
+        self._stopped = False  # stop_all ran: the sandbox is going, and its log_dir with it
 
     def start(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
@@ -117,11 +118,16 @@ class ProcessLauncher:
                 process.wait(timeout=5)
         self.children.clear()
         self._record_pids()
+        self._stopped = True
         self._thread.shutdown(wait=False)
 
     def _record_pids(self) -> None:
         # `grpclab down` reads this to clean up after an owner that was killed
-        # before the death signal could act (e.g. setpriv missing pdeathsig).
+        # before the death signal could act (e.g. setpriv missing pdeathsig). After stop_all
+        # there is nothing left to record: a pod's stop thread that ends late (a long preStop
+        # hook) would write into a work dir the teardown has removed.
+        if self._stopped:
+            return
         state = {"owner": os.getpid(), "children": sorted(self.children)}
         (self.log_dir / "pids.json").write_text(json.dumps(state))
 
