@@ -50,7 +50,7 @@ demo: setup  ## headless: ClusterIP vs round_robin, requests per pod
 # worker, the notebooks one group each, longest first (tests/parallel.py). Each sandbox is
 # its own, but a real cluster is shared: with GRPCLAB_BACKEND=kind or kubeconfig they run
 # one after another (TEST_WORKERS=0, in this process). PYTEST_ARGS adds pytest options.
-TEST_WORKERS ?= $(if $(filter-out sandbox,$(or $(GRPCLAB_BACKEND),sandbox)),0,4)
+TEST_WORKERS ?= $(if $(filter-out sandbox,$(or $(GRPCLAB_BACKEND),sandbox)),0,6)
 PYTEST := $(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test: setup lint  ## every test: lint, stale stubs, unit, sandbox, contract, notebooks
