@@ -99,8 +99,10 @@ def test_round_robin_through_the_sidecar_spreads_one_channel_evenly(lab, mesh):
 
 def test_least_request_sends_a_slow_pod_fewer_calls_than_round_robin(lab, mesh):
     slow = lab.wait_ready("grpc-server")[0].name
-    lab.set_fault(slow, added_latency_ms=50)
-    spec = LoadSpec(mesh, rpcs=None, duration_s=2, concurrency=16)
+    # Notebook 04's settings: 300 ms slower, paced. With 50 ms unpaced, a starved machine
+    # slowed every call until the slow pod no longer stood out (0.26 once under make test).
+    lab.set_fault(slow, added_latency_ms=300)
+    spec = LoadSpec(mesh, rpcs=None, duration_s=2, concurrency=32, rate=200)
     lab.apply(ISTIO / "destinationrule.yaml")
     round_robin = lab.run_load(spec)
     lab.apply(ISTIO / "destinationrule-least-request.yaml")
