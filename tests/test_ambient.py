@@ -70,7 +70,10 @@ def test_a_waypoint_balances_each_request_of_one_channel(ambient):
     ambient.apply(AMBIENT / "waypoint.yaml")
     ambient.apply(AMBIENT / "service-waypoint.yaml")
     target = ambient.target(SERVICE, via="ambient")
-    result = ambient.run_load(LoadSpec(target, rpcs=600, concurrency=8))
+    # Unpaced, as in notebook 15: LEAST_REQUEST evens the pods out by calls in flight. Over
+    # 600 calls (a fraction of a second) one pod process stalled by a busy machine came out
+    # at 1.33 busiest/idlest; 1,500 calls outlast such a stall.
+    result = ambient.run_load(LoadSpec(target, rpcs=1500, concurrency=8))
     assert result.failed == 0
     assert set(result.per_pod) == set(pods)
     checks.assert_even(result, pods, max_ratio=1.3)
