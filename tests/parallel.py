@@ -2,9 +2,9 @@
 
 Each test module is one group, run whole by one worker, so its module-scoped sandbox is built
 once; each notebook's nbval run is a group of its own, and so are each lab's tests on a
-cluster (tests/test_labs.py: a sandbox per lab). Groups start longest first, by the
-seconds in tests/group_seconds.json, so the notebooks start at once on every worker and the
-short modules fill in at the end. At the end the run prints the nbval wall time, issue 19's
+cluster (tests/test_labs.py: a sandbox per lab). The notebooks' groups (nbval and the
+browser test) start first, then all others; each kind longest first, by the seconds in
+tests/group_seconds.json, so the short modules fill in at the end. At the end the run prints the nbval wall time, issue 19's
 benchmark for the notebooks.
 
 xdist's own `xdist_group` marker does nothing with pytest 9 (xdist 3.8 renames the node id
@@ -28,6 +28,7 @@ NBVAL_GROUP = "nbval:"
 # Tests each of whose cases is a group of its own, by node id prefix, and their groups' prefix.
 ALONE = {"tests/test_notebooks.py::test_notebook_passes_nbval_and_leaves_no_process[": NBVAL_GROUP}
 LAB_GROUP = "lab:"
+BROWSER_GROUP = "tests/browser/test_notebook_in_browser.py"
 # Tests on a lab's own sandbox, by node id prefix: each case joins the group of the lab whose
 # number its id starts with ("lab:03"), so a lab's sandbox is built once, on one worker, and
 # the labs run side by side. The module's cluster-free tests stay in the module's group.
@@ -89,7 +90,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     seconds = {group: table.get(group, unknown) for group in groups.values()}
     # A stable sort: within a group the order pytest chose (by fixtures) stays; ties by name,
     # so every worker collects the same order, as xdist requires.
-    items.sort(key=lambda item: (-seconds[groups[item.nodeid]], groups[item.nodeid]))
+    items.sort(key=lambda item: start_order(groups[item.nodeid], seconds))
+
+
+def start_order(group: str, seconds: dict[str, float]) -> tuple[bool, float, str]:
+    """The sort key of a group: the notebooks' groups before all others (the nbval runs, and
+    the browser test, which runs notebooks in JupyterLab), then longest first, then by name."""
+    notebooks = group.startswith(NBVAL_GROUP) or group == BROWSER_GROUP
+    return (not notebooks, -seconds[group], group)
 
 
 def _seconds_table() -> dict[str, float]:

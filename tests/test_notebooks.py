@@ -280,6 +280,20 @@ def test_each_nbval_run_is_a_group_of_its_own_on_the_xdist_workers(request):
     assert parallel.group_of(request.node.nodeid) == module  # the rest: one group per module
 
 
+def test_the_notebooks_groups_start_first_then_the_longest():
+    # Issue 19 times the nbval runs from the first to the last: they start before any other
+    # group, with the browser test (a rename of its file must reach tests/parallel.py).
+    assert (REPO / parallel.BROWSER_GROUP).is_file()
+    seconds = {
+        "nbval:00-setup": 12,
+        parallel.BROWSER_GROUP: 190,
+        "lab:06": 98,
+        "tests/test_x.py": 1,
+    }
+    order = sorted(seconds, key=lambda group: parallel.start_order(group, seconds))
+    assert order == [parallel.BROWSER_GROUP, "nbval:00-setup", "lab:06", "tests/test_x.py"]
+
+
 def test_notebook_backends_and_sandbox_output_tags_are_used_as_documented():
     for path in PATH_NOTEBOOKS:
         notebook = read(path)
