@@ -4,8 +4,8 @@ Each test module is one group, run whole by one worker, so its module-scoped san
 once; each notebook's nbval run is a group of its own, and so are each lab's tests on a
 cluster (tests/test_labs.py: a sandbox per lab). The notebooks' groups (nbval and the
 browser test) start first, then all others; each kind longest first, by the seconds in
-tests/group_seconds.json, so the short modules fill in at the end. At the end the run prints the nbval wall time, issue 19's
-benchmark for the notebooks.
+tests/group_seconds.json, so the short modules fill in at the end. At the end the run
+prints the nbval wall time, issue 19's benchmark for the notebooks.
 
 xdist's own `xdist_group` marker does nothing with pytest 9 (xdist 3.8 renames the node id
 through an attribute pytest 9 no longer reads), so the groups come from the node ids here.
