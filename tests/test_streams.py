@@ -287,9 +287,11 @@ def test_a_stream_opened_before_a_scale_up_stays_on_its_pod_while_new_streams_mo
         target = lab.target("grpc-server-headless")
         same = dict(
             rpcs=None,
-            duration_s=8,
+            # Long enough for a new pod that starts late on a busy machine (its first
+            # renewed stream comes up to about 3 s after it is ready); paced for the CPU.
+            duration_s=14,
             concurrency=2,
-            stream_interval_s=0.05,
+            stream_interval_s=0.1,
             lb_policy="round_robin",
             channel_options={"grpc.dns_min_time_between_resolutions_ms": 1000},
         )
@@ -333,6 +335,9 @@ def test_cut_summary_names_how_streams_ended_and_whether_they_were_reopened():
     )
     assert streams.cut_summary(LoadResult(streams=[stream(0, 9, "OK")])) == "streams cut: none"
     assert streams.first_cuts_s(reopened, opened_before_s=1) == [3, 3]
+    # Cut after 2.5 s: the two cuts at 3 s, not the stream that the client closed at 9 s.
+    assert [s["code"] for s in streams.cut_after(reopened, 2.5)] == ["UNAVAILABLE", "INTERNAL"]
+    assert streams.cut_after(reopened, 3) == []
 
 
 # -- helpers -------------------------------------------------------------------------------

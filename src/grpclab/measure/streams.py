@@ -45,6 +45,12 @@ def first_cuts_s(result: LoadResult, opened_before_s: float) -> list[float]:
     )
 
 
+def cut_after(result: LoadResult, after_s: float) -> list[dict]:
+    """The streams cut after `after_s` on the load's clock (after new pods were ready, say):
+    only those are reopened with the new pods among the picks."""
+    return [stream for stream in cut_streams(result) if stream["closed_s"] > after_s]
+
+
 def cut_summary(result: LoadResult) -> str:
     """Stable text: were streams cut, how did they end, and were they all reopened."""
     cut = cut_streams(result)
