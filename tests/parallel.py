@@ -64,11 +64,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# A worker runs a test only once it holds the next one (pytest needs the next item), so xdist
+# hands every worker a second group while it runs its first. Behind a group this long, that
+# second group would wait for minutes: a notebook queued behind the browser test started
+# after 470 s once. Such a worker gets the shortest group left instead, and the next long
+# one after it.
+HOLDS_BACK_S = 100.0
+
+
 class GroupScheduling(LoadScopeScheduling):
-    """xdist's scheduling by scope, with `group_of` as the scope, in collection order."""
+    """xdist's scheduling by scope, with `group_of` as the scope, in collection order; a
+    worker busy with a long group gets the shortest group left."""
 
     def _split_scope(self, nodeid: str) -> str:
         return group_of(nodeid)
+
+    def _assign_work_unit(self, node) -> None:
+        unfinished = [
+            scope
+            for scope, tests in self.assigned_work.get(node, {}).items()
+            if not all(tests.values())
+        ]
+        group = next_group(list(self.workqueue), unfinished, _seconds_table())
+        self.workqueue.move_to_end(group, last=False)  # xdist hands out the queue's first
+        super()._assign_work_unit(node)
+
+
+def next_group(queue: list[str], unfinished: list[str], table: dict[str, float]) -> str:
+    """The group a worker gets next: the queue's first, or the shortest one while the worker
+    still has at least HOLDS_BACK_S of groups to run (a group not in `table` counts as the
+    median)."""
+    unknown = statistics.median(table.values()) if table else 0.0
+    if sum(table.get(group, unknown) for group in unfinished) >= HOLDS_BACK_S:
+        return min(queue, key=lambda group: table.get(group, unknown))
+    return queue[0]
 
 
 @pytest.hookimpl(tryfirst=True)
