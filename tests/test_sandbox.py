@@ -323,14 +323,13 @@ def test_two_sandboxes_at_once_do_not_interfere(lab):
         other.apply(BASE)
         other.apply(HEADLESS)
         other_pods = {p.name for p in other.wait_ready("grpc-server")}
-        result = other.run_load(
-            LoadSpec(other.target("grpc-server-headless"), rpcs=90, lb_policy="round_robin")
-        )
+        # Paced over 1.5 s: round_robin sends only to connected pods, and 90 calls unpaced
+        # ended on one pod before a busy machine had connected the other two.
+        paced = dict(rpcs=None, duration_s=1.5, rate=100, lb_policy="round_robin")
+        result = other.run_load(LoadSpec(other.target("grpc-server-headless"), **paced))
         assert set(result.per_pod) == other_pods
         assert not other_pods & {p.name for p in lab.pods()}
-        ours = lab.run_load(
-            LoadSpec(lab.target("grpc-server-headless"), rpcs=90, lb_policy="round_robin")
-        )
+        ours = lab.run_load(LoadSpec(lab.target("grpc-server-headless"), **paced))
         assert set(ours.per_pod) == set(ready_pod_names(lab))
 
 

@@ -868,13 +868,23 @@ def _run_lab03(cluster: Cluster, files: Path, rules: LabRules, items: list[Check
     config = read_client_config(files / CLIENT_FILE)  # the rules have read it already
     pods = _shipped_pods(cluster, rules, items)
     victim = pods[0]
-    # Not paced: 8 calls in flight of 50 ms each bound the run to 160 calls/s, and calls in
-    # flight on the deleted pod are what the lab is about.
-    spec = config.load_spec(cluster, rpcs=None, duration_s=limits["run_s"], concurrency=8)
+    # Calls fail at the SIGKILL only if the pod holds some then, and it holds only those
+    # sent in the last latency_ms. Paced, the client sends it one every few ms whatever the
+    # replies do, so it meets the SIGKILL empty only after a stall of the client as long as
+    # a call; unpaced, replies that wait out a stall restart every call at once, in waves
+    # with empty gaps between them. With 50 ms unpaced calls, a client starved of CPU (no
+    # reply read for 230 ms, measured beside two notebooks' tests) let the starter pass.
+    # `concurrency` is twice the rate x latency calls in flight: room to catch up.
+    spec = config.load_spec(
+        cluster,
+        rpcs=None,
+        duration_s=limits["run_s"],
+        concurrency=int(limits["concurrency"]),
+        rate=limits["rate"],
+    )
     kill_at_s = limits["kill_at_s"]
-    # Real handlers take time: with 50 ms per call, calls are in flight on the pod when it
-    # goes, every time. (The demo's calls take well under a millisecond, so a kill could
-    # miss them all by luck.)
+    # Real handlers take time, so calls are in flight on the pod when it goes. (The demo's
+    # calls take well under a millisecond, so a kill could miss them all by luck.)
     for pod in pods:
         cluster.set_fault(pod, added_latency_ms=limits["latency_ms"])
     try:
