@@ -25,6 +25,7 @@ from grpclab.tools import preflight
 
 NOTEBOOKS = REPO / "notebooks"
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
+POLL_S = 1.0
 PATH_NOTEBOOKS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 MAX_BYTES = 300_000  # "well under 1 MB": widget state would add megabytes
 BACKEND = os.environ.get("GRPCLAB_BACKEND", "sandbox")
@@ -224,7 +225,11 @@ def run_nbval(notebooks: Path, log: Path) -> tuple[int, dict[int, str]]:
         try:
             while process.poll() is None:
                 seen.update(_descendants(process.pid, _process_table()))
-                time.sleep(0.2)
+                # Once a second: a scan reads every process's stat, and under make test the
+                # machine runs some hundreds (six notebooks' sandboxes, Chromium...). Only a
+                # process started and orphaned between two scans could go unseen; the
+                # kernel's children live as long as it does.
+                time.sleep(POLL_S)
         finally:
             if process.poll() is None:  # interrupted: end the run we started, by its group id
                 os.killpg(process.pid, signal.SIGKILL)
@@ -240,6 +245,27 @@ def _still_running(seen: dict[int, str]) -> list[int]:
         # Same PID and start time: the same process, not a new one that reused the PID.
         if pid in table and table[pid][1] == started and table[pid][2] != "Z"
     ]
+
+
+def test_a_process_a_notebook_leaves_behind_is_found(tmp_path):
+    # What the nbval test's leftover check rests on: a process the kernel started and left
+    # running (in a session of its own, as the sandbox starts pods) is seen by the polling.
+    cell = (
+        "import subprocess, time\n"
+        "subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        f"time.sleep({POLL_S * 2})  # the polling sees it before the kernel goes"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    path = tmp_path / "leaves-a-process.ipynb"
+    nbformat.write(notebook, path)
+    returncode, seen = run_nbval(path, tmp_path / "nbval.log")
+    leftover = _still_running(seen)
+    try:
+        assert returncode == 0, (tmp_path / "nbval.log").read_text()[-2000:]
+        assert [_cmdline(pid).strip() for pid in leftover] == ["sleep 60"]
+    finally:
+        for pid in leftover:
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
