@@ -26,14 +26,6 @@ function loadPlotly(model) {
   return globalThis[SHARED];
 }
 
-async function attached(el) {
-  // Plotly sizes a plot from its element: wait (up to 10 s) until the output area holds it.
-  // A timer, not requestAnimationFrame: a busy or hidden page may not paint for a while.
-  for (let i = 0; i < 200 && !el.isConnected; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 function record(figure) {
   // A page-wide note of what each live view drew, keyed by the chart's title (without
   // its subtitle): the browser test reads it after the view gave way to the saved figure.
