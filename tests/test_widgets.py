@@ -341,22 +341,3 @@ def test_run_with_scale_refuses_a_run_too_short_to_scale_in(lab):
     spec = LoadSpec(lab.target("grpc-server"), rpcs=None, duration_s=1)
     with pytest.raises(ValueError, match="duration_s must be longer than at_s=2"):
         run_with_scale(lab, spec, replicas=4, at_s=2)
-
-
-def test_a_chart_opens_its_widget_with_its_titled_figure(monkeypatch):
-    # The page builds the model from the widget's opening message; updates that reach a busy
-    # page before the model exists can be lost, so the first figure must be in that message.
-    import ipywidgets.widgets.widget as ipywidget
-
-    opened = []
-    create = ipywidget.comm.create_comm
-
-    def recording(**args):
-        opened.append(args["data"]["state"])
-        return create(**args)
-
-    monkeypatch.setattr(ipywidget.comm, "create_comm", recording)
-    TimelineChart(["pod-a", "pod-b"], "opening title")
-    figures = [state["figure"] for state in opened if "figure" in state]
-    assert [f["layout"]["title"]["text"] for f in figures] == ["opening title"]
-    assert figures[0]["data"], figures[0]  # its pods, drawn at 0 before any run

@@ -175,14 +175,10 @@ class _LiveChart:
         # Snapshots arrive on the load thread and marks on others: one drawer at a time.
         self._lock = threading.RLock()
         self.figure = go.Figure(layout={**BASE_LAYOUT, "title": {"text": title}})
+        self.widget = ChartWidget()
         self._handle: Any = None  # the notebook output that shows this chart, once displayed
         self._shows_static = False
-        with self.figure.batch_update():
-            self._draw(None)
-        # The first figure goes in the widget's opening message, not in an update after it:
-        # a busy page under Run All rendered a view before any update had reached its model
-        # and drew it blank, untitled, until the run's saved figure replaced it.
-        self.widget = ChartWidget(figure_json(self.figure))
+        self._redraw(None)
 
     def on_progress(self, result: LoadResult) -> None:
         """Take a snapshot from the load generator; redraws when due and at the end."""
