@@ -13,6 +13,7 @@ RUN := $(UV) run --frozen --no-sync
 # .venv's files come from uv's cache in uv's default way (copy-on-write clones on Linux and
 # macOS, `uv help sync`; where the filesystem has none, as on this ext4, the sync still
 # took 1.7 s). Copying every file (UV_LINK_MODE=copy) took 8 s and 11 CPU-s here.
+
 # Python caches each module it compiles in __pycache__ (ignored by git), unless
 # PYTHONDONTWRITEBYTECODE is set, as some images and CI runners do. uv installs no .pyc
 # either, so there every process compiles every module it imports from source, every

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,10 @@ class GroupScheduling(LoadScopeScheduling):
     """xdist's scheduling by scope, with `group_of` as the scope, in collection order; a
     worker busy with a long group gets the shortest group left."""
 
+    def __init__(self, config: pytest.Config, log=None) -> None:
+        super().__init__(config, log)
+        self._seconds = seconds_of(_seconds_table())  # read once, asked at every hand-out
+
     def _split_scope(self, nodeid: str) -> str:
         return group_of(nodeid)
 
@@ -85,19 +90,23 @@ class GroupScheduling(LoadScopeScheduling):
             for scope, tests in self.assigned_work.get(node, {}).items()
             if not all(tests.values())
         ]
-        group = next_group(list(self.workqueue), unfinished, _seconds_table())
+        group = next_group(list(self.workqueue), unfinished, self._seconds)
         self.workqueue.move_to_end(group, last=False)  # xdist hands out the queue's first
         super()._assign_work_unit(node)
 
 
-def next_group(queue: list[str], unfinished: list[str], table: dict[str, float]) -> str:
+def next_group(queue: list[str], unfinished: list[str], seconds: Callable[[str], float]) -> str:
     """The group a worker gets next: the queue's first, or the shortest one while the worker
-    still has at least HOLDS_BACK_S of groups to run (a group not in `table` counts as the
-    median)."""
-    unknown = statistics.median(table.values()) if table else 0.0
-    if sum(table.get(group, unknown) for group in unfinished) >= HOLDS_BACK_S:
-        return min(queue, key=lambda group: table.get(group, unknown))
+    still has at least HOLDS_BACK_S of groups to run."""
+    if sum(map(seconds, unfinished)) >= HOLDS_BACK_S:
+        return min(queue, key=seconds)
     return queue[0]
+
+
+def seconds_of(table: dict[str, float]) -> Callable[[str], float]:
+    """Each group's seconds in `table`; a group missing from it counts as the median."""
+    unknown = statistics.median(table.values()) if table else 0.0
+    return lambda group: table.get(group, unknown)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -113,10 +122,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On an xdist worker, put the longest groups first: xdist hands groups out in this order."""
     if not hasattr(config, "workerinput"):
         return
-    table = _seconds_table()
-    unknown = statistics.median(table.values()) if table else 0.0
+    expected = seconds_of(_seconds_table())
     groups = {item.nodeid: group_of(item.nodeid) for item in items}
-    seconds = {group: table.get(group, unknown) for group in groups.values()}
+    seconds = {group: expected(group) for group in groups.values()}
     # A stable sort: within a group the order pytest chose (by fixtures) stays; ties by name,
     # so every worker collects the same order, as xdist requires.
     items.sort(key=lambda item: start_order(groups[item.nodeid], seconds))

@@ -319,9 +319,10 @@ def test_the_notebooks_groups_start_first_then_the_longest():
     order = sorted(seconds, key=lambda group: parallel.start_order(group, seconds))
     assert order == [parallel.BROWSER_GROUP, "nbval:00-setup", "lab:06", "tests/test_x.py"]
     # A worker that holds a long group gets the shortest next, not a notebook to hold back.
-    assert parallel.next_group(order[1:], [parallel.BROWSER_GROUP], seconds) == "tests/test_x.py"
-    assert parallel.next_group(order[2:], ["nbval:00-setup"], seconds) == "lab:06"
-    assert parallel.next_group(order[1:], [], seconds) == "nbval:00-setup"
+    expected = parallel.seconds_of(seconds)
+    assert parallel.next_group(order[1:], [parallel.BROWSER_GROUP], expected) == "tests/test_x.py"
+    assert parallel.next_group(order[2:], ["nbval:00-setup"], expected) == "lab:06"
+    assert parallel.next_group(order[1:], [], expected) == "nbval:00-setup"
 
 
 def test_notebook_backends_and_sandbox_output_tags_are_used_as_documented():
