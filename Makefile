@@ -47,7 +47,10 @@ clients/node/node_modules/.package-lock.json: clients/node/package.json clients/
 	cd clients/node && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-setup: .venv/.synced $(NODE_CLIENT)  ## install the Python environment (uv, from uv.lock; offline from a wheelhouse) and the Node client
+# The two installs share nothing, so they run side by side: from a fresh clone here, bootstrapping
+# uv with pip and syncing took 19 s and `npm ci` 14 s.
+setup:  ## install the Python environment (uv, from uv.lock; offline from a wheelhouse) and the Node client
+	@$(MAKE) --no-print-directory -j2 .venv/.synced $(NODE_CLIENT)
 
 lab: setup  ## open the tutorial in JupyterLab on the sandbox backend
 	$(RUN) jupyter lab --ServerApp.ip=127.0.0.1 notebooks/00-setup.ipynb

@@ -186,6 +186,9 @@ def test_the_widget_holds_the_whole_figure_and_every_chart_shares_one_plotly_js(
         state["data"][0]["y"] == [0, 0, 7] and "7 OK, 0 failed" in state["layout"]["title"]["text"]
     )
     assert "template" not in state["layout"]  # it would ride along in every update
+    # The opening state names the chart, so a view that renders before any figure arrives
+    # is still known by its title (the browser test reads chart.js's registry by title).
+    assert first.widget.get_state()["title"] == "first" and second.widget.title == "second"
     assert first.widget.library is second.widget.library
     assert first.widget.library.source.startswith("/**\n* plotly.js v")
     # The chart module itself stays small: plotly.js is not in it.

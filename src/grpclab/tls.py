@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from grpclab.cluster.sandbox.addresses import state_root
+from grpclab.paths import state_root
 
 # Long enough for a workshop day and a re-run next week; a real issuer rotates far sooner.
 VALID_DAYS = 30

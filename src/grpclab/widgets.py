@@ -151,9 +151,12 @@ class ChartWidget(anywidget.AnyWidget):
     _esm = Path(__file__).parent / "static" / "chart.js"
     figure = traitlets.Dict().tag(sync=True)
     library = traitlets.Instance(PlotlyLibrary).tag(sync=True, **widgets.widget_serialization)
+    # The chart's title without its run subtitle, in the widget's opening state: a view
+    # knows which chart it is from its first moment, before any figure has arrived.
+    title = traitlets.Unicode().tag(sync=True)
 
-    def __init__(self, figure: dict[str, Any] | None = None) -> None:
-        super().__init__(figure=figure or {}, library=plotly_library())
+    def __init__(self, figure: dict[str, Any] | None = None, title: str = "") -> None:
+        super().__init__(figure=figure or {}, library=plotly_library(), title=title)
         self.views_rendered = 0  # views that reported their first draw (kernel idle since)
         self.on_msg(self._on_front_end)
 
@@ -175,7 +178,7 @@ class _LiveChart:
         # Snapshots arrive on the load thread and marks on others: one drawer at a time.
         self._lock = threading.RLock()
         self.figure = go.Figure(layout={**BASE_LAYOUT, "title": {"text": title}})
-        self.widget = ChartWidget()
+        self.widget = ChartWidget(title=title)
         self._handle: Any = None  # the notebook output that shows this chart, once displayed
         self._shows_static = False
         self._redraw(None)

@@ -47,7 +47,9 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -233,16 +235,20 @@ def jupyter_lab(lab_root: Path, jupyter_state: Path) -> Iterator[tuple[str, str]
             server.wait()
 
 
+# The notebook in front: the one notebook panel of the main area that is not hidden.
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden) "
+
+
 def run_all_cells(page) -> None:
     """Clear the stored outputs, Run → Run All Cells, and wait until no cell is queued."""
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(f"{PANEL}.jp-Cell", timeout=PAGE_TIMEOUT_MS)
     idle = "() => document.querySelector('.jp-StatusBar-TextItem') && [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /\\|\\s*Idle/.test(e.textContent))"  # noqa: E501
     page.wait_for_function(idle, timeout=PAGE_TIMEOUT_MS)
     page.click(".lm-MenuBar-itemLabel:text-is('Edit')")
     page.click(".lm-Menu-itemLabel:text-is('Clear Outputs of All Cells')")
     page.click(".lm-MenuBar-itemLabel:text-is('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
-    queued = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))"  # noqa: E501
+    queued = f"() => [...document.querySelectorAll('{PANEL}.jp-InputPrompt')].some(e => e.textContent.includes('*'))"  # noqa: E501
     page.wait_for_function(queued, timeout=PAGE_TIMEOUT_MS)
     # Done when nothing is queued and the kernel is idle; an error stops Run All and
     # un-queues the rest, which also ends the wait (the prompts then show what ran).
@@ -265,7 +271,7 @@ def show_stored_outputs(page, stored: dict[str, int]) -> None:
     """Wait until the opened notebook shows its stored tables and figures; run no cell."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(f"{PANEL}.jp-Cell", timeout=PAGE_TIMEOUT_MS)
     try:
         page.wait_for_function(
             STORED_SHOWN, arg=[stored["tables"], stored["graphs"]], timeout=OPEN_TIMEOUT_S * 1000
@@ -276,7 +282,8 @@ def show_stored_outputs(page, stored: dict[str, int]) -> None:
 
 def prompts(page) -> list[str]:
     return page.eval_on_selector_all(
-        ".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())"
+        f"{PANEL}.jp-CodeCell .jp-InputPrompt",
+        "els => els.map(e => e.textContent.trim())",
     )
 
 
@@ -353,57 +360,93 @@ def count_websocket_bytes(page) -> dict[str, int]:
     return totals
 
 
+@dataclass
+class LabTab:
+    """The one Chromium page every notebook opens in, as a learner's one browser tab of
+    JupyterLab, with what it has seen so far."""
+
+    page: Any
+    websocket_bytes: dict[str, int]
+    console: list[str] = field(default_factory=list)
+
+
 @pytest.fixture(scope="module")
-def browser():
+def lab_tab() -> Iterator[LabTab]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield chromium
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            tab = LabTab(page, count_websocket_bytes(page))
+            page.on(
+                "console",
+                lambda m: tab.console.append(f"{time.monotonic():.1f} {m.type}: {m.text}"),
+            )
+            page.on(
+                "pageerror", lambda e: tab.console.append(f"{time.monotonic():.1f} pageerror: {e}")
+            )
+            yield tab
         finally:
             chromium.close()
 
 
-def open_notebook(browser, jupyter_lab: tuple[str, str], path: Path, live: bool) -> dict:
-    """Open `path` in JupyterLab, Run All if `live` (else run nothing), and read back every
-    chart and table; screenshots as artifacts."""
+# The main area's tab in front is the notebook named `name`.
+CURRENT_TAB_IS = """
+(name) => [...document.querySelectorAll('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current')]
+  .some(tab => tab.textContent.includes(name))
+"""
+
+
+def open_from_file_browser(page, path: Path) -> None:
+    """Open `path` as a new tab of the running JupyterLab: a double click in its file
+    browser (which shows notebooks/, where the first notebook was opened), as a learner
+    opens the next notebook, without loading the app again."""
+    name = path.name
+    page.locator(".jp-DirListing-item").filter(has_text=name).dblclick(timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_function(CURRENT_TAB_IS, arg=name, timeout=PAGE_TIMEOUT_MS)
+
+
+def open_notebook(
+    tab: LabTab, jupyter_lab: tuple[str, str], path: Path, live: bool, first: bool
+) -> dict:
+    """Open `path` in JupyterLab (the app's first page load if `first`, else a new tab of it),
+    Run All if `live` (else run nothing), and read back every chart and table of its tab;
+    screenshots as artifacts."""
     base, token = jupyter_lab
     shots = ARTIFACTS / path.stem
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        websocket = count_websocket_bytes(page)
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{time.monotonic():.1f} {m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"{time.monotonic():.1f} pageerror: {e}"))
-        started = time.monotonic()
+    page = tab.page
+    websocket_before = dict(tab.websocket_bytes)
+    console_from = len(tab.console)
+    started = time.monotonic()
+    if first:
         page.goto(f"{base}/lab/tree/notebooks/{path.name}?reset&token={token}")
-        if live:
-            run_all_cells(page)
-        else:
-            show_stored_outputs(page, stored_outputs(path))
-        seconds = time.monotonic() - started
-        graphs = page.evaluate(READ_GRAPHS)
-        for graph in graphs:
-            output = page.locator(f".js-plotly-plot[data-test-index='{graph['index']}']")
-            output.scroll_into_view_if_needed()
-            time.sleep(0.3)  # let the scrolled-to chart paint before the picture
-            output.screenshot(path=str(shots / f"chart-{graph['index']:02d}.png"))
-        page.screenshot(path=str(shots / "page.png"))
-        (shots / "console.log").write_text("\n".join(console) + "\n")
-        return {
-            "prompts": prompts(page),
-            "graphs": graphs,
-            "live_views": page.evaluate(READ_LIVE_VIEWS),
-            "websocket": dict(websocket),
-            "seconds": seconds,
-            "summaries": page.locator(".jp-OutputArea-output").all_inner_texts(),
-            "tables": page.evaluate(READ_TABLES),
-        }
-    finally:
-        page.close()
+    else:
+        open_from_file_browser(page, path)
+    if live:
+        run_all_cells(page)
+    else:
+        show_stored_outputs(page, stored_outputs(path))
+    seconds = time.monotonic() - started
+    graphs = page.evaluate(READ_GRAPHS)
+    for graph in graphs:
+        output = page.locator(f"{PANEL}.js-plotly-plot[data-test-index='{graph['index']}']")
+        output.scroll_into_view_if_needed()
+        time.sleep(0.3)  # let the scrolled-to chart paint before the picture
+        output.screenshot(path=str(shots / f"chart-{graph['index']:02d}.png"))
+    page.screenshot(path=str(shots / "page.png"))
+    (shots / "console.log").write_text("\n".join(tab.console[console_from:]) + "\n")
+    return {
+        "prompts": prompts(page),
+        "graphs": graphs,
+        "live_views": page.evaluate(READ_LIVE_VIEWS),
+        "websocket": {k: tab.websocket_bytes[k] - websocket_before[k] for k in websocket_before},
+        "seconds": seconds,
+        "summaries": page.locator(f"{PANEL}.jp-OutputArea-output").all_inner_texts(),
+        "tables": page.evaluate(READ_TABLES),
+    }
 
 
 def chart_problems(path: Path, run: dict, live: bool) -> list[str]:
@@ -478,18 +521,20 @@ def test_the_notebooks_run_live_make_every_kind_of_chart():
     + SERVER_START_TIMEOUT_S
     + 240
 )
-def test_every_chart_draws_live_and_is_saved_with_its_final_run(browser, jupyter_lab):
+def test_every_chart_draws_live_and_is_saved_with_its_final_run(lab_tab, jupyter_lab):
     report, problems = {}, {}
-    for path in NOTEBOOKS:
+    # The live runs first, on the app's first load; the others open as tabs beside them.
+    in_order = sorted(NOTEBOOKS, key=lambda path: path not in LIVE)
+    for index, path in enumerate(in_order):
         live = path in LIVE
-        run = open_notebook(browser, jupyter_lab, path, live)
+        run = open_notebook(lab_tab, jupyter_lab, path, live, first=index == 0)
         report[path.stem] = {
             "ran": live,
             "seconds": round(run["seconds"]),
             "websocket_bytes_received": run["websocket"]["received"],
             "websocket_bytes_sent": run["websocket"]["sent"],
             "charts": len(run["graphs"]),
-            "live_views": run["live_views"],
+            "live_views": run["live_views"] if live else {},  # the registry is page-wide
             "notes": {base_title(g["title"]): g["notes"] for g in run["graphs"] if g["notes"]},
         }
         print(f"browser {path.stem}: {json.dumps(report[path.stem])}")

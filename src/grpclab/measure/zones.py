@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from grpclab.cluster import Cluster, Pod
 from grpclab.load import LoadResult, LoadSpec
-from grpclab.load.drills import drill
+from grpclab.load.drills import act_during
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 DEFAULT_ZONE = "zone-a"
@@ -93,8 +93,23 @@ def zone_drill(
     settle_s: float = 2.0,
 ) -> ZoneDrill:
     """Run `spec`, call `failure()` at_s seconds in, and split the calls there (`split`)."""
-    run = drill(lab, spec, at_s, failure)
-    return split(run.result, run.action_started_s, run.action_done_s, settle_s)
+    return zone_drills(lab, {"": spec}, at_s, failure, settle_s)[""]
+
+
+def zone_drills(
+    lab: Cluster,
+    specs: Mapping[str, LoadSpec],
+    at_s: float,
+    failure: Callable[[], object],
+    settle_s: float = 2.0,
+) -> dict[str, ZoneDrill]:
+    """Run every client of `specs` at once through one failure (`act_during`), each split
+    on its own clock: one zone failure and one recovery for all of them."""
+    run = act_during(lab, specs, at_s, lambda _: failure())
+    return {
+        name: split(run.results[name], run.started_s[name], run.done_s[name], settle_s)
+        for name in specs
+    }
 
 
 def split(result: LoadResult, started_s: float, done_s: float, settle_s: float = 2.0) -> ZoneDrill:

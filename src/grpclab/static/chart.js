@@ -26,11 +26,17 @@ function loadPlotly(model) {
   return globalThis[SHARED];
 }
 
-function record(figure) {
+function baseTitle(model) {
+  // The chart's title without its run subtitle: the widget's own `title`, which its opening
+  // state carries, or else the figure's.
+  const figureTitle = String(model.get("figure").layout?.title?.text ?? "").split("<br>")[0];
+  return model.get("title") || figureTitle;
+}
+
+function record(title, figure) {
   // A page-wide note of what each live view drew, keyed by the chart's title (without
   // its subtitle): the browser test reads it after the view gave way to the saved figure.
   const views = (globalThis.__grpclabCharts ||= {});
-  const title = String(figure.layout?.title?.text ?? "").split("<br>")[0];
   const drawn = (figure.data || []).reduce(
     (sum, trace) => sum + Array.from(trace.y || []).filter((y) => y > 0).length,
     0,
@@ -45,7 +51,7 @@ export default {
   async render({ model, el }) {
     el.classList.add("grpclab-chart");
     el.style.width = "100%";
-    const title = String(model.get("figure").layout?.title?.text ?? "").split("<br>")[0];
+    const title = baseTitle(model);
     const views = (globalThis.__grpclabCharts ||= {});
     views[title] ||= { started: true, ready: false, draws: 0, points: 0 };
     const t0 = performance.now();
@@ -85,7 +91,7 @@ export default {
           again = false;
           const figure = model.get("figure");
           await Plotly.react(el, figure.data || [], figure.layout || {}, figure.config || {});
-          record(figure);
+          record(title, figure);
         } while (again);
       })();
       try {

@@ -9,8 +9,6 @@ With GRPCLAB_BACKEND=kind it also looks for docker, kind and kubectl.
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import os
 import platform
 import shutil
@@ -211,28 +209,9 @@ def _bindable_port(ip: str, port: int) -> str | None:
 
 def free_address_blocks() -> tuple[int, Path]:
     """How many of the 254 sandbox address blocks no running sandbox holds, and where."""
-    from grpclab.cluster.sandbox.addresses import state_root
+    from grpclab.cluster.sandbox.addresses import blocks_dir, count_free_blocks
 
-    root = state_root() / "blocks"
-    root.mkdir(parents=True, exist_ok=True)
-    free = 0
-    for index in range(1, 255):
-        path = root / f"{index}.lock"
-        if not path.exists():
-            free += 1
-            continue
-        with open(path, "a+") as handle:
-            try:
-                # Taken and given back at once: a sandbox starting meanwhile moves on to the
-                # next block, as it does whenever two start together.
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                continue
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            free += 1
-    return free, root
+    return count_free_blocks(), blocks_dir()
 
 
 def check_address_blocks() -> Finding:

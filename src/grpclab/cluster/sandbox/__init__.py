@@ -46,7 +46,7 @@ from grpclab.cluster.manifests import (
     source_label,
 )
 from grpclab.cluster.sandbox.addons import Addon, ClusterView, EndpointAddress
-from grpclab.cluster.sandbox.addresses import AddressBlock, state_root
+from grpclab.cluster.sandbox.addresses import AddressBlock
 from grpclab.cluster.sandbox.dns import CLUSTER_DOMAIN, ClusterDns
 from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
 from grpclab.cluster.sandbox.pods import (
@@ -63,7 +63,7 @@ from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_arg
 from grpclab.cluster.sandbox.topology import kube_proxy_endpoints
 from grpclab.demo.server import POD_NETWORK_ENV
 from grpclab.load import LoadResult, LoadSpec
-from grpclab.paths import SRC
+from grpclab.paths import SRC, state_root
 from grpclab.xds import LISTENER, Nack, XdsServer
 
 if TYPE_CHECKING:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import os
 import socket
-import tempfile
 from pathlib import Path
+
+from grpclab.paths import state_root
 
 POD_OCTET = 42
 SERVICE_OCTET = 43
@@ -20,15 +20,40 @@ FIRST_HOST = 10
 LAST_HOST = 250
 
 
-def state_root() -> Path:
-    return Path(os.environ.get("GRPCLAB_STATE_DIR", Path(tempfile.gettempdir()) / "grpclab"))
+def blocks_dir() -> Path:
+    """The lock files, one per block: `<index>.lock`, flocked by the sandbox that owns it."""
+    return state_root() / "blocks"
+
+
+def count_free_blocks() -> int:
+    """How many of the 254 blocks no running sandbox holds (for preflight)."""
+    root = blocks_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    free = 0
+    for index in range(1, 255):
+        path = root / f"{index}.lock"
+        if not path.exists():
+            free += 1
+            continue
+        with open(path, "a+") as handle:
+            try:
+                # Taken and given back at once: a sandbox starting meanwhile moves on to the
+                # next block, as it does whenever two start together.
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                continue
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            free += 1
+    return free
 
 
 class AddressBlock:
     """One sandbox's share of 127.0.0.0/8, held until `release()`."""
 
     def __init__(self) -> None:
-        root = state_root() / "blocks"
+        root = blocks_dir()
         root.mkdir(parents=True, exist_ok=True)
         for index in range(1, 255):
             handle = open(root / f"{index}.lock", "a+")  # noqa: SIM115 (held while owned)

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from grpclab.cluster.sandbox.addresses import state_root
+from grpclab.paths import state_root
 
 SETPRIV = "setpriv"
 
