@@ -137,7 +137,9 @@ def one_failing_pod(lab, meshed):
 
 
 def failure_rate(lab, target: str, method: str) -> float:
-    result = lab.run_load(LoadSpec(target, rpcs=900, method=method))
+    # 450 calls: unretried, 33 to 49 of them failed in 8 runs here (2 beside another module),
+    # against the 3 % floor (14); retried, 0 or 1. 900 calls cost 2 CPU-s more.
+    result = lab.run_load(LoadSpec(target, rpcs=450, method=method))
     return result.failed / result.total
 
 

@@ -243,7 +243,8 @@ def test_a_state_refusal_names_the_file_and_line_in_a_chosen_namespace(tmp_path,
     path = tmp_path / "service.yaml"
     path.write_text((BASE / "service-clusterip.yaml").read_text())
     with grpclab.connect("sandbox") as sandbox:
-        sandbox.apply(BASE)
+        sandbox.apply(BASE / "00-namespace.yaml")  # no pods: the refusal is the Service's
+        sandbox.apply(path)
         headless = path.read_text().replace("  type: ClusterIP\n", "  clusterIP: None\n")
         path.write_text(headless)
         with pytest.raises(ManifestError) as caught:

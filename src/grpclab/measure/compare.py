@@ -42,11 +42,22 @@ PICKUP_WITHIN_S = 10.0
 # Calls started per second (LoadSpec.rate). A latency run at one call in flight, paced, never
 # queues on the machine's CPU; an unpaced one measures how fast the laptop turns calls round.
 LATENCY_RATE = 200.0
-# A spread run's 600 calls over 2 s. Unpaced, they took 0.6-2.8 s of a saturated CPU: a pod
+# A spread run's calls, paced. Unpaced, 600 calls took 0.6-2.8 s of a saturated CPU: a pod
 # process that lost its core for some tens of ms piled up calls in flight, and a
 # least-request proxy rightly sent it less (Istio's sidecar came out at 1.57 busiest/idlest
 # under load). Paced, the run leaves the pods their CPU and a stall is a short part of it.
 SPREAD_RATE = 300.0
+# Each spread call lasts this long on the server (its fault knob): 300/s x 0.02 s is 6 calls
+# in flight, two per pod, so a least-request balancer compares real counts. With ~1 ms calls
+# almost every pod has none in flight, its picks are random, and 200 calls came out at up to
+# 1.62 busiest/idlest (random picks over 3 pods need about 600 calls for a median of 3 runs
+# to stay far below EVEN_MAX_MIN); with 20 ms, 150 calls came out at 1.00-1.39 in single runs.
+SPREAD_CALL_MS = 20
+SPREAD_RPCS = 150
+# A latency run: 120 calls at LATENCY_RATE, enough for a p99 per run (the 119th of 120; from
+# 100 calls on, the p99 is not the slowest call); the median of three rounds leaves out a
+# run that met a burst of load from elsewhere on the machine.
+LATENCY_S = 0.6
 Out = Callable[[str], None]
 
 
@@ -254,26 +265,35 @@ def run_spec(template: LoadSpec, **fields: Any) -> LoadSpec:
 def measure_steady(
     lineup: Lineup,
     rounds: int = 3,
-    latency_s: float = 1.0,
-    spread_rpcs: int = 600,
+    latency_s: float = LATENCY_S,
+    spread_rpcs: int = SPREAD_RPCS,
     spread_concurrency: int = 8,
     out: Out = say,
     latency_rate: float = LATENCY_RATE,
     spread_rate: float = SPREAD_RATE,
+    spread_call_ms: int = SPREAD_CALL_MS,
 ) -> tuple[dict[str, Row], dict[str, float]]:
     """Latency and evenness, one solution at a time, in interleaved rounds.
 
     Latency runs keep one call in flight, `latency_rate` started per second, so that neither
     a pod nor the machine's CPU queues calls and the difference to the direct call is the
     path's own cost. Spread runs start `spread_rate` calls per second with up to
-    `spread_concurrency` in flight (least-request balancers compare calls in flight, and a
-    pod that stalls gathers some). Each round runs every solution once, the order turned
-    by one each round and reversed every other round, so that drifting machine load hits
-    all alike. Each run opens its own channel, and evenness
+    `spread_concurrency` in flight, each made to last `spread_call_ms` on the server
+    (least-request balancers compare calls in flight). Each round runs every solution once,
+    the order turned by one each round and reversed every other round, so that drifting
+    machine load hits all alike. Each run opens its own channel, and evenness
     is per run: an L4 channel sticks to one pod, whichever it is.
     """
     latency, spread = interleaved_rounds(
-        lineup, rounds, latency_s, spread_rpcs, spread_concurrency, out, latency_rate, spread_rate
+        lineup,
+        rounds,
+        latency_s,
+        spread_rpcs,
+        spread_concurrency,
+        out,
+        latency_rate,
+        spread_rate,
+        spread_call_ms,
     )
     direct = latency[DIRECT]
     baseline = {key: statistics.median(_latency(r, key) for r in direct) for key in ("p50", "p99")}
@@ -309,24 +329,40 @@ def interleaved_rounds(
     out: Out = say,
     latency_rate: float | None = LATENCY_RATE,
     spread_rate: float | None = SPREAD_RATE,
+    spread_call_ms: int = 0,
 ) -> tuple[dict[str, list[LoadResult]], dict[str, list[LoadResult]]]:
     """Per solution (and "direct"), one latency run per round, and a spread run unless
     `spread_rpcs` is 0; the order turns by one each round and reverses every other round.
-    The rates are calls started per second (None: unpaced)."""
+    The rates are calls started per second (None: unpaced). A round's latency runs come
+    first; then every pod's calls are made to last `spread_call_ms` for its spread runs,
+    and are quick again before the next round's latency runs (and after the last)."""
+    lab = lineup.lab
     keys = [DIRECT, *(s.key for s in lineup.solutions())]
     latency: dict[str, list[LoadResult]] = {key: [] for key in keys}
     spread: dict[str, list[LoadResult]] = {key: [] for key in keys}
     for number in range(rounds):
         order = keys[number % len(keys) :] + keys[: number % len(keys)]
-        for key in reversed(order) if number % 2 else order:
-            template = lineup.specs[key]
-            spec = run_spec(template, duration_s=latency_s, concurrency=1, rate=latency_rate)
-            latency[key].append(lineup.lab.run_load(spec))
-            if spread_rpcs and key != DIRECT:
-                spread_spec = replace(
-                    template, rpcs=spread_rpcs, concurrency=spread_concurrency, rate=spread_rate
-                )
-                spread[key].append(lineup.lab.run_load(spread_spec))
+        order = order[::-1] if number % 2 else order
+        for key in order:
+            spec = run_spec(
+                lineup.specs[key], duration_s=latency_s, concurrency=1, rate=latency_rate
+            )
+            latency[key].append(lab.run_load(spec))
+        if spread_rpcs:
+            for pod in lineup.pods:
+                lab.set_fault(pod, added_latency_ms=spread_call_ms)
+            try:
+                for key in (key for key in order if key != DIRECT):
+                    spread_spec = replace(
+                        lineup.specs[key],
+                        rpcs=spread_rpcs,
+                        concurrency=spread_concurrency,
+                        rate=spread_rate,
+                    )
+                    spread[key].append(lab.run_load(spread_spec))
+            finally:
+                for pod in lineup.pods:
+                    lab.set_fault(pod)
         out(f"steady load: round {number + 1} of {rounds} done")
     return latency, spread
 
@@ -363,13 +399,16 @@ class AllAtOnce:
         return run_side_by_side(lineup.lab, loads, self.at_s, event)
 
 
-# 50 calls per second per client: a per-call balancer's first call on a new pod of four
-# comes a few hundredths of a second after it is picked, and seven clients together leave
-# the CPU to the pods and the scale-up. 18 s: the new pod is ready 3-5 s in on a busy
-# machine, and "never" must mean never in more than PICKUP_WITHIN_S.
-SCALE_UP = AllAtOnce(18.0, at_s=1.0, rate=50.0)
-# 150 calls per second of 20 ms each: 3 in flight per client, about one on every pod.
-CRASH = AllAtOnce(5.0, at_s=1.5, concurrency=6, rate=150.0)
+# 5 calls per second per client: once a per-call balancer knows the new pod of four, its
+# first call there comes within 4 calls (0.8 s) round robin, or after 4 on average for a
+# least-request pick with nothing in flight, which is random (50 calls, 10 s, all miss it
+# 0.75^50 = 6e-7 of the time): far inside PICKUP_WITHIN_S. Seven clients together leave the
+# CPU to the pods and the scale-up. 18 s: the new pod is ready 3-5 s in on a busy machine,
+# and "never" must mean never in more than PICKUP_WITHIN_S.
+SCALE_UP = AllAtOnce(18.0, at_s=1.0, rate=5.0)
+# 20 calls per second of 150 ms each (measure_crash's call_ms): 3 in flight per client,
+# about one on every pod.
+CRASH = AllAtOnce(5.0, at_s=1.5, concurrency=6, rate=20.0)
 
 
 def measure_scale_up(
@@ -398,7 +437,7 @@ def measure_crash(
     lineup: Lineup,
     rows: Mapping[str, Row],
     drive: AllAtOnce = CRASH,
-    call_ms: int = 20,
+    call_ms: int = 150,
     out: Out = say,
 ) -> str:
     """Every client at once; one pod is killed mid-load. Fills failed calls; returns the pod.
@@ -477,7 +516,7 @@ def measure_max_age(
         lineup.specs["round_robin"],
         duration_s=seconds,
         concurrency=2,
-        rate=100.0,
+        rate=10.0,
         interval_s=0.1,
         # The server's age (5 s here) is far below the client's 30 s DNS cool-down default.
         channel_options={"grpc.dns_min_time_between_resolutions_ms": 1000},
