@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,24 @@ def least_restarted(lab: Cluster, pods: Sequence[str], namespace: str | None = N
     if not candidates:
         raise KeyError(f"none of {', '.join(pods)} is a ready pod")
     return min(candidates, key=lambda name: live[name].restarts)
+
+
+@contextmanager
+def calls_take(lab: Cluster, pods: Sequence[str], ms: int) -> Iterator[None]:
+    """Within the block, every call to each of `pods` takes `ms` longer (their fault knob);
+    quick again after it, however it ends.
+
+    The demo's calls take well under a millisecond, so a paced client hardly ever has two
+    in flight: a least-request balancer then compares ties and picks at random. Calls that
+    last give it real counts, and a client has rate x ms calls in flight.
+    """
+    for pod in pods:
+        lab.set_fault(pod, added_latency_ms=ms)
+    try:
+        yield
+    finally:
+        for pod in pods:
+            lab.set_fault(pod)
 
 
 def crash_least_restarted(

@@ -25,7 +25,7 @@ from typing import Any
 
 from grpclab.cluster import NOT_MEASURED, Cluster
 from grpclab.cluster.manifests import load_objects
-from grpclab.load import LoadResult, LoadSpec
+from grpclab.load import LoadResult, LoadSpec, drills
 from grpclab.measure import checks
 from grpclab.notes import say
 from grpclab.side_by_side import SideBySideRun, run_side_by_side
@@ -349,9 +349,7 @@ def interleaved_rounds(
             )
             latency[key].append(lab.run_load(spec))
         if spread_rpcs:
-            for pod in lineup.pods:
-                lab.set_fault(pod, added_latency_ms=spread_call_ms)
-            try:
+            with drills.calls_take(lab, lineup.pods, spread_call_ms):
                 for key in (key for key in order if key != DIRECT):
                     spread_spec = replace(
                         lineup.specs[key],
@@ -360,9 +358,6 @@ def interleaved_rounds(
                         rate=spread_rate,
                     )
                     spread[key].append(lab.run_load(spread_spec))
-            finally:
-                for pod in lineup.pods:
-                    lab.set_fault(pod)
         out(f"steady load: round {number + 1} of {rounds} done")
     return latency, spread
 
