@@ -15,7 +15,7 @@ from support import BASE, ISTIO, MANIFESTS
 
 from grpclab.cluster.manifests import ManifestError
 from grpclab.cluster.sandbox.ambient import EMULATION_NOTE
-from grpclab.load import LoadSpec
+from grpclab.load import LoadSpec, drills
 from grpclab.local_http import open_local
 from grpclab.measure import checks
 from grpclab.xds.dumps import dumped_cluster
@@ -70,10 +70,13 @@ def test_a_waypoint_balances_each_request_of_one_channel(ambient):
     ambient.apply(AMBIENT / "waypoint.yaml")
     ambient.apply(AMBIENT / "service-waypoint.yaml")
     target = ambient.target(SERVICE, via="ambient")
-    # Unpaced, as in notebook 15: LEAST_REQUEST evens the pods out by calls in flight. Over
-    # 600 calls (a fraction of a second) one pod process stalled by a busy machine came out
-    # at 1.33 busiest/idlest; 1,500 calls outlast such a stall.
-    result = ambient.run_load(LoadSpec(target, rpcs=1500, concurrency=8))
+    # As in notebook 15: LEAST_REQUEST evens the pods out by calls in flight, so the calls
+    # last 20 ms and 300 a second keep about 6 in flight. (Unpaced 1 ms calls measured the
+    # machine: a pod process stalled by a busy machine came out at 1.33 busiest/idlest.)
+    with drills.calls_take(ambient, pods, ms=20):
+        result = ambient.run_load(
+            LoadSpec(target, rpcs=None, duration_s=3, rate=300, concurrency=8)
+        )
     assert result.failed == 0
     assert set(result.per_pod) == set(pods)
     checks.assert_even(result, pods, max_ratio=1.3)
