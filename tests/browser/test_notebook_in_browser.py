@@ -17,21 +17,22 @@ Run All clicked, as a learner would. Then, for every grpclab chart:
 The other notebooks add no kind of live chart: 02 makes DistributionCharts only, and 10
 (the comparison) none. What the browser adds for them is how their stored outputs look, and
 notebooks are stored executed (nbval runs them elsewhere). So each is opened without running
-a cell (JupyterLab may start its kernel on open; nothing is sent to it), and its stored
-outputs are read as rendered: each stored plotly figure (a chart's final figure) must draw
-with a title and data, and the page must show as many HTML tables and figures as the file
-stores. The stored run must have run every cell, hold no error, and hold a table or a
-figure. Notebook 02 must also show the L4 lesson: one pod served every call of the one
-channel.
+a cell, as a new tab of the same page (a double click in the file browser, as a learner opens
+the next notebook: the app loads once; JupyterLab may start its kernel on open, and nothing
+is sent to it), and its stored outputs are read as rendered: each stored plotly figure (a
+chart's final figure) must draw with a title and data, and the page must show as many HTML
+tables and figures as the file stores. The stored run must have run every cell, hold no
+error, and hold a table or a figure. Notebook 02 must also show the L4 lesson: one pod
+served every call of the one channel.
 
 In every notebook, each HTML table in an output (10's comparison) must fit the output area
 at 1400 px with the file browser open, and no word in it may wrap mid-word.
 
 Screenshots of every chart land in artifacts/browser/<notebook>/, and the websocket bytes
-each notebook's page received are printed (`pytest -s` shows them; bench/README.md has the
-measured numbers). $GRPCLAB_BROWSER_NOTEBOOKS (paths, separated by ":") replaces the three
-notebooks, each run if it makes a live chart and only opened otherwise, e.g. to
-show that a broken chart cell, or a table too wide, fails this test.
+the page received while each notebook was in front are printed (`pytest -s` shows them;
+bench/README.md has the measured numbers). $GRPCLAB_BROWSER_NOTEBOOKS (paths, separated by
+":") replaces the three notebooks, each run if it makes a live chart and only opened
+otherwise, e.g. to show that a broken chart cell, or a table too wide, fails this test.
 """
 
 from __future__ import annotations
