@@ -63,18 +63,20 @@ def test_l4_sticks_to_one_pod_round_robin_spreads_and_kube_proxy_has_memory(lab)
     lesson = next(block for block in comparison.lessons() if "memory" in block)
     assert lesson.endswith("\n  EMULATED here, not counted: ClusterIP (L4)"), lesson
 
-    # The spread runs' calls last SPREAD_CALL_MS on the pods, and the latency runs' do not:
-    # each round's latency runs come before its spread runs, and after the last round the
-    # pods are quick again.
+    # The spread runs' calls are slowed on the pods, and the latency runs' are not: each
+    # round's latency runs come before its spread runs, and after the last round the pods
+    # are quick again. Slowed by 250 ms here, not SPREAD_CALL_MS: a busy machine made quick
+    # calls take 66 ms (p50) once, so the line between slow and quick must sit far above that.
+    slow_ms = 250
     latency, spread = compare.interleaved_rounds(
-        lineup, 2, 0.2, spread_rpcs=30, out=lambda _: None, spread_call_ms=compare.SPREAD_CALL_MS
+        lineup, 2, 0.2, spread_rpcs=30, out=lambda _: None, spread_call_ms=slow_ms
     )
     assert [len(spread[key]) for key in spread] == [0, 2, 2]  # direct, l4, round_robin
-    assert all(r.latency_ms["p50"] >= compare.SPREAD_CALL_MS for v in spread.values() for r in v)
-    assert all(r.latency_ms["p50"] < compare.SPREAD_CALL_MS for v in latency.values() for r in v)
+    assert all(r.latency_ms["p50"] >= slow_ms for v in spread.values() for r in v)
+    assert all(r.latency_ms["p50"] < slow_ms for v in latency.values() for r in v)
     spec = compare.run_spec(lineup.specs["round_robin"], duration_s=0.2, concurrency=1, rate=200)
     quick = lab.run_load(spec)
-    assert quick.ok and quick.latency_ms["p50"] < compare.SPREAD_CALL_MS
+    assert quick.ok and quick.latency_ms["p50"] < slow_ms
 
     # The paced spread run still sees a client that does not balance: the headless name
     # with gRPC's default pick_first sends every call to one pod, and the lesson fails.
