@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
+from grpclab.cluster.sandbox import addresses
 from grpclab.load import LoadResult
 from grpclab.measure import checks
-from grpclab.tools import preflight
+from grpclab.tools import cli, preflight
 
 
 def timeline_result(buckets: list[dict[str, int]], interval: float = 0.5) -> LoadResult:
@@ -135,6 +137,31 @@ def test_children_of_a_running_owner_are_not_left_over(state_dir, pod_like_proce
 
 def test_nothing_recorded_means_nothing_left_over(state_dir):
     assert checks.leftover_sandbox_processes() == []
+
+
+def test_down_ends_what_a_dead_owner_left_and_removes_its_work_dir(state_dir):
+    leftover = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "grpclab.demo.server"]
+    )
+    write_pids(state_dir, owner=dead_pid(), children=[leftover.pid])
+    try:
+        assert cli.down() == 0
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        leftover.kill()
+        leftover.wait()
+    assert not (state_dir / "sandbox-7").exists()
+
+
+def test_down_leaves_alone_a_work_dir_whose_block_a_sandbox_holds(state_dir, pod_like_process):
+    # The recorded owner is dead, but the block is held: a new sandbox took it and is
+    # starting over in this directory (its own pids.json is not written yet).
+    write_pids(state_dir, owner=dead_pid(), children=[pod_like_process])
+    with addresses.holding_if_unowned(7) as unowned:
+        assert unowned
+        assert cli.down() == 0
+        assert (state_dir / "sandbox-7" / "pids.json").exists()
+        assert checks.leftover_sandbox_processes() == [pod_like_process]  # not ended
 
 
 # -- drains and lost requests (notebook 08) ------------------------------------------------

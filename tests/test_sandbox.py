@@ -360,6 +360,23 @@ def test_calls_after_down_get_a_clear_error():
         sandbox.apply(BASE)
 
 
+def test_down_removes_the_work_dir_before_the_block_is_free_for_another_sandbox():
+    # Once the block is free, a sandbox starting in another process (a parallel test worker,
+    # a second notebook) takes it and makes a work dir of the same name: a CI run failed
+    # when the first sandbox's late rmtree deleted that directory under the newcomer.
+    sandbox = Sandbox()
+    work_dir, release = sandbox.work_dir, sandbox.block.release
+    existed_at_release = []
+
+    def release_and_note() -> None:
+        existed_at_release.append(work_dir.exists())
+        release()
+
+    sandbox.block.release = release_and_note
+    sandbox.down()
+    assert existed_at_release == [False]
+
+
 def test_a_missing_envoy_is_named(monkeypatch):
     from grpclab.cluster.sandbox import processes
 

@@ -54,18 +54,21 @@ def demo(rpcs: int) -> int:
 
 def down() -> int:
     """End what sandboxes left behind when their owner died without cleaning up."""
+    from grpclab.cluster.sandbox.addresses import block_of, holding_if_unowned
     from grpclab.cluster.sandbox.processes import leftover_children, pid_alive, recorded_sandboxes
 
     cleaned = 0
     for work_dir, owner, children in recorded_sandboxes():
-        if pid_alive(owner):
-            print(f"{work_dir.name}: owned by running process {owner}, left alone")
-            continue
-        for pid in leftover_children(children):
-            os.kill(pid, signal.SIGKILL)
-            print(f"{work_dir.name}: ended pid {pid}")
-        shutil.rmtree(work_dir, ignore_errors=True)
-        cleaned += 1
+        # Holding the block keeps a sandbox that starts meanwhile off this work dir.
+        with holding_if_unowned(block_of(work_dir)) as unowned:
+            if not unowned or pid_alive(owner):
+                print(f"{work_dir.name}: owned by a running sandbox, left alone")
+                continue
+            for pid in leftover_children(children):
+                os.kill(pid, signal.SIGKILL)
+                print(f"{work_dir.name}: ended pid {pid}")
+            shutil.rmtree(work_dir, ignore_errors=True)
+            cleaned += 1
     print(f"cleaned {cleaned} sandbox(es)")
     return 0
 

@@ -46,7 +46,7 @@ from grpclab.cluster.manifests import (
     source_label,
 )
 from grpclab.cluster.sandbox.addons import Addon, ClusterView, EndpointAddress
-from grpclab.cluster.sandbox.addresses import AddressBlock
+from grpclab.cluster.sandbox.addresses import AddressBlock, work_dir_of
 from grpclab.cluster.sandbox.dns import CLUSTER_DOMAIN, ClusterDns
 from grpclab.cluster.sandbox.envoy import EnvoyProxy, start_envoy
 from grpclab.cluster.sandbox.pods import (
@@ -63,7 +63,7 @@ from grpclab.cluster.sandbox.processes import ProcessLauncher, python_module_arg
 from grpclab.cluster.sandbox.topology import kube_proxy_endpoints
 from grpclab.demo.server import POD_NETWORK_ENV
 from grpclab.load import LoadResult, LoadSpec
-from grpclab.paths import SRC, state_root
+from grpclab.paths import SRC
 from grpclab.xds import LISTENER, Nack, XdsServer
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class Sandbox(Cluster):
         self.addons: dict[str, Addon] = {}
         self._down = False
         self.block = AddressBlock()
-        self.work_dir = state_root() / f"sandbox-{self.block.index}"
+        self.work_dir = work_dir_of(self.block.index)
         shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir.mkdir(parents=True)
         try:
@@ -809,8 +809,11 @@ class Sandbox(Cluster):
         pool = getattr(self, "_probe_pool", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-        self.block.release()
+        # The directory goes while the block is still held: once released, a sandbox
+        # starting in another process may take the block and make its own work dir of the
+        # same name, which a later rmtree would delete under it.
         shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.block.release()
 
 
 def _dns_records_and_proxied_ports(

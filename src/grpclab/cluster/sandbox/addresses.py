@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from grpclab.paths import state_root
@@ -23,6 +25,16 @@ LAST_HOST = 250
 def blocks_dir() -> Path:
     """The lock files, one per block: `<index>.lock`, flocked by the sandbox that owns it."""
     return state_root() / "blocks"
+
+
+def work_dir_of(index: int) -> Path:
+    """Where the sandbox holding block `index` keeps its configs, logs and `pids.json`."""
+    return state_root() / f"sandbox-{index}"
+
+
+def block_of(work_dir: Path) -> int:
+    """The block whose sandbox uses `work_dir` (the inverse of `work_dir_of`)."""
+    return int(work_dir.name.removeprefix("sandbox-"))
 
 
 def count_free_blocks() -> int:
@@ -47,6 +59,29 @@ def count_free_blocks() -> int:
             fcntl.flock(handle, fcntl.LOCK_UN)
             free += 1
     return free
+
+
+@contextmanager
+def holding_if_unowned(index: int) -> Iterator[bool]:
+    """Hold block `index` for the `with` body if no running sandbox owns it; yield whether it did.
+
+    For cleaning up after a dead sandbox: while it is held, no new sandbox can take the
+    block and start over in the same work directory.
+    """
+    root = blocks_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{index}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class AddressBlock:
