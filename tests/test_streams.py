@@ -238,6 +238,10 @@ def test_the_cli_drives_streams_and_its_json_result_keeps_them(tmp_path):
 # -- max connection age and its grace --------------------------------------------------------
 
 AGE_MS, GRACE_MS = 1000, 800
+CUT_DETAILS = {
+    "UNAVAILABLE": ("max connection age", "Stream removed (sendmsg: Broken pipe"),
+    "INTERNAL": ("Internal error from Core",),
+}
 
 
 def test_without_a_grace_a_stream_outlives_its_connections_age(tmp_path):
@@ -264,7 +268,11 @@ def test_age_plus_grace_cuts_a_long_stream_with_unavailable_and_it_is_reopened(t
     cut, table = streams.cut_streams(long_result), format_table(long_result)
     assert cut, table
     assert {s["code"] for s in cut} <= set(streams.CUT_CODES), table
-    assert "max connection age" in long_result.error_messages.get("UNAVAILABLE", {}), table
+    # What each cut said: grpc core's reason when it met a read; when it met a write,
+    # INTERNAL (grpc/grpc#36066), or on a busy machine the closed socket's own error.
+    for code, messages in long_result.error_messages.items():
+        for message in messages:
+            assert message.startswith(CUT_DETAILS[code]), table
     # Never before the earliest GOAWAY (age less the 10 % jitter) plus the whole grace.
     earliest = (0.9 * AGE_MS + GRACE_MS) / 1000
     assert min(streams.first_cuts_s(long_result, opened_before_s=0.2)) >= earliest - 0.02
