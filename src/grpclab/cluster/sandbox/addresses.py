@@ -39,25 +39,15 @@ def block_of(work_dir: Path) -> int:
 
 def count_free_blocks() -> int:
     """How many of the 254 blocks no running sandbox holds (for preflight)."""
-    root = blocks_dir()
-    root.mkdir(parents=True, exist_ok=True)
     free = 0
     for index in range(1, 255):
-        path = root / f"{index}.lock"
-        if not path.exists():
+        if not (blocks_dir() / f"{index}.lock").exists():
             free += 1
             continue
-        with open(path, "a+") as handle:
-            try:
-                # Taken and given back at once: a sandbox starting meanwhile moves on to the
-                # next block, as it does whenever two start together.
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                continue
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            free += 1
+        # Taken and given back at once: a sandbox starting meanwhile moves on to the
+        # next block, as it does whenever two start together.
+        with holding_if_unowned(index) as unowned:
+            free += unowned
     return free
 
 
