@@ -200,6 +200,18 @@ def test_a_last_bucket_cut_short_by_the_end_of_the_run_does_not_count():
     assert checks.drain_time(result, "bad", since_s=1.2) is None
 
 
+def test_a_pod_missed_only_by_the_few_calls_of_a_stalled_client_has_not_drained():
+    # "a" serves in every busy bucket; the client then stalls (2 calls a bucket, both to "b").
+    result = timeline_result(
+        [{"a": 5, "b": 5}, {"a": 5, "b": 5}, {"a": 4, "b": 4}, {"b": 2}, {"b": 2}, {"b": 2}]
+    )
+    assert checks.drain_time(result, "a", since_s=0.5) is None
+    result.timeline.append({"t": 3.0, "per_pod": {"b": 5}, "errors": {}})  # calls go on
+    result.timeline.append({"t": 3.5, "per_pod": {"b": 5}, "errors": {}})
+    result.elapsed_s = 4.0
+    assert checks.drain_time(result, "a", since_s=0.5) == pytest.approx(1.0)
+
+
 def test_drain_summary_is_stable_text():
     assert checks.drain_summary(drained_result(), "bad", 1.2, within_s=1) == (
         "the pod stopped getting calls: yes, within 1 s: yes"
